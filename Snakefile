@@ -1,0 +1,29 @@
+# tumorfab: Tumor Fabrication study (paper 002) as a Snakemake workflow.
+# Stages: [demo] -> prepare -> preprocess -> synthesize -> segment -> report.
+# See README.md and docs/architecture.md.
+
+
+# The paper's study by default; a --configfile (e.g. the demo preset) replaces
+# it rather than being merged into it, so that presets do not inherit the
+# paper's experiments.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+if config["demo"]["enabled"]:
+
+    include: "workflow/rules/demo.smk"
+
+
+include: "workflow/rules/prepare.smk"
+include: "workflow/rules/preprocess.smk"
+
+
+rule all:
+    input:
+        rules.preprocess_all.input,
+    default_target: True

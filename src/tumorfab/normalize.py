@@ -1,0 +1,87 @@
+"""Intensity normalization to [-1, 1] (paper 002 §2, "Data Preprocessing" (3)).
+
+The paper only says intensities are "rescaled to the range [-1, 1]". We clip
+to the [lower, upper] percentiles of the voxels inside the brain (robust to
+the few very bright vessels and to outliers), map that range linearly to
+[-1, 1], and set everything outside the brain to exactly -1. Real and healthy
+scans go through the same function.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from tumorfab.io import load_nifti, save_nifti
+
+BACKGROUND = -1.0
+
+
+def normalize_intensity(
+    image: np.ndarray, brainmask: np.ndarray, lower_percentile: float, upper_percentile: float
+) -> np.ndarray:
+    """Percentile-clip inside ``brainmask`` and rescale to [-1, 1]; -1 outside."""
+    inside = brainmask.astype(bool)
+    if not inside.any():
+        raise ValueError("empty brain mask: nothing to normalize")
+    low, high = np.percentile(image[inside], [lower_percentile, upper_percentile])
+    if high <= low:
+        raise ValueError(f"brain intensities are constant ({low}); cannot normalize")
+    scaled = (np.clip(image, low, high) - low) / (high - low) * 2.0 - 1.0
+    return np.where(inside, scaled, BACKGROUND).astype(np.float32)
+
+
+def brainmask_from_stripped(images: list[np.ndarray]) -> np.ndarray:
+    """Brain mask of an already skull-stripped scan (BraTS): non-zero in any
+    channel, holes filled (dark necrosis or CSF inside the brain stays inside)."""
+    nonzero = np.zeros(images[0].shape, dtype=bool)
+    for image in images:
+        nonzero |= image != 0
+    return ndimage.binary_fill_holes(nonzero).astype(np.uint8)
+
+
+def normalize_real_case(
+    images: dict[str, str | Path],
+    seg: str | Path,
+    out_dir: str | Path,
+    lower_percentile: float,
+    upper_percentile: float,
+    remap_label_4_to_3: bool = False,
+) -> None:
+    """Write a real BraTS case as a case folder (docs/architecture.md)."""
+    out_dir = Path(out_dir)
+    loaded = {m: load_nifti(p) for m, p in images.items()}
+    data = {m: img.get_fdata(dtype=np.float32) for m, img in loaded.items()}
+    affine = next(iter(loaded.values())).affine
+    brainmask = brainmask_from_stripped(list(data.values()))
+    labels = np.asarray(load_nifti(seg).dataobj).astype(np.uint8)
+    if remap_label_4_to_3:
+        labels[labels == 4] = 3
+    # Every tumour voxel counts as brain, even where a channel is exactly 0.
+    brainmask[labels > 0] = 1
+    for modality, volume in data.items():
+        normalized = normalize_intensity(volume, brainmask, lower_percentile, upper_percentile)
+        save_nifti(normalized, affine, out_dir / f"{modality}.nii.gz")
+    save_nifti(brainmask, affine, out_dir / "brainmask.nii.gz")
+    save_nifti(labels, affine, out_dir / "seg.nii.gz")
+
+
+def normalize_healthy_scan(
+    image: str | Path,
+    brainmask: str | Path,
+    out_dir: str | Path,
+    modality: str,
+    lower_percentile: float,
+    upper_percentile: float,
+) -> None:
+    """Write a registered healthy scan as a case folder without ``seg``."""
+    out_dir = Path(out_dir)
+    loaded = load_nifti(image)
+    mask = np.asarray(load_nifti(brainmask).dataobj).astype(np.uint8)
+    normalized = normalize_intensity(
+        loaded.get_fdata(dtype=np.float32), mask, lower_percentile, upper_percentile
+    )
+    save_nifti(normalized, loaded.affine, out_dir / f"{modality}.nii.gz")
+    save_nifti(mask, loaded.affine, out_dir / "brainmask.nii.gz")

@@ -1,0 +1,57 @@
+"""Quality-control figures: three orthogonal slices of a volume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+
+from tumorfab.io import atomic_path, load_nifti  # noqa: E402
+
+#: NCR, ED, ET in the colours BraTS figures usually use.
+LABEL_COLOURS = ListedColormap(["red", "green", "yellow"])
+
+
+def _slices(volume: np.ndarray, centre: tuple[int, int, int]) -> list[np.ndarray]:
+    i, j, k = centre
+    # Rotate so that anterior/superior point up in the usual radiological view.
+    return [np.rot90(volume[i, :, :]), np.rot90(volume[:, j, :]), np.rot90(volume[:, :, k])]
+
+
+def orthogonal_slices_png(
+    image: str | Path,
+    out_png: str | Path,
+    title: str,
+    seg: str | Path | None = None,
+    outline: str | Path | None = None,
+) -> None:
+    """Sagittal, coronal and axial slices through the lesion centroid (if a
+    ``seg`` is given) or the volume centre; labels as a coloured overlay and
+    ``outline`` (e.g. the reference brain mask) as a contour."""
+    data = load_nifti(image).get_fdata(dtype=np.float32)
+    labels = None if seg is None else np.asarray(load_nifti(seg).dataobj).astype(np.uint8)
+    contour = None if outline is None else np.asarray(load_nifti(outline).dataobj) > 0
+    if labels is not None and labels.any():
+        centre = tuple(int(c) for c in np.argwhere(labels > 0).mean(axis=0))
+    else:
+        centre = tuple(s // 2 for s in data.shape)
+
+    figure, axes = plt.subplots(1, 3, figsize=(9, 3.4))
+    for index, axis in enumerate(axes):
+        axis.imshow(_slices(data, centre)[index], cmap="gray")
+        if labels is not None:
+            overlay = np.ma.masked_equal(_slices(labels, centre)[index], 0)
+            axis.imshow(overlay, cmap=LABEL_COLOURS, vmin=1, vmax=3, alpha=0.45, interpolation="nearest")
+        if contour is not None:
+            axis.contour(_slices(contour.astype(float), centre)[index], levels=[0.5], colors="cyan", linewidths=0.6)
+        axis.set_axis_off()
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    with atomic_path(out_png) as tmp:
+        figure.savefig(tmp, dpi=80, format="png")
+    plt.close(figure)

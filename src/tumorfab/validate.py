@@ -1,0 +1,134 @@
+"""Checking every input volume before any heavy work (SPEC §2 item 1).
+
+The ``prepare`` rule runs these checks on every case the study uses and
+writes the manifests only when all pass, so a bad file stops the run before
+skull stripping, registration or training start, with a message naming the
+file and the problem. All problems are reported at once, not just the first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from tumorfab.cases import BratsCase, DataError
+from tumorfab.io import load_nifti, save_csv
+
+BRATS_LABELS = {0, 1, 2, 3}
+#: Affines are compared in mm; BraTS headers differ in rounding only.
+AFFINE_TOLERANCE_MM = 1e-3
+
+
+def _check_image(path: Path, image: nib.Nifti1Image) -> list[str]:
+    problems = []
+    if image.ndim != 3:
+        problems.append(f"{path}: expected a 3-D volume, got shape {image.shape}")
+        return problems
+    data = image.get_fdata(dtype=np.float32)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        problems.append(f"{path}: {int(bad.sum())} NaN/inf voxels")
+    elif not np.any(data != data.flat[0]):
+        problems.append(f"{path}: constant image (no brain)")
+    return problems
+
+
+def check_brats_case(case: BratsCase, remap_label_4_to_3: bool) -> tuple[list[str], dict]:
+    """Check one case; return (problems, manifest row)."""
+    problems: list[str] = []
+    row: dict = {"case_id": case.case_id, "patient": case.patient, "timepoint": case.timepoint}
+    try:
+        seg = load_nifti(case.seg)
+    except ValueError as error:
+        return [str(error)], row
+    images = {}
+    for modality, path in case.images.items():
+        try:
+            images[modality] = load_nifti(path)
+        except ValueError as error:
+            problems.append(str(error))
+    if problems:
+        return problems, row
+
+    for modality, image in images.items():
+        path = case.images[modality]
+        problems += _check_image(path, image)
+        if image.shape != seg.shape:
+            problems.append(f"{case.seg}: shape {seg.shape} differs from {path.name} {image.shape}")
+        elif not np.allclose(image.affine, seg.affine, atol=AFFINE_TOLERANCE_MM):
+            problems.append(f"{case.seg}: affine differs from {path.name}")
+        row[f"path_{modality}"] = str(path)
+    if seg.ndim != 3:
+        problems.append(f"{case.seg}: expected a 3-D volume, got shape {seg.shape}")
+        return problems, row
+
+    labels_float = np.asarray(seg.dataobj)
+    labels = set(np.unique(labels_float).tolist())
+    if any(label != int(label) for label in labels):
+        problems.append(f"{case.seg}: non-integer label values")
+    unexpected = labels - BRATS_LABELS
+    if unexpected == {4} and remap_label_4_to_3:
+        labels = (labels - {4}) | {3}
+    elif 4 in unexpected:
+        problems.append(
+            f"{case.seg}: label 4 (BraTS 2021-style enhancing tumour); BraTS 2023 uses 3. "
+            "Set data.remap_label_4_to_3: true to map 4 -> 3"
+        )
+    elif unexpected:
+        problems.append(f"{case.seg}: labels {sorted(unexpected)} outside {{0,1,2,3}}")
+    if labels <= {0}:
+        problems.append(f"{case.seg}: no tumour voxels")
+
+    row["path_seg"] = str(case.seg)
+    row["shape"] = "x".join(map(str, seg.shape))
+    row["spacing_mm"] = "x".join(f"{z:g}" for z in seg.header.get_zooms()[:3])
+    return problems, row
+
+
+def check_healthy(subject: str, path: Path) -> tuple[list[str], dict]:
+    """Check one healthy scan; return (problems, manifest row)."""
+    row = {"subject": subject, "path": str(path)}
+    try:
+        image = load_nifti(path)
+    except ValueError as error:
+        return [str(error)], row
+    problems = _check_image(path, image)
+    if not problems:
+        row["shape"] = "x".join(map(str, image.shape))
+        row["spacing_mm"] = "x".join(f"{z:g}" for z in image.header.get_zooms()[:3])
+    return problems, row
+
+
+def prepare_manifests(
+    cases: list[BratsCase],
+    split: dict[str, str],
+    healthy: dict[str, Path],
+    remap_label_4_to_3: bool,
+    out_cases: str | Path,
+    out_healthy: str | Path,
+) -> None:
+    """Validate every used case and healthy scan; write both manifests.
+
+    ``split`` maps case id -> ``train`` or ``val``. Nothing is written unless
+    every file passes, and then both manifests are written atomically.
+    """
+    problems: list[str] = []
+    case_rows = []
+    for case in cases:
+        found, row = check_brats_case(case, remap_label_4_to_3)
+        problems += found
+        case_rows.append({**row, "split": split[case.case_id]})
+    healthy_rows = []
+    for subject, path in healthy.items():
+        found, row = check_healthy(subject, path)
+        problems += found
+        healthy_rows.append(row)
+    if problems:
+        listing = "\n  ".join(problems)
+        raise DataError(f"{len(problems)} problem(s) in the input data:\n  {listing}")
+
+    save_csv(pd.DataFrame(case_rows), out_cases)
+    save_csv(pd.DataFrame(healthy_rows), out_healthy)

@@ -1,0 +1,19 @@
+# The embedded demo cohort: a phantom built from nilearn's shipped MNI152
+# template (tumorfab.demo). Only part of the DAG when demo.enabled is true.
+
+
+rule make_demo_cohort:
+    output:
+        demo_cohort_files(),
+    params:
+        demo=config["demo"],
+        data={k: config["data"][k] for k in ("brats_root", "healthy_root")},
+        seed=config["seed"],
+    log:
+        "logs/make_demo_cohort/make_demo_cohort.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/make_demo_cohort.py"

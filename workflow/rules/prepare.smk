@@ -1,0 +1,21 @@
+# Stage 1: validate every case the study uses and write the manifests.
+
+
+rule prepare:
+    input:
+        get_all_raw_files,
+    output:
+        cases="results/prepare/cases.csv",
+        healthy="results/prepare/healthy.csv",
+    params:
+        split=SPLIT,
+        healthy={s: str(p) for s, p in HEALTHY_FILES.items()},
+        data=config["data"],
+    log:
+        "logs/prepare/prepare.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../scripts/prepare.py"

@@ -1,0 +1,20 @@
+from pathlib import Path
+
+from tumorfab.log import log_to
+from tumorfab.normalize import normalize_healthy_scan
+from tumorfab.qc import orthogonal_slices_png
+
+with log_to(snakemake.log[0]):
+    normalize_healthy_scan(
+        image=snakemake.input.image,
+        brainmask=snakemake.input.brainmask,
+        out_dir=Path(snakemake.output.image).parent,
+        modality="t1n",
+        **snakemake.params.normalize,
+    )
+    orthogonal_slices_png(
+        snakemake.output.image,
+        snakemake.output.qc,
+        title=f"{snakemake.wildcards.subject}: registered, in [-1, 1]; cyan = reference brain",
+        outline=snakemake.input.reference_brainmask,
+    )

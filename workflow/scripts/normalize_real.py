@@ -1,0 +1,21 @@
+from pathlib import Path
+
+from tumorfab.log import log_to
+from tumorfab.normalize import normalize_real_case
+from tumorfab.qc import orthogonal_slices_png
+
+with log_to(snakemake.log[0]):
+    modalities = snakemake.params.modalities
+    normalize_real_case(
+        images={m: snakemake.input[m] for m in modalities},
+        seg=snakemake.input.seg,
+        out_dir=Path(snakemake.output.brainmask).parent,
+        remap_label_4_to_3=snakemake.params.remap_label_4_to_3,
+        **snakemake.params.normalize,
+    )
+    orthogonal_slices_png(
+        snakemake.output.images[0],
+        snakemake.output.qc,
+        title=f"{snakemake.wildcards.case}: {modalities[0]} in [-1, 1], labels NCR/ED/ET",
+        seg=snakemake.output.seg,
+    )

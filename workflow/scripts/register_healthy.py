@@ -1,0 +1,25 @@
+import pandas as pd
+
+from tumorfab.io import save_csv
+from tumorfab.log import log_to
+from tumorfab.registration import register_to_reference
+
+with log_to(snakemake.log[0]):
+    similarity = register_to_reference(
+        moving_image=snakemake.input.image,
+        moving_mask=snakemake.input.brainmask,
+        reference_image=snakemake.input.reference_image,
+        reference_seg=snakemake.input.reference_seg,
+        out_image=snakemake.output.image,
+        out_mask=snakemake.output.brainmask,
+        seed=snakemake.params.seed,
+        threads=snakemake.threads,
+        **snakemake.params.registration,
+    )
+    row = {
+        "subject": snakemake.wildcards.subject,
+        "reference_case": snakemake.params.reference_case,
+        "transform": snakemake.params.registration["type_of_transform"],
+        **similarity,
+    }
+    save_csv(pd.DataFrame([row]), snakemake.output.similarity)
