@@ -90,9 +90,9 @@ def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -
         "--configfile", str(config_path),
         *args,
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}")
     return result
 
 

@@ -16,12 +16,19 @@ import os
 from pathlib import Path
 
 import ants
+import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from tumorfab.io import load_nifti, save_nifti
 
 SIMILARITY_METRIC = "MattesMutualInformation"
+
+
+def _to_ants(image: nib.Nifti1Image) -> ants.ANTsImage:
+    """A NIfTI image as a float32 ANTs image (ANTs ignores scaling and dtype quirks)."""
+    data = np.asarray(image.get_fdata(dtype=np.float32))
+    return ants.from_nibabel_nifti(nib.Nifti1Image(data, image.affine, image.header))
 
 
 def _similarity(fixed: ants.ANTsImage, moving: ants.ANTsImage, mask: ants.ANTsImage) -> float:
@@ -54,12 +61,12 @@ def register_to_reference(
     reference_data = reference.get_fdata(dtype=np.float32)
     tumour = np.asarray(load_nifti(reference_seg).dataobj) > 0
     brain = ndimage.binary_fill_holes(reference_data != 0) & ~tumour
-    fixed = ants.from_nibabel(reference)
+    fixed = _to_ants(reference)
     metric_mask = ants.from_numpy(
         brain.astype(np.float32), origin=fixed.origin, spacing=fixed.spacing, direction=fixed.direction
     )
-    moving = ants.from_nibabel(load_nifti(moving_image))
-    moving_brain = ants.from_nibabel(load_nifti(moving_mask))
+    moving = _to_ants(load_nifti(moving_image))
+    moving_brain = _to_ants(load_nifti(moving_mask))
 
     before = ants.resample_image_to_target(moving, fixed, interp_type="linear")
     result = ants.registration(

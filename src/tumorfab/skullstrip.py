@@ -24,6 +24,12 @@ from scipy import ndimage
 from tumorfab.io import load_nifti, save_nifti
 
 
+def _to_ants(image: nib.Nifti1Image) -> ants.ANTsImage:
+    """A NIfTI image as a float32 ANTs image (ANTs ignores scaling and dtype quirks)."""
+    data = np.asarray(image.get_fdata(dtype=np.float32))
+    return ants.from_nibabel_nifti(nib.Nifti1Image(data, image.affine, image.header))
+
+
 def pick_device() -> torch.device:
     """CUDA when present, CPU otherwise."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -80,7 +86,7 @@ def mni_template(resolution_mm: int) -> tuple[ants.ANTsImage, ants.ANTsImage]:
     """nilearn's shipped MNI152 T1 (already brain-only) and its brain mask."""
     t1 = datasets.load_mni152_template(resolution=resolution_mm)
     mask = datasets.load_mni152_brain_mask(resolution=resolution_mm)
-    return ants.from_nibabel(t1), ants.from_nibabel(mask)
+    return _to_ants(t1), _to_ants(mask)
 
 
 def atlas_mask(
@@ -89,7 +95,7 @@ def atlas_mask(
     """Brain mask by registering the MNI template to the head (ANTsPy) and
     warping the template's brain mask back with nearest-neighbour labels."""
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
-    head = ants.from_nibabel(image)
+    head = _to_ants(image)
     # A template finer than the head buys nothing: match its resolution.
     resolution = 2 if min(image.header.get_zooms()[:3]) >= 2 else 1
     template, template_mask = mni_template(resolution)
