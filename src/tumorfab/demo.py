@@ -1,0 +1,636 @@
+"""The embedded demo cohort: a phantom built from the MNI152 template that ships with nilearn.
+
+**This is a phantom for running the pipeline end to end on a laptop, not data to
+draw conclusions from.** Nothing here is a real patient or a real scan: every
+"patient" and every "healthy subject" is the same brain template, warped, with
+drawn-in lesions or a drawn-on head. Dice scores, p-values and tables computed
+on it test the plumbing of the workflow, not the method.
+
+Where the data come from
+    Only the three MNI152 2009a files shipped inside the nilearn package
+    (``nilearn/datasets/data/mni_icbm152_{t1,gm,wm}_tal_nlin_sym_09a_converted.nii.gz``,
+    197x233x189, 1 mm, RAS). The T1 is already skull-stripped: its non-zero
+    voxels are the brain mask. Nothing is downloaded.
+
+What is written (the layouts of the real data, SPEC section 1)
+    * ``<brats_root>/BraTS-GLI-XXXXX-YYY/BraTS-GLI-XXXXX-YYY-{t1n,seg}.nii.gz``:
+      tumour "patients" in the BraTS 2023 layout, skull-stripped, all on one
+      reference grid (see :func:`make_demo_cohort`); t1n float32 with a
+      background of exactly 0 outside the brain, seg uint8 with the BraTS labels
+      0 background, 1 NCR, 2 ED, 3 ET, all three present in every case. Only the
+      t1n channel is made (the paper uses t1n only).
+    * ``<healthy_root>/IXI<id>-Demo-<num>-T1.nii.gz``: healthy "subjects" in IXI
+      naming, with a synthetic scalp and skull, a head pose, a bias field and
+      Rician noise, on their own grids (not the BraTS grid), no lesions.
+
+Randomness
+    Every random choice comes from ``numpy.random.default_rng`` seeded by
+    ``numpy.random.SeedSequence([seed, stream, index, ...])``: stream 0 is a
+    patient's anatomy and lesion (index = patient number), stream 1 one scan of
+    a patient (index = patient, timepoint: acquisition noise and lesion texture),
+    stream 2 a healthy subject (index = its number). A case therefore depends
+    only on ``seed``, its own index and ``voxel_mm``: asking for more patients
+    or more second timepoints adds cases without changing the others, and the
+    same arguments give bit-identical files (nibabel writes gzip with no file
+    name and mtime 0).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from tumorfab.io import save_nifti
+
+__all__ = ["planned_cases", "planned_healthy", "make_demo_cohort"]
+
+# --- Template -----------------------------------------------------------------
+TEMPLATE_FILES = {
+    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
+}
+
+#: Random fields are tanh(FIELD_GAIN * B-spline of white noise): see ``_Field``.
+FIELD_GAIN = 2.0
+
+#: Coarsest supported voxel (mm): a lesion needs about 6 voxels of radius for a
+#: necrotic core, an enhancing rim and oedema, and must fit inside the brain.
+MAX_VOXEL_MM = 6.0
+
+# --- Patients (BraTS phantom) ----------------------------------------------------
+#: Per-axis global scaling of a patient's brain about the brain centre, +-.
+PATIENT_SCALE = 0.03
+#: Largest displacement (mm) of the smooth random deformation of every brain.
+DEFORM_MM = 4.0
+#: Control-point spacing (mm) of that deformation: features of ~2-3 cm.
+DEFORM_SPACING_MM = 12.0
+#: Margin (mm) of the reference grid around the template's brain box, on top of
+#: one voxel: the largest shift the scaling and deformation can cause.
+GRID_MARGIN_MM = 7.0
+#: Patient intensity gain range (BraTS t1n scales differ between patients).
+PATIENT_GAIN = (0.85, 1.2)
+#: Acquisition noise of a BraTS phantom scan, as a fraction of white matter.
+PATIENT_NOISE = 0.01
+
+# --- Lesions ------------------------------------------------------------------
+#: Whole-tumour mean semi-axis (mm): drawn in [max(14, 6 voxels), that + 10].
+LESION_RADIUS_MM = 14.0
+LESION_RADIUS_VOXELS = 6.0
+LESION_RADIUS_SPREAD_MM = 10.0
+#: Growth of the whole tumour from timepoint 000 to 001 (factor on every axis).
+LESION_GROWTH = (1.15, 1.35)
+#: Amplitude of the irregular outer (ED) boundary, in units of the semi-axes.
+LESION_SHAPE_NOISE = 0.3
+#: Amplitude of the irregular NCR/ET boundaries, same units.
+LESION_CORE_NOISE = 0.08
+#: T1 intensities: NCR and ET absolute, as a fraction of the patient's white
+#: matter; ED a factor on the underlying tissue (oedema darkens what is there).
+NCR_LEVEL = (0.20, 0.35)
+ET_LEVEL = (0.45, 0.60)
+ED_FACTOR = (0.65, 0.80)
+#: Multiplicative texture amplitude inside the lesion.
+LESION_TEXTURE = 0.08
+
+# --- Healthy subjects (IXI phantom) -------------------------------------------------
+#: In-plane and through-plane voxel size, as factors on ``voxel_mm``.
+HEALTHY_INPLANE = (0.85, 1.0)
+HEALTHY_THROUGH_PLANE = (1.1, 1.3)
+#: Field of view: the brain box plus this margin (mm) on every side.
+HEALTHY_MARGIN_MM = 40.0
+HEALTHY_SCALE = 0.05
+HEALTHY_MAX_ROTATION_DEG = 10.0
+HEALTHY_MAX_TRANSLATION_MM = 10.0
+#: Intensity gain on the template's units: a scanner scale unlike the BraTS one.
+HEALTHY_GAIN = (2.5, 4.0)
+#: Bias field: exp(amplitude * smooth field in [-1, 1]), control points every 50 mm.
+BIAS_AMPLITUDE = 0.2
+BIAS_SPACING_MM = 50.0
+#: Rician noise sigma as a fraction of white matter.
+HEALTHY_NOISE = 0.025
+#: Head layers outside the brain: the brain's closed, smoothed outline (sulci
+#: filled) is surrounded by CSF, then skull, then scalp; thickness mm (mean,
+#: +- smooth variation) and T1 level as a fraction of white matter.
+HULL_SMOOTH_MM = 4.0
+CSF_MM = (1.5, 0.5)
+SKULL_MM = (5.0, 1.5)
+SCALP_MM = (5.0, 2.0)
+CSF_LEVEL = 0.12
+SKULL_LEVEL = 0.05
+SCALP_LEVEL = 0.9
+
+
+def planned_cases(n_patients: int, n_second_timepoint: int) -> list[str]:
+    """Case ids of the demo cohort, sorted, without touching any file.
+
+    Patients ``0 .. n_patients-1`` get timepoint ``000``; the first
+    ``n_second_timepoint`` of them also get ``001`` (the same anatomy with a
+    grown lesion), so that splits by patient have something to keep together.
+    The workflow calls this when it builds the DAG, before the cohort exists.
+    """
+    if n_patients < 0 or not 0 <= n_second_timepoint <= n_patients:
+        raise ValueError(
+            f"demo: need 0 <= n_second_timepoint ({n_second_timepoint}) <= "
+            f"n_patients ({n_patients})"
+        )
+    cases = [f"BraTS-GLI-{p:05d}-000" for p in range(n_patients)]
+    cases += [f"BraTS-GLI-{p:05d}-001" for p in range(n_second_timepoint)]
+    return sorted(cases)
+
+
+def planned_healthy(n_healthy: int) -> list[str]:
+    """File names of the demo's healthy scans (IXI naming), without touching any file."""
+    if n_healthy < 0:
+        raise ValueError(f"demo: n_healthy must be >= 0, got {n_healthy}")
+    return [f"IXI{100 + i:03d}-Demo-{i:04d}-T1.nii.gz" for i in range(n_healthy)]
+
+
+def make_demo_cohort(
+    brats_root: str | os.PathLike,
+    healthy_root: str | os.PathLike,
+    *,
+    n_patients: int,
+    n_second_timepoint: int,
+    n_healthy: int,
+    voxel_mm: float,
+    seed: int,
+) -> None:
+    """Write the phantom demo cohort (a phantom for running the pipeline, not data).
+
+    Tumour patients (``<brats_root>/<case>/<case>-{t1n,seg}.nii.gz``, one per
+    :func:`planned_cases` id):
+
+    * Grid: the MNI brain's bounding box plus ``GRID_MARGIN_MM`` + one voxel on
+      every side, at ``voxel_mm`` isotropic, axes in RAS mm (56x68x59 at 3 mm,
+      43x52x45 at 4 mm). Every case is on this one grid, as BraTS cases share
+      SRI24. The template's field of view cuts the brainstem, so the brain
+      reaches the lowest slice or two; elsewhere a margin of zeros remains.
+    * Anatomy: the template, anti-aliased (Gaussian, FWHM sqrt(voxel^2 - 1 mm^2),
+      normalised inside the brain so the brain edge does not darken) and sampled
+      (trilinear) through a per-patient transform: a scaling of
+      +-``PATIENT_SCALE`` per axis and a smooth random displacement of at most
+      ``DEFORM_MM`` (see ``_Field``; control points every ``DEFORM_SPACING_MM``).
+      Brain mask = the sampled template mask > 0.5; outside it the image is
+      exactly 0, inside it > 0. Intensities keep the template's units (0-255)
+      times a gain in ``PATIENT_GAIN``, plus Gaussian noise (``PATIENT_NOISE``).
+    * Lesion: one per patient, centred where the white-matter probability is
+      >= 0.5 (cerebrum, brainstem or cerebellum alike), deep enough that the
+      tumour core (NCR + ET) stays inside the brain at both timepoints; a
+      randomly rotated ellipsoid (mean semi-axis ``LESION_RADIUS_*``) with
+      irregular boundaries (smooth random fields added to the ellipsoidal
+      radius): NCR (1) core, ET (3) rim around it, ED (2) around both; labels
+      are clipped to the brain mask, and a draw lacking a label is redrawn.
+      T1 hypo-intense: NCR darkest (``NCR_LEVEL``), ET a level between
+      (``ET_LEVEL``), ED a darkening factor on the tissue (``ED_FACTOR``); a
+      smooth multiplicative texture (``LESION_TEXTURE``); soft intensity edges
+      (Gaussian sigma 0.5 voxel) while the labels stay hard. No mass effect.
+    * Timepoint 001: the same anatomy, the lesion grown by a factor in
+      ``LESION_GROWTH`` about the same centre with the same irregular shape and
+      a larger necrotic fraction; a new acquisition noise and texture draw.
+
+    Healthy subjects (``<healthy_root>/<name>``, one per :func:`planned_healthy`
+    name): each on its own RAS grid (voxel ``voxel_mm`` times in-plane and
+    through-plane factors, a field of view of the brain box plus
+    ``HEALTHY_MARGIN_MM``), so never on the BraTS grid; the template deformed as
+    above (scaling +-``HEALTHY_SCALE``), posed in the scanner by a rotation of up
+    to ``HEALTHY_MAX_ROTATION_DEG`` about a random axis and a translation of up
+    to ``HEALTHY_MAX_TRANSLATION_MM`` (applied by resampling, the affine stays
+    the scanner's grid); a head around the brain: the brain's smoothed outline
+    filled with CSF, a CSF layer, a dark skull band and a bright scalp band of
+    smoothly varying thickness (closed below the cut brainstem too, since the
+    template has no neck); a multiplicative smooth bias field; Rician noise
+    everywhere, including the background. The deformation and the layer
+    thicknesses are drawn on the scanner grid (random either way). Stored as
+    float32 RAS (real IXI files are int16 in another orientation). No lesions.
+
+    ``voxel_mm`` above ``MAX_VOXEL_MM`` (too coarse for a lesion with all three
+    labels) raises ``ValueError``. Every file is written atomically (``tumorfab.io.save_nifti``).
+    """
+    cases = planned_cases(n_patients, n_second_timepoint)
+    names = planned_healthy(n_healthy)
+    if not 0 < voxel_mm <= MAX_VOXEL_MM:
+        raise ValueError(
+            f"demo: voxel_mm={voxel_mm} is outside (0, {MAX_VOXEL_MM}]: coarser grids are "
+            "too coarse for a phantom lesion with NCR, ED and ET"
+        )
+    voxel_mm = float(voxel_mm)
+    brats_root, healthy_root = Path(brats_root), Path(healthy_root)
+
+    header = nib.Nifti1Header()
+    header.set_xyzt_units("mm")
+    grid = _reference_grid(voxel_mm)
+    for patient in range(n_patients):
+        timepoints = [t for t in (0, 1) if f"BraTS-GLI-{patient:05d}-{t:03d}" in cases]
+        patient_rng = _rng(seed, 0, patient)  # anatomy, then lesion
+        anatomy = _patient_anatomy(patient_rng, grid, voxel_mm)
+        lesion = _draw_lesion(patient_rng, anatomy, grid, voxel_mm)
+        for timepoint in timepoints:
+            case = f"BraTS-GLI-{patient:05d}-{timepoint:03d}"
+            image, seg = _patient_scan(
+                _rng(seed, 1, patient, timepoint), anatomy, lesion, grid, timepoint
+            )
+            save_nifti(image, grid.affine, brats_root / case / f"{case}-t1n.nii.gz", header)
+            save_nifti(seg, grid.affine, brats_root / case / f"{case}-seg.nii.gz", header)
+
+    for index, name in enumerate(names):
+        image, affine = _healthy_head(_rng(seed, 2, index), voxel_mm)
+        save_nifti(image, affine, healthy_root / name, header)
+
+
+# --- Internals -------------------------------------------------------------------
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), *key]))
+
+
+def _matvec(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``matrix @ points`` for (3, 3) x (3, N) without BLAS (no thread pool on a shared CPU)."""
+    return np.einsum("ij,jn->in", matrix, points)
+
+
+@dataclass(frozen=True)
+class _Template:
+    """The template cropped to its brain box (+8 voxels), ready for sampling."""
+
+    t1: np.ndarray  # float32, template units (0-255), anti-aliased inside the brain
+    mask: np.ndarray  # float32 in [0, 1], anti-aliased brain mask
+    wm: np.ndarray  # float32 in [0, 1], anti-aliased white-matter probability
+    affine: np.ndarray  # voxel -> world (mm, RAS) of the cropped arrays
+    inverse: np.ndarray  # world -> voxel
+    brain_lo: np.ndarray  # world box of the brain (mm)
+    brain_hi: np.ndarray
+    white: float  # median T1 of white matter (WM probability > 0.9)
+
+
+@functools.lru_cache(maxsize=4)
+def _template(voxel_mm: float) -> _Template:
+    """Load the shipped MNI152 files and anti-alias them for sampling at ``voxel_mm``."""
+    import nilearn  # imported here: only the demo needs it
+
+    folder = Path(nilearn.__file__).parent / "datasets" / "data"
+    images = {key: nib.load(str(folder / name)) for key, name in TEMPLATE_FILES.items()}
+    t1 = np.asarray(images["t1"].dataobj, dtype=np.float32)
+    wm = np.asarray(images["wm"].dataobj, dtype=np.float32) / 255.0
+    affine = images["t1"].affine.astype(np.float64)
+    brain = t1 > 0
+    white = float(np.median(t1[wm > 0.9]))
+
+    index = np.argwhere(brain)
+    lo_i, hi_i = index.min(0), index.max(0)
+    brain_lo = affine[:3, :3] @ lo_i + affine[:3, 3]
+    brain_hi = affine[:3, :3] @ hi_i + affine[:3, 3]
+    start = np.maximum(lo_i - 8, 0)
+    stop = np.minimum(hi_i + 9, t1.shape)
+    crop = tuple(slice(a, b) for a, b in zip(start, stop))
+    t1, wm, mask = t1[crop], wm[crop], brain[crop].astype(np.float32)
+    crop_affine = affine.copy()
+    crop_affine[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
+
+    sigma = math.sqrt(max(voxel_mm**2 - 1.0, 0.0)) / 2.3548  # in 1 mm voxels
+    if sigma > 0.1:
+        smooth_mask = ndimage.gaussian_filter(mask, sigma)
+        weighted = ndimage.gaussian_filter(t1 * mask, sigma)
+        # Normalised convolution: the brain's own mean near its edge, also just
+        # outside it, so trilinear sampling at the edge mixes in no background.
+        t1 = np.where(smooth_mask > 1e-3, weighted / np.maximum(smooth_mask, 1e-3), 0.0)
+        t1 = t1.astype(np.float32)
+        mask = smooth_mask
+        wm = ndimage.gaussian_filter(wm, sigma)
+    for array in (t1, mask, wm):
+        array.setflags(write=False)
+    return _Template(
+        t1=t1,
+        mask=mask,
+        wm=wm,
+        affine=crop_affine,
+        inverse=np.linalg.inv(crop_affine),
+        brain_lo=brain_lo,
+        brain_hi=brain_hi,
+        white=white,
+    )
+
+
+@dataclass(frozen=True)
+class _Grid:
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    def points(self, region: tuple[slice, ...] | None = None) -> np.ndarray:
+        """World coordinates (mm), shape (3, N), of the voxels of ``region`` (C order)."""
+        region = region or tuple(slice(0, n) for n in self.shape)
+        index = np.mgrid[region].reshape(3, -1).astype(np.float64)
+        return _matvec(self.affine[:3, :3], index) + self.affine[:3, 3:4]
+
+    def axes(self, region: tuple[slice, ...] | None = None) -> tuple[np.ndarray, ...]:
+        """World coordinate (mm) of each index along x, y, z (grids here are axis-aligned)."""
+        region = region or tuple(slice(0, n) for n in self.shape)
+        return tuple(
+            self.affine[d, d] * np.arange(r.start, r.stop) + self.affine[d, 3]
+            for d, r in enumerate(region)
+        )
+
+    @property
+    def spacing(self) -> np.ndarray:
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+
+def _reference_grid(voxel_mm: float) -> _Grid:
+    """The BraTS phantom grid: brain box + margin, ``voxel_mm`` isotropic, RAS."""
+    template = _template(voxel_mm)
+    margin = GRID_MARGIN_MM + voxel_mm
+    origin = template.brain_lo - margin
+    shape = np.ceil((template.brain_hi + margin - origin) / voxel_mm).astype(int) + 1
+    affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
+    affine[:3, 3] = origin
+    return _Grid(tuple(int(n) for n in shape), affine)
+
+
+def _bspline(t: np.ndarray) -> np.ndarray:
+    """The cubic B-spline kernel (non-negative, partition of unity)."""
+    t = np.abs(t)
+    return np.where(t < 1, 2 / 3 - t**2 + t**3 / 2, np.where(t < 2, (2 - t) ** 3 / 6, 0.0))
+
+
+@dataclass(frozen=True)
+class _Field:
+    """A smooth random field in (-1, 1): tanh of a cubic B-spline of white noise.
+
+    Control values on a regular world grid (every ``spacing`` mm, two extra
+    points beyond the box on each side) are standard normal; the field is
+    ``tanh(FIELD_GAIN * s)`` with ``s`` their cubic B-spline approximation
+    (C2, std about 0.33), so it is smooth, bounded by 1 and has a standard
+    deviation of about 0.5: features of about two control spacings.
+    It is evaluated on axis-aligned grids only, as a tensor product (much
+    cheaper than interpolating point by point).
+    """
+
+    values: np.ndarray  # (components, *control_shape)
+    origin: np.ndarray
+    spacing: float
+
+    @classmethod
+    def draw(
+        cls,
+        rng: np.random.Generator,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        spacing: float,
+        components: int = 1,
+    ) -> _Field:
+        origin = np.asarray(lo, dtype=np.float64) - 2 * spacing
+        shape = np.ceil((np.asarray(hi) + 2 * spacing - origin) / spacing).astype(int) + 1
+        return cls(rng.standard_normal((components, *shape)), origin, float(spacing))
+
+    def on_axes(self, axes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """Field on the grid of world coordinates ``axes`` (x, y, z vectors, mm).
+
+        Returns (components, len(x), len(y), len(z)).
+        """
+        weights = []
+        for dim, coords in enumerate(axes):
+            u = (np.asarray(coords) - self.origin[dim]) / self.spacing
+            weights.append(_bspline(u[:, None] - np.arange(self.values.shape[dim + 1])[None, :]))
+        # One axis at a time; plain einsum (no BLAS threads on a shared machine).
+        result = np.einsum("cijk,zk->cijz", self.values, weights[2])
+        result = np.einsum("cijz,yj->ciyz", result, weights[1])
+        result = np.einsum("ciyz,xi->cxyz", result, weights[0])
+        return np.tanh(FIELD_GAIN * result)
+
+
+def _sample(volume: np.ndarray, inverse: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Trilinear sample of ``volume`` at world points (3, N); 0 outside it."""
+    coords = _matvec(inverse[:3, :3], points) + inverse[:3, 3:4]
+    return ndimage.map_coordinates(volume, coords, order=1, mode="constant", cval=0.0)
+
+
+def _warp(
+    rng: np.random.Generator,
+    points: np.ndarray,
+    axes: tuple[np.ndarray, np.ndarray, np.ndarray],
+    scale_range: float,
+    template: _Template,
+) -> np.ndarray:
+    """Template coordinates (world mm) of ``points`` (3, N): random scaling + displacement.
+
+    The scaling (per axis, about the brain centre) acts on ``points``; the
+    smooth displacement (at most ``DEFORM_MM``) is drawn on the output grid
+    ``axes``, whose voxels ``points`` are, in C order.
+    """
+    centre = (template.brain_lo + template.brain_hi) / 2
+    scale = 1.0 + rng.uniform(-scale_range, scale_range, size=3)
+    field = _Field.draw(
+        rng, template.brain_lo - 60, template.brain_hi + 60, DEFORM_SPACING_MM, components=3
+    )
+    displacement = DEFORM_MM * field.on_axes(axes).reshape(3, -1)
+    return centre[:, None] + scale[:, None] * (points - centre[:, None]) + displacement
+
+
+@dataclass(frozen=True)
+class _Anatomy:
+    tissue: np.ndarray  # float32 on the grid, 0 outside the brain
+    brain: np.ndarray  # bool
+    wm: np.ndarray  # float32 white-matter probability
+    white: float  # this patient's white-matter level
+
+
+def _patient_anatomy(rng: np.random.Generator, grid: _Grid, voxel_mm: float) -> _Anatomy:
+    template = _template(voxel_mm)
+    source = _warp(rng, grid.points(), grid.axes(), PATIENT_SCALE, template)
+    gain = rng.uniform(*PATIENT_GAIN)
+    brain = (_sample(template.mask, template.inverse, source) > 0.5).reshape(grid.shape)
+    tissue = _sample(template.t1, template.inverse, source).reshape(grid.shape) * gain
+    tissue = np.where(brain, tissue, 0.0).astype(np.float32)
+    wm = _sample(template.wm, template.inverse, source).reshape(grid.shape).astype(np.float32)
+    return _Anatomy(tissue, brain, wm, template.white * gain)
+
+
+@dataclass(frozen=True)
+class _Lesion:
+    centre: np.ndarray  # world mm
+    axes: np.ndarray  # whole-tumour semi-axes (mm) at timepoint 000
+    rotation: np.ndarray  # 3x3
+    ncr: float  # NCR boundary, in units of the semi-axes
+    et_thickness: float  # ET rim, mm (converted per timepoint)
+    growth: float
+    shape_field: _Field
+    core_field: _Field  # (2 components: NCR/ET boundary, ET rim thickness)
+    levels: tuple[float, float, float]  # NCR level, ET level (x white), ED factor
+
+
+def _draw_lesion(
+    rng: np.random.Generator, anatomy: _Anatomy, grid: _Grid, voxel_mm: float
+) -> _Lesion:
+    """Draw one lesion whose two timepoints both hold all three labels.
+
+    Up to 50 draws from ``rng``; every draw is checked by rasterising both
+    timepoints, so a lesion is never missing a label. ``rng`` continues the
+    patient's stream after the anatomy.
+    """
+    spacing = grid.spacing
+    inside = ndimage.distance_transform_edt(anatomy.brain, sampling=spacing)
+    levels = (rng.uniform(*NCR_LEVEL), rng.uniform(*ET_LEVEL), rng.uniform(*ED_FACTOR))
+    r_min = max(LESION_RADIUS_MM, LESION_RADIUS_VOXELS * voxel_mm)
+    for _ in range(50):
+        radius = rng.uniform(r_min, r_min + LESION_RADIUS_SPREAD_MM)
+        axes = radius * rng.uniform(0.8, 1.2, size=3)
+        rotation = Rotation.random(random_state=rng).as_matrix()
+        ncr = rng.uniform(0.3, 0.45)
+        et_thickness = rng.uniform(max(3.0, 1.2 * voxel_mm), max(3.0, 1.2 * voxel_mm) + 3.0)
+        growth = rng.uniform(*LESION_GROWTH)
+        # The core (NCR + ET) at its largest must lie inside the brain.
+        core_reach = axes.max() * (
+            growth * (ncr + 0.1 + LESION_CORE_NOISE) + 1.5 * et_thickness / axes.mean()
+        )
+        candidates = np.flatnonzero(
+            anatomy.brain.ravel()
+            & (anatomy.wm.ravel() >= 0.5)
+            & (inside.ravel() >= core_reach + voxel_mm)
+        )
+        if candidates.size == 0:
+            continue
+        flat = candidates[rng.integers(candidates.size)]
+        index = np.array(np.unravel_index(flat, grid.shape), dtype=np.float64)
+        centre = grid.affine[:3, :3] @ index + grid.affine[:3, 3]
+        reach = axes.max() * growth * (1 + LESION_SHAPE_NOISE) + voxel_mm
+        shape_field = _Field.draw(rng, centre - reach, centre + reach, 6.0)
+        core_field = _Field.draw(rng, centre - reach, centre + reach, 5.0, components=2)
+        lesion = _Lesion(
+            centre, axes, rotation, ncr, et_thickness, growth, shape_field, core_field, levels
+        )
+        if all(
+            set(np.unique(_rasterise(lesion, anatomy, grid, t)[0])) == {0, 1, 2, 3} for t in (0, 1)
+        ):
+            return lesion
+    raise ValueError(
+        f"demo: voxel_mm={voxel_mm} is too coarse for a phantom lesion with NCR, ED and ET"
+    )
+
+
+def _rasterise(
+    lesion: _Lesion, anatomy: _Anatomy, grid: _Grid, timepoint: int
+) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Labels of ``lesion`` at ``timepoint`` in its bounding region of the grid."""
+    growth = lesion.growth if timepoint == 1 else 1.0
+    axes = lesion.axes * growth
+    reach = axes.max() * (1 + LESION_SHAPE_NOISE) + grid.spacing.max()
+    centre_index = np.linalg.solve(grid.affine[:3, :3], lesion.centre - grid.affine[:3, 3])
+    half = np.ceil(reach / grid.spacing).astype(int)
+    lo = np.maximum(np.round(centre_index).astype(int) - half, 0)
+    hi = np.minimum(np.round(centre_index).astype(int) + half + 1, grid.shape)
+    region = tuple(slice(a, b) for a, b in zip(lo, hi))
+    points = grid.points(region)
+    local = _matvec(lesion.rotation.T, points - lesion.centre[:, None])
+    radius = np.linalg.norm(local / axes[:, None], axis=0)
+    # The irregular fields move with the lesion as it grows (same shape, larger).
+    grown = tuple(c + (a - c) / growth for a, c in zip(grid.axes(region), lesion.centre))
+    outer = radius - LESION_SHAPE_NOISE * lesion.shape_field.on_axes(grown)[0].ravel()
+    core_noise, rim_noise = lesion.core_field.on_axes(grown).reshape(2, -1)
+    core = radius - LESION_CORE_NOISE * core_noise
+    ncr = lesion.ncr + (0.1 if timepoint == 1 else 0.0)  # the necrotic fraction grows
+    et = ncr + lesion.et_thickness * (1 + 0.5 * np.abs(rim_noise)) / axes.mean()
+    labels = np.zeros(points.shape[1], dtype=np.uint8)
+    labels[outer < 1.0] = 2
+    labels[(core < et) & (outer < 1.0)] = 3
+    labels[core < ncr] = 1
+    labels = labels.reshape(tuple(s.stop - s.start for s in region))
+    labels[~anatomy.brain[region]] = 0
+    return labels, region
+
+
+def _patient_scan(
+    rng: np.random.Generator, anatomy: _Anatomy, lesion: _Lesion, grid: _Grid, timepoint: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One BraTS-style scan (t1n float32, seg uint8) of a patient at a timepoint."""
+    labels, region = _rasterise(lesion, anatomy, grid, timepoint)
+    seg = np.zeros(grid.shape, dtype=np.uint8)
+    seg[region] = labels
+
+    tissue = anatomy.tissue[region].astype(np.float64)
+    points = grid.points(region)
+    lo, hi = points.min(1), points.max(1)
+    texture = 1 + LESION_TEXTURE * _Field.draw(rng, lo, hi, 4.0).on_axes(grid.axes(region))[0]
+    ncr_level, et_level, ed_factor = lesion.levels
+    targets = {
+        1: ncr_level * anatomy.white * texture,
+        3: et_level * anatomy.white * texture,
+        2: ed_factor * tissue * texture,
+    }
+    blended = tissue.copy()
+    for label, target in targets.items():
+        weight = ndimage.gaussian_filter((labels == label).astype(np.float64), 0.5)
+        blended += weight * (target - tissue)
+
+    image = anatomy.tissue.astype(np.float64)
+    image[region] = blended
+    image += PATIENT_NOISE * anatomy.white * rng.standard_normal(grid.shape)
+    image = np.maximum(image, 0.02 * anatomy.white)  # brain stays > 0
+    image[~anatomy.brain] = 0.0
+    return image.astype(np.float32), seg
+
+
+def _healthy_head(rng: np.random.Generator, voxel_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """One IXI-style T1 head with skull and scalp, on its own grid; returns (image, affine)."""
+    template = _template(voxel_mm)
+    inplane = voxel_mm * rng.uniform(*HEALTHY_INPLANE)
+    through = voxel_mm * rng.uniform(*HEALTHY_THROUGH_PLANE)
+    spacing = np.round(np.array([inplane, inplane, through]), 2)
+    centre = (template.brain_lo + template.brain_hi) / 2
+    extent = template.brain_hi - template.brain_lo + 2 * HEALTHY_MARGIN_MM
+    shape = np.ceil(extent / spacing).astype(int) + 1
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = centre - spacing * (shape - 1) / 2
+    grid = _Grid(tuple(int(n) for n in shape), affine)
+
+    # Pose: scanner point y shows head point x = R^T (y - c - t) + c.
+    axis = rng.standard_normal(3)
+    angle = np.deg2rad(rng.uniform(0, HEALTHY_MAX_ROTATION_DEG))
+    rotation = Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).as_matrix()
+    direction = rng.standard_normal(3)
+    translation = direction / np.linalg.norm(direction) * rng.uniform(0, HEALTHY_MAX_TRANSLATION_MM)
+    scanner = grid.points()
+    head = _matvec(rotation.T, scanner - (centre + translation)[:, None]) + centre[:, None]
+    source = _warp(rng, head, grid.axes(), HEALTHY_SCALE, template)
+    gain = rng.uniform(*HEALTHY_GAIN)
+    white = template.white * gain
+
+    brain_weight = np.clip(_sample(template.mask, template.inverse, source), 0, 1)
+    brain_weight = brain_weight.reshape(grid.shape)
+    tissue = (_sample(template.t1, template.inverse, source) * gain).reshape(grid.shape)
+    brain = brain_weight > 0.5
+
+    # Head layers measured from the brain's smoothed, filled outline.
+    hull = ndimage.gaussian_filter(brain.astype(np.float32), HULL_SMOOTH_MM / spacing) > 0.3
+    hull = ndimage.binary_fill_holes(hull | brain)
+    distance = ndimage.distance_transform_edt(~hull, sampling=spacing)
+    thickness = _Field.draw(
+        rng, template.brain_lo - 60, template.brain_hi + 60, 30.0, components=3
+    ).on_axes(grid.axes())
+    csf_out = (CSF_MM[0] + CSF_MM[1] * thickness[0]).reshape(grid.shape)
+    skull_out = csf_out + (SKULL_MM[0] + SKULL_MM[1] * thickness[1]).reshape(grid.shape)
+    scalp_out = skull_out + (SCALP_MM[0] + SCALP_MM[1] * thickness[2]).reshape(grid.shape)
+    outside = np.zeros(grid.shape)
+    outside[hull | (distance <= csf_out)] = CSF_LEVEL * white
+    outside[(distance > csf_out) & (distance <= skull_out)] = SKULL_LEVEL * white
+    scalp = (distance > skull_out) & (distance <= scalp_out)
+    texture = _Field.draw(rng, template.brain_lo - 60, template.brain_hi + 60, 8.0)
+    scalp_texture = 1 + 0.1 * texture.on_axes(grid.axes())[0]
+    outside[scalp] = (SCALP_LEVEL * white * scalp_texture)[scalp]
+    outside = ndimage.gaussian_filter(outside, 0.6)
+
+    image = brain_weight * tissue + (1 - brain_weight) * outside
+    bias = _Field.draw(rng, scanner.min(1), scanner.max(1), BIAS_SPACING_MM).on_axes(grid.axes())[0]
+    image *= np.exp(BIAS_AMPLITUDE * bias).reshape(grid.shape)
+    sigma = HEALTHY_NOISE * white
+    real = image + sigma * rng.standard_normal(grid.shape)
+    imaginary = sigma * rng.standard_normal(grid.shape)
+    image = np.sqrt(real**2 + imaginary**2)  # Rician magnitude
+    return image.astype(np.float32), affine

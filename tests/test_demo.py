@@ -1,0 +1,226 @@
+"""The embedded demo cohort (tumorfab.demo): a phantom built from nilearn's MNI152 files.
+
+One small cohort (3 patients, 1 second timepoint, 2 healthy heads, 4 mm voxels)
+is built once per module and read back from real files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from tumorfab import demo
+
+SETTINGS = dict(n_patients=3, n_second_timepoint=1, n_healthy=2, voxel_mm=4.0)
+SEED = 7
+
+
+def build(root: Path, seed: int = SEED) -> Path:
+    demo.make_demo_cohort(root / "brats", root / "ixi", seed=seed, **SETTINGS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    return build(tmp_path_factory.mktemp("cohort"))
+
+
+def cases() -> list[str]:
+    return demo.planned_cases(SETTINGS["n_patients"], SETTINGS["n_second_timepoint"])
+
+
+def load_case(root: Path, case: str) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    folder = root / "brats" / case
+    return nib.load(folder / f"{case}-t1n.nii.gz"), nib.load(folder / f"{case}-seg.nii.gz")
+
+
+def t1n_and_seg(root: Path, case: str) -> tuple[np.ndarray, np.ndarray]:
+    image, seg = load_case(root, case)
+    return np.asarray(image.dataobj), np.asarray(seg.dataobj)
+
+
+def all_files(root: Path) -> list[Path]:
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+
+
+# --- planned names (pure) ------------------------------------------------------------
+
+
+def test_planned_cases_lists_every_patient_and_first_second_timepoints_sorted():
+    assert demo.planned_cases(3, 2) == [
+        "BraTS-GLI-00000-000",
+        "BraTS-GLI-00000-001",
+        "BraTS-GLI-00001-000",
+        "BraTS-GLI-00001-001",
+        "BraTS-GLI-00002-000",
+    ]
+
+
+def test_planned_cases_rejects_more_second_timepoints_than_patients():
+    with pytest.raises(ValueError, match="n_second_timepoint"):
+        demo.planned_cases(2, 3)
+
+
+def test_planned_healthy_uses_ixi_t1_names():
+    assert demo.planned_healthy(2) == ["IXI100-Demo-0000-T1.nii.gz", "IXI101-Demo-0001-T1.nii.gz"]
+
+
+# --- layout ------------------------------------------------------------------------
+
+
+def test_cohort_writes_exactly_the_planned_files(cohort):
+    expected = [
+        Path("brats") / case / f"{case}-{kind}.nii.gz"
+        for case in cases()
+        for kind in ("seg", "t1n")
+    ]
+    expected += [Path("ixi") / name for name in demo.planned_healthy(SETTINGS["n_healthy"])]
+    assert all_files(cohort) == sorted(expected)
+
+
+# --- tumour cases --------------------------------------------------------------------
+
+
+def test_t1n_is_float32_and_seg_is_uint8(cohort):
+    for case in cases():
+        image, seg = load_case(cohort, case)
+        assert image.get_data_dtype() == np.float32
+        assert seg.get_data_dtype() == np.uint8
+
+
+def test_seg_labels_are_brats_labels_with_ncr_ed_et_in_every_case(cohort):
+    for case in cases():
+        _, seg = t1n_and_seg(cohort, case)
+        assert set(np.unique(seg).tolist()) == {0, 1, 2, 3}, case
+
+
+def test_seg_lies_inside_the_nonzero_brain(cohort):
+    for case in cases():
+        image, seg = t1n_and_seg(cohort, case)
+        assert np.all(image[seg > 0] > 0), case
+
+
+def test_background_is_exactly_zero_and_brain_does_not_touch_the_grid_border(cohort):
+    for case in cases():
+        image, _ = t1n_and_seg(cohort, case)
+        assert image.min() == 0.0
+        border = np.ones(image.shape, dtype=bool)
+        border[1:-1, 1:-1, 1:-1] = False
+        # The template's brain ends at its field of view below the brainstem
+        # (lowest slice); every other side keeps a margin of zeros.
+        border[:, :, 0] = False
+        assert np.all(image[border] == 0), case
+
+
+def test_t1n_and_seg_share_shape_and_affine(cohort):
+    for case in cases():
+        image, seg = load_case(cohort, case)
+        assert image.shape == seg.shape
+        np.testing.assert_array_equal(image.affine, seg.affine)
+
+
+def test_all_tumour_cases_share_one_isotropic_grid(cohort):
+    images = [load_case(cohort, case)[0] for case in cases()]
+    for image in images[1:]:
+        assert image.shape == images[0].shape
+        np.testing.assert_array_equal(image.affine, images[0].affine)
+    np.testing.assert_allclose(images[0].header.get_zooms(), [SETTINGS["voxel_mm"]] * 3)
+
+
+def test_patients_have_different_brains(cohort):
+    brains = [t1n_and_seg(cohort, f"BraTS-GLI-{p:05d}-000")[0] > 0 for p in range(3)]
+    assert not np.array_equal(brains[0], brains[1])
+    assert not np.array_equal(brains[1], brains[2])
+
+
+def test_lesion_is_darker_than_the_rest_of_the_brain(cohort):
+    for case in cases():
+        image, seg = t1n_and_seg(cohort, case)
+        assert image[seg > 0].mean() < image[(seg == 0) & (image > 0)].mean(), case
+
+
+def test_necrotic_core_is_the_darkest_label(cohort):
+    for case in cases():
+        image, seg = t1n_and_seg(cohort, case)
+        ncr = image[seg == 1].mean()
+        assert ncr < image[seg == 3].mean() and ncr < image[seg == 2].mean(), case
+
+
+def test_second_timepoint_keeps_the_brain_and_grows_the_lesion(cohort):
+    first_image, first_seg = t1n_and_seg(cohort, "BraTS-GLI-00000-000")
+    second_image, second_seg = t1n_and_seg(cohort, "BraTS-GLI-00000-001")
+    np.testing.assert_array_equal(first_image > 0, second_image > 0)
+    assert (second_seg > 0).sum() > (first_seg > 0).sum()
+
+
+# --- healthy heads -------------------------------------------------------------------
+
+
+def test_healthy_heads_have_signal_outside_the_brain(cohort):
+    # A head (brain + CSF + skull + scalp) is much larger than the MNI brain.
+    nilearn_dir = Path(importlib.util.find_spec("nilearn").origin).parent
+    mni = nib.load(nilearn_dir / "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
+    brain_ml = np.count_nonzero(np.asarray(mni.dataobj)) * np.prod(mni.header.get_zooms()) / 1000
+    for name in demo.planned_healthy(SETTINGS["n_healthy"]):
+        image = nib.load(cohort / "ixi" / name)
+        data = np.asarray(image.dataobj)
+        head = ndimage.binary_fill_holes(data > 0.2 * np.percentile(data, 99))
+        head_ml = head.sum() * np.prod(image.header.get_zooms()) / 1000
+        assert head_ml > 1.3 * brain_ml, name
+
+
+def test_healthy_background_is_noisy_not_zero(cohort):
+    for name in demo.planned_healthy(SETTINGS["n_healthy"]):
+        data = np.asarray(nib.load(cohort / "ixi" / name).dataobj)
+        corner = data[:5, :5, :5]
+        assert corner.min() >= 0 and corner.mean() > 0, name
+
+
+def test_healthy_heads_are_not_on_the_tumour_grid(cohort):
+    brats = load_case(cohort, cases()[0])[0]
+    for name in demo.planned_healthy(SETTINGS["n_healthy"]):
+        image = nib.load(cohort / "ixi" / name)
+        assert image.shape != brats.shape or not np.allclose(image.affine, brats.affine), name
+
+
+# --- every file ----------------------------------------------------------------------
+
+
+def test_no_image_contains_nan_or_inf(cohort):
+    for path in (cohort / "brats").rglob("*-t1n.nii.gz"):
+        assert np.isfinite(np.asarray(nib.load(path).dataobj)).all(), path
+    for path in (cohort / "ixi").iterdir():
+        assert np.isfinite(np.asarray(nib.load(path).dataobj)).all(), path
+
+
+def test_same_seed_gives_bit_identical_files(cohort, tmp_path):
+    demo._template.cache_clear()  # nothing carried over from the first build
+    again = build(tmp_path)
+    files = all_files(cohort)
+    assert files == all_files(again)
+    for relative in files:
+        assert (cohort / relative).read_bytes() == (again / relative).read_bytes(), relative
+
+
+def test_different_seed_gives_different_files(cohort, tmp_path):
+    other = build(tmp_path, seed=SEED + 1)
+    for relative in all_files(cohort):
+        assert (cohort / relative).read_bytes() != (other / relative).read_bytes(), relative
+
+
+def test_voxel_too_coarse_for_a_lesion_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="too coarse"):
+        demo.make_demo_cohort(
+            tmp_path / "brats",
+            tmp_path / "ixi",
+            n_patients=1,
+            n_second_timepoint=0,
+            n_healthy=0,
+            voxel_mm=20.0,
+            seed=SEED,
+        )
