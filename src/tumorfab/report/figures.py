@@ -1,0 +1,197 @@
+"""Figures of the report (SPEC §2 item 9): Dice against the number of synthetic
+cases (paper 002 §3.2.5, Table 2 as a plot, for every source), and mosaics of
+synthetic cases per source (paper 002 Fig. 3: image and labels side by side).
+
+Matplotlib is used through ``matplotlib.figure.Figure`` (the Agg canvas), never
+``pyplot``: no display and no global state, safe in parallel jobs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from tumorfab.io import atomic_path, load_nifti
+
+#: Display names of the synthetic sources (the paper's names).
+SOURCE_NAMES = {"carvemix": "CarveMix", "pix2pix": "Pix2Pix", "tfaug": "TF-Aug", "tf": "TF"}
+PANELS = [("dice_et", "ET"), ("dice_tc", "TC"), ("dice_wt", "WT"), ("dice_mean", "Mean")]
+#: BraTS label colours: NCR red, ED green, ET yellow.
+LABEL_COLOURS = {1: "#e41a1c", 2: "#4daf4a", 3: "#ffd92f"}
+LABEL_NAMES = {1: "NCR", 2: "ED", 3: "ET"}
+
+
+def _save(figure: Figure, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+
+
+def dice_vs_synthetic_points(
+    per_run: pd.DataFrame, experiments: Mapping[str, Mapping]
+) -> dict[str, pd.DataFrame]:
+    """Per source, the points of the Dice-vs-size plot: one row per size.
+
+    The real-only baseline (the first experiment with source ``none`` that has
+    results) is the point at 0 synthetic cases of every source. Columns:
+    ``n_synthetic, experiment, n_seeds`` and for each Dice column its mean and
+    sample std (ddof=1) over seeds, in %. Sources without results are absent.
+    """
+    available = set(per_run["experiment"])
+    baseline = next(
+        (n for n, e in experiments.items() if e["source"] == "none" and n in available), None
+    )
+    by_source: dict[str, list[tuple[int, str]]] = {}
+    for name, experiment in experiments.items():
+        if experiment["source"] != "none" and name in available:
+            by_source.setdefault(experiment["source"], []).append(
+                (int(experiment["n_synthetic"]), name)
+            )
+    points = {}
+    for source, sizes in by_source.items():
+        if baseline is not None:
+            sizes = [(0, baseline), *sizes]
+        rows = []
+        for n, name in sorted(sizes):
+            runs = per_run[per_run["experiment"] == name]
+            row: dict[str, object] = {"n_synthetic": n, "experiment": name, "n_seeds": len(runs)}
+            for column, _ in PANELS:
+                values = runs[column].to_numpy(float) * 100.0
+                row[f"{column}_mean"] = float(np.mean(values))
+                row[f"{column}_std"] = (
+                    float(np.std(values, ddof=1)) if len(values) >= 2 else math.nan
+                )
+            rows.append(row)
+        points[source] = pd.DataFrame(rows)
+    return points
+
+
+def plot_dice_vs_synthetic(
+    per_run: pd.DataFrame, experiments: Mapping[str, Mapping], out_png: str | os.PathLike
+) -> dict[str, pd.DataFrame]:
+    """Dice (mean over seeds, error bars = sample std) against the number of synthetic cases.
+
+    One panel per region (ET, TC, WT) and their mean, one line per synthetic
+    source with at least one size; the real-only baseline at 0. A run with no
+    results still gets a figure that says so.
+    """
+    points = dice_vs_synthetic_points(per_run, experiments)
+    figure = Figure(figsize=(13, 3.6), layout="constrained")
+    axes = figure.subplots(1, len(PANELS))
+    for ax, (column, title) in zip(axes, PANELS):
+        for source, frame in points.items():
+            ax.errorbar(
+                frame["n_synthetic"],
+                frame[f"{column}_mean"],
+                yerr=frame[f"{column}_std"].fillna(0.0),
+                marker="o",
+                capsize=3,
+                label=SOURCE_NAMES.get(source, source),
+            )
+        ax.set_title(f"{title} Dice")
+        ax.set_xlabel("synthetic cases added")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("Dice (%)")
+    if points:
+        axes[-1].legend(loc="best", fontsize="small")
+    else:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax.transAxes)
+    figure.suptitle(
+        "Dice vs number of synthetic cases (mean ± sample std over seeds; 0 = real only)"
+    )
+    _save(figure, out_png)
+    return points
+
+
+def _lesion_slice(seg: np.ndarray) -> int:
+    """Axial index through the lesion's centroid (the middle slice without a lesion)."""
+    lesion = np.nonzero(seg > 0)
+    if len(lesion[2]) == 0:
+        return seg.shape[2] // 2
+    return int(round(float(np.mean(lesion[2]))))
+
+
+def _axial(volume: np.ndarray, z: int) -> np.ndarray:
+    # Array axes (x, y): show y upward and x to the right, radiological flips aside.
+    return np.rot90(volume[:, :, z])
+
+
+def plot_mosaic(
+    cases_dir: str | os.PathLike,
+    manifest_path: str | os.PathLike,
+    out_png: str | os.PathLike,
+    modalities: Sequence[str],
+    n_cases: int = 4,
+    title: str | None = None,
+) -> list[str]:
+    """A grid of the first ``n_cases`` synthetic cases of a source (manifest order).
+
+    A row per case: each modality on the axial slice through the lesion
+    centroid (grey, [-1, 1]), then the first modality with the labels overlaid
+    (NCR red, ED green, ET yellow, with their contours). Returns the case ids
+    shown.
+    """
+    manifest = pd.read_csv(manifest_path)
+    case_ids = [str(c) for c in manifest["case_id"].head(n_cases)]
+    columns = [*modalities, f"{modalities[0]} + labels"]
+    n_rows = max(len(case_ids), 1)
+    figure = Figure(figsize=(2.6 * len(columns), 2.6 * n_rows + 0.6), layout="constrained")
+    axes = np.atleast_2d(figure.subplots(n_rows, len(columns), squeeze=False))
+    label_cmap = ListedColormap([LABEL_COLOURS[k] for k in (1, 2, 3)])
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if not case_ids:
+        axes[0, 0].text(
+            0.5, 0.5, "no cases", ha="center", va="center", transform=axes[0, 0].transAxes
+        )
+    for row, case_id in enumerate(case_ids):
+        case_dir = Path(cases_dir) / case_id
+        seg_image = load_nifti(case_dir / "seg.nii.gz")
+        seg = np.rint(seg_image.get_fdata(dtype=np.float32)).astype(np.uint8)
+        zooms = seg_image.header.get_zooms()[:3]
+        aspect = float(zooms[1]) / float(zooms[0])
+        z = _lesion_slice(seg)
+        images = {
+            m: load_nifti(case_dir / f"{m}.nii.gz").get_fdata(dtype=np.float32) for m in modalities
+        }
+        for col, modality in enumerate(modalities):
+            axes[row, col].imshow(
+                _axial(images[modality], z), cmap="gray", vmin=-1, vmax=1, aspect=aspect
+            )
+        ax = axes[row, -1]
+        ax.imshow(_axial(images[modalities[0]], z), cmap="gray", vmin=-1, vmax=1, aspect=aspect)
+        labels = _axial(seg, z)
+        overlay = np.ma.masked_where(labels == 0, labels)
+        ax.imshow(
+            overlay,
+            cmap=label_cmap,
+            vmin=0.5,
+            vmax=3.5,
+            alpha=0.45,
+            aspect=aspect,
+            interpolation="nearest",
+        )
+        for label, colour in LABEL_COLOURS.items():
+            if (labels == label).any():
+                ax.contour(labels == label, levels=[0.5], colors=[colour], linewidths=0.8)
+        axes[row, 0].set_ylabel(f"{case_id}\nz={z}", fontsize="small")
+    for col, name in enumerate(columns):
+        axes[0, col].set_title(name, fontsize="small")
+    legend = ", ".join(
+        f"{LABEL_NAMES[k]} {c}" for k, c in [(1, "red"), (2, "green"), (3, "yellow")]
+    )
+    figure.suptitle(
+        f"{title or Path(cases_dir).parent.name}: first {len(case_ids)} cases ({legend})"
+    )
+    _save(figure, out_png)
+    return case_ids

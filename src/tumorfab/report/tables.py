@@ -1,0 +1,314 @@
+"""Per-case and per-run metric tables and the paper's Tables 1-3 (paper 002 §3.2.3, §3.2.5).
+
+The paper's layout (Table 1): one row per method, columns ET(%), TC(%), WT(%)
+and Mean(%) as "mean ± std" over three seeds, Mean Diff(%) to the Baseline
+row, and the two-tailed t-test p-value; the best value of each column in bold.
+Tables 2 and 3 print a subset of these columns; we print all of them in every
+table (SPEC §2 item 9), so every table is read the same way.
+
+What we chose where the paper is silent:
+
+- **std** is the sample standard deviation over seeds (``ddof=1``), the usual
+  choice for a handful of runs; the paper does not say which.
+- **Mean** of a run is the average of its ET, TC and WT Dice (each the mean
+  over the held-out cases); a table's Mean(%) is the mean ± std of that over
+  seeds (as the paper's caption: "the average Dice score across these three
+  tumor subregions").
+- **p-value**: Student's two-sample t-test with equal variances
+  (``scipy.stats.ttest_ind(..., equal_var=True)``, two-sided) of the per-seed
+  mean Dice of a row against the reference row's, as SPEC §2 item 9. The
+  reference is the table's first experiment (the Baseline in the paper).
+- **Per-run means** over cases skip missing values (pandas' default), the way
+  nnU-Net's summary skips NaN; a metric the evaluation leaves undefined for a
+  case (e.g. HD95 with an empty prediction) does not poison the run's mean.
+- Rows whose experiment has no results in this run (a source not implemented
+  in this version) are **left out**, never filled; the Markdown says which.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from tumorfab.io import save_csv, save_text
+
+REGIONS = ("et", "tc", "wt")
+#: Columns every per-case evaluation CSV carries (besides ``case_id``).
+METRIC_COLUMNS = [
+    *(f"dice_{r}" for r in REGIONS),
+    *(f"hd95_{r}" for r in REGIONS),
+    *(f"lesion_sens_{r}" for r in REGIONS),
+]
+#: Table columns: (display header, per-run column, short name of the numeric columns).
+TABLE_REGIONS = [
+    ("ET (%)", "dice_et", "et"),
+    ("TC (%)", "dice_tc", "tc"),
+    ("WT (%)", "dice_wt", "wt"),
+    ("Mean (%)", "dice_mean", "mean"),
+]
+DISPLAY_COLUMNS = ["Method", *(h for h, _, _ in TABLE_REGIONS), "Mean Diff (%)", "p-value"]
+_SEED_DIR = re.compile(r"^seed(\d+)$")
+
+
+def evaluation_run(path: str | os.PathLike) -> tuple[str, int]:
+    """(experiment, seed) of ``.../evaluation/{experiment}/seed{seed}/per_case.csv``."""
+    path = Path(path)
+    match = _SEED_DIR.match(path.parent.name)
+    if not match:
+        raise ValueError(f"{path}: expected .../{{experiment}}/seed{{seed}}/per_case.csv")
+    return path.parent.parent.name, int(match.group(1))
+
+
+def collect_per_case(csv_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Stack the per-case evaluation CSVs of every experiment and seed.
+
+    Returns ``experiment, seed, case_id, <METRIC_COLUMNS>`` sorted by
+    experiment, seed and case. Dice must lie in [0, 1] (NaN allowed).
+    """
+    frames = []
+    seen: set[tuple[str, int]] = set()
+    for path in csv_paths:
+        experiment, seed = evaluation_run(path)
+        if (experiment, seed) in seen:
+            raise ValueError(f"{path}: experiment {experiment} seed {seed} given twice")
+        seen.add((experiment, seed))
+        frame = pd.read_csv(path)
+        missing = [c for c in ["case_id", *METRIC_COLUMNS] if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}")
+        dice = frame[[f"dice_{r}" for r in REGIONS]].to_numpy(dtype=float)
+        if np.any((dice < 0) | (dice > 1)):
+            raise ValueError(f"{path}: Dice outside [0, 1] (expected fractions, not %)")
+        frame = frame[["case_id", *METRIC_COLUMNS]].copy()
+        frame.insert(0, "seed", seed)
+        frame.insert(0, "experiment", experiment)
+        frames.append(frame)
+    columns = ["experiment", "seed", "case_id", *METRIC_COLUMNS]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    stacked = pd.concat(frames, ignore_index=True)
+    return stacked.sort_values(["experiment", "seed", "case_id"], kind="stable").reset_index(
+        drop=True
+    )
+
+
+def per_run_table(per_case: pd.DataFrame) -> pd.DataFrame:
+    """One row per experiment × seed: means over cases of every metric, and ``dice_mean``.
+
+    ``dice_mean`` is the mean of the run's ET, TC and WT Dice means (the
+    paper's "Mean" column); ``n_cases`` counts the evaluated cases.
+    """
+    columns = [
+        "experiment",
+        "seed",
+        "n_cases",
+        *METRIC_COLUMNS[:3],
+        "dice_mean",
+        *METRIC_COLUMNS[3:],
+    ]
+    if per_case.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = per_case.groupby(["experiment", "seed"], sort=True)
+    runs = grouped[METRIC_COLUMNS].mean()
+    runs["n_cases"] = grouped["case_id"].count()
+    runs["dice_mean"] = runs[[f"dice_{r}" for r in REGIONS]].mean(axis=1, skipna=False)
+    return runs.reset_index()[columns]
+
+
+def _mean_std(values: np.ndarray) -> tuple[float, float]:
+    mean = float(np.mean(values)) if len(values) else math.nan
+    std = float(np.std(values, ddof=1)) if len(values) >= 2 else math.nan
+    return mean, std
+
+
+def t_test_p(values: Sequence[float], reference: Sequence[float]) -> float:
+    """Two-tailed p of Student's two-sample t-test (equal variances); NaN with < 2 values a side."""
+    values, reference = np.asarray(values, float), np.asarray(reference, float)
+    if len(values) < 2 or len(reference) < 2:
+        return math.nan
+    return float(stats.ttest_ind(values, reference, equal_var=True).pvalue)
+
+
+def format_mean_std(mean: float, std: float) -> str:
+    """``"49.76 ± 0.69"`` (values already in %); ``n/a`` for what cannot be computed."""
+    left = "n/a" if math.isnan(mean) else f"{mean:.2f}"
+    right = "n/a" if math.isnan(std) else f"{std:.2f}"
+    return f"{left} ± {right}"
+
+
+def format_diff(diff: float) -> str:
+    """``"+0.15"`` as the paper's Mean Diff column."""
+    return "n/a" if math.isnan(diff) else f"{diff:+.2f}"
+
+
+def format_p(p: float) -> str:
+    """Two decimals as the paper (``0.02``); below 0.01 in scientific notation, never ``0.00``."""
+    if math.isnan(p):
+        return "n/a"
+    return f"{p:.2f}" if p >= 0.01 else f"{p:.1e}"
+
+
+def summarize_experiments(
+    per_run: pd.DataFrame,
+    experiments: Sequence[str],
+    labels: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """One table of the paper: a row per available experiment, first = reference.
+
+    Returns the display columns (``DISPLAY_COLUMNS``, strings in the paper's
+    layout) followed by numeric columns for machines: ``experiment``,
+    ``n_seeds``, ``seeds``, ``{et,tc,wt,mean}_mean_pct``,
+    ``{et,tc,wt,mean}_std_pct``, ``mean_diff_pct``, ``p_value``,
+    ``is_reference``. Experiments absent from ``per_run`` are left out.
+    """
+    if not experiments:
+        raise ValueError("a table needs at least one experiment (the first is the reference)")
+    labels = dict(labels or {})
+    reference = experiments[0]
+    available = set(per_run["experiment"])
+
+    def seeds_of(experiment: str) -> pd.DataFrame:
+        return per_run[per_run["experiment"] == experiment].sort_values("seed")
+
+    ref_runs = seeds_of(reference) if reference in available else None
+    ref_mean = ref_runs["dice_mean"].to_numpy(float) if ref_runs is not None else None
+
+    rows = []
+    for experiment in experiments:
+        if experiment not in available:
+            continue
+        runs = seeds_of(experiment)
+        row: dict[str, object] = {"Method": labels.get(experiment) or experiment}
+        numeric: dict[str, object] = {
+            "experiment": experiment,
+            "n_seeds": len(runs),
+            "seeds": ";".join(str(int(s)) for s in runs["seed"]),
+        }
+        for header, column, short in TABLE_REGIONS:
+            mean, std = _mean_std(runs[column].to_numpy(float) * 100.0)
+            row[header] = format_mean_std(mean, std)
+            numeric[f"{short}_mean_pct"] = mean
+            numeric[f"{short}_std_pct"] = std
+        is_reference = experiment == reference
+        if is_reference:
+            diff, p = math.nan, math.nan
+            row["Mean Diff (%)"], row["p-value"] = "-", "-"
+        elif ref_mean is None:
+            diff, p = math.nan, math.nan
+            row["Mean Diff (%)"], row["p-value"] = "n/a", "n/a"
+        else:
+            values = runs["dice_mean"].to_numpy(float)
+            diff = (float(np.mean(values)) - float(np.mean(ref_mean))) * 100.0
+            p = t_test_p(values, ref_mean)
+            row["Mean Diff (%)"], row["p-value"] = format_diff(diff), format_p(p)
+        numeric.update(mean_diff_pct=diff, p_value=p, is_reference=is_reference)
+        rows.append({**row, **numeric})
+    numeric_columns = [
+        "experiment",
+        "n_seeds",
+        "seeds",
+        *(f"{s}_{k}_pct" for _, _, s in TABLE_REGIONS for k in ("mean", "std")),
+        "mean_diff_pct",
+        "p_value",
+        "is_reference",
+    ]
+    return pd.DataFrame(rows, columns=[*DISPLAY_COLUMNS, *numeric_columns])
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def table_markdown(
+    summary: pd.DataFrame,
+    title: str,
+    experiments: Sequence[str],
+) -> str:
+    """The table in Markdown, in the paper's layout, with a caption saying how it was computed.
+
+    The reference row's label is in italics (as the paper's Baseline); the
+    best mean of each Dice column is in bold (the paper: "The best performance
+    in each column is highlighted in bold"), ties (at the printed precision)
+    all bold, only when there are two rows or more.
+    """
+    arrows = {"p-value": "↓"}
+    headers = [h if h == "Method" else f"{h} {arrows.get(h, '↑')}" for h in DISPLAY_COLUMNS]
+    lines = [
+        f"## {title}",
+        "",
+        "| " + " | ".join(headers) + " |",
+        "| --- |" + " ---: |" * (len(headers) - 1),
+    ]
+    best: dict[str, float] = {}
+    if len(summary) >= 2:
+        for header, _, short in TABLE_REGIONS:
+            values = summary[f"{short}_mean_pct"].astype(float).round(2)
+            if values.notna().any():
+                best[header] = float(values.max())
+    for _, row in summary.iterrows():
+        cells = []
+        for column in DISPLAY_COLUMNS:
+            text = _md_cell(row[column])
+            if column == "Method" and row["is_reference"]:
+                text = f"*{text}*"
+            for header, _, short in TABLE_REGIONS:
+                if (
+                    column == header
+                    and header in best
+                    and round(float(row[f"{short}_mean_pct"]), 2) == best[header]
+                ):
+                    text = f"**{text}**"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    reference = experiments[0]
+    seeds = sorted({s for text in summary["seeds"] for s in str(text).split(";") if s}, key=int)
+    notes = [
+        "",
+        "Dice in % as mean ± standard deviation over seeds (sample standard deviation, ddof = 1; "
+        f"seeds: {', '.join(seeds) if seeds else 'none'}). Mean = average of the ET, TC and WT Dice of a run. "
+        f"Mean Diff = difference of Mean to the reference row ({reference}). p-value: two-tailed "
+        "Student's two-sample t-test (equal variances) of the per-seed mean Dice against the "
+        "reference row. Bold: the best mean of each Dice column.",
+    ]
+    left_out = [e for e in experiments if e not in set(summary["experiment"])]
+    if left_out:
+        notes += ["", f"Left out (no results in this run): {', '.join(left_out)}."]
+    if reference in left_out:
+        notes += ["", f"The reference {reference} has no results: Mean Diff and p-value are n/a."]
+    return "\n".join(lines + notes) + "\n"
+
+
+def write_collected(
+    csv_paths: Iterable[str | os.PathLike],
+    per_case_path: str | os.PathLike,
+    per_run_path: str | os.PathLike,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write ``per_case.csv`` (all runs stacked) and ``per_run.csv`` (atomically)."""
+    per_case = collect_per_case(csv_paths)
+    per_run = per_run_table(per_case)
+    save_csv(per_case, per_case_path)
+    save_csv(per_run, per_run_path)
+    return per_case, per_run
+
+
+def write_table(
+    per_run_path: str | os.PathLike,
+    out_csv: str | os.PathLike,
+    out_md: str | os.PathLike,
+    experiments: Sequence[str],
+    labels: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> pd.DataFrame:
+    """Write one of the paper's tables as CSV and Markdown from ``per_run.csv``."""
+    per_run = pd.read_csv(per_run_path)
+    summary = summarize_experiments(per_run, experiments, labels)
+    save_csv(summary, out_csv)
+    save_text(table_markdown(summary, title or Path(out_md).stem, experiments), out_md)
+    return summary

@@ -1,0 +1,339 @@
+"""The report (tumorfab.report): per-case/per-run CSVs, the paper's tables, figures, rules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from tumorfab.io import save_nifti
+from tumorfab.report.figures import dice_vs_synthetic_points, plot_dice_vs_synthetic, plot_mosaic
+from tumorfab.report.tables import (
+    METRIC_COLUMNS,
+    collect_per_case,
+    format_p,
+    per_run_table,
+    write_collected,
+    write_table,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = {
+    "baseline": {"source": "none", "n_synthetic": 0, "label": "Baseline (nnU-Net)"},
+    "carvemix_2": {"source": "carvemix", "n_synthetic": 2, "label": "CarveMix"},
+    "carvemix_4": {"source": "carvemix", "n_synthetic": 4, "label": "CarveMix | 4"},
+    "tf_4": {"source": "tf", "n_synthetic": 4, "label": "TF (ours)"},
+}
+# Mean Dice levels per experiment: carvemix_4 clearly better than the baseline.
+LEVELS = {"baseline": 0.60, "carvemix_2": 0.61, "carvemix_4": 0.70}
+SEEDS = [0, 1, 2]
+CASES = ["BraTS-GLI-00010-000", "BraTS-GLI-00011-000", "BraTS-GLI-00012-001", "BraTS-GLI-00013-000"]
+
+
+def write_evaluation(root: Path, experiments=LEVELS, seeds=SEEDS) -> list[Path]:
+    """Per-case CSVs as the segmentation stage writes them (no tf_4: not implemented)."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for experiment, level in experiments.items():
+        for seed in seeds:
+            frame = pd.DataFrame({"case_id": CASES})
+            for i, region in enumerate(["et", "tc", "wt"]):
+                frame[f"dice_{region}"] = np.clip(
+                    level + 0.1 * i + rng.normal(0, 0.03, len(CASES)), 0, 1
+                )
+                frame[f"hd95_{region}"] = rng.uniform(2, 20, len(CASES))
+                frame[f"lesion_sens_{region}"] = rng.uniform(0.5, 1, len(CASES))
+            frame.loc[1, "hd95_et"] = np.nan  # undefined for one case
+            path = (
+                root
+                / "results"
+                / "segmentation"
+                / "evaluation"
+                / experiment
+                / f"seed{seed}"
+                / "per_case.csv"
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(path, index=False)
+            paths.append(path)
+    return paths
+
+
+@pytest.fixture()
+def per_run_csv(tmp_path):
+    paths = write_evaluation(tmp_path)
+    write_collected(paths, tmp_path / "per_case.csv", tmp_path / "per_run.csv")
+    return tmp_path / "per_run.csv"
+
+
+def test_per_case_stacks_every_run_with_experiment_and_seed(tmp_path):
+    paths = write_evaluation(tmp_path)
+    per_case = collect_per_case(paths)
+    assert list(per_case.columns) == ["experiment", "seed", "case_id", *METRIC_COLUMNS]
+    assert len(per_case) == len(LEVELS) * len(SEEDS) * len(CASES)
+    assert set(zip(per_case["experiment"], per_case["seed"])) == {
+        (e, s) for e in LEVELS for s in SEEDS
+    }
+
+
+def test_per_run_is_the_mean_over_cases_and_dice_mean_the_mean_of_regions(tmp_path):
+    paths = write_evaluation(tmp_path)
+    per_run = per_run_table(collect_per_case(paths))
+    assert len(per_run) == len(LEVELS) * len(SEEDS)
+    one = pd.read_csv(tmp_path / "results/segmentation/evaluation/carvemix_2/seed1/per_case.csv")
+    row = per_run[(per_run["experiment"] == "carvemix_2") & (per_run["seed"] == 1)].iloc[0]
+    for column in METRIC_COLUMNS:
+        assert row[column] == pytest.approx(one[column].mean())  # NaN skipped, as nnU-Net
+    assert row["dice_mean"] == pytest.approx(
+        np.mean([one[f"dice_{r}"].mean() for r in ["et", "tc", "wt"]])
+    )
+    assert row["n_cases"] == len(CASES)
+
+
+def test_table_mean_std_and_p_value_equal_numpy_and_scipy_on_per_run(per_run_csv, tmp_path):
+    summary = write_table(
+        per_run_csv,
+        tmp_path / "t.csv",
+        tmp_path / "t.md",
+        ["baseline", "carvemix_2", "carvemix_4"],
+        {e: v["label"] for e, v in EXPERIMENTS.items()},
+        "T",
+    )
+    per_run = pd.read_csv(per_run_csv)
+    table = pd.read_csv(tmp_path / "t.csv")
+    pd.testing.assert_frame_equal(table, summary, check_dtype=False)
+    reference = per_run[per_run["experiment"] == "baseline"]["dice_mean"].to_numpy()
+    for row in table.itertuples():
+        runs = per_run[per_run["experiment"] == row.experiment]
+        for short, column, header in [
+            ("et", "dice_et", "ET (%)"),
+            ("tc", "dice_tc", "TC (%)"),
+            ("wt", "dice_wt", "WT (%)"),
+            ("mean", "dice_mean", "Mean (%)"),
+        ]:
+            values = runs[column].to_numpy() * 100
+            mean, std = np.mean(values), np.std(values, ddof=1)
+            assert getattr(row, f"{short}_mean_pct") == pytest.approx(mean, rel=1e-12)
+            assert getattr(row, f"{short}_std_pct") == pytest.approx(std, rel=1e-12)
+            assert table.loc[row.Index, header] == f"{mean:.2f} ± {std:.2f}"
+        if row.experiment == "baseline":
+            assert (
+                table.loc[row.Index, "Mean Diff (%)"] == "-"
+                and table.loc[row.Index, "p-value"] == "-"
+            )
+            continue
+        values = runs["dice_mean"].to_numpy()
+        p = stats.ttest_ind(values, reference, equal_var=True, alternative="two-sided").pvalue
+        diff = (values.mean() - reference.mean()) * 100
+        assert row.p_value == pytest.approx(p, rel=1e-12)
+        assert row.mean_diff_pct == pytest.approx(diff, rel=1e-12)
+        assert table.loc[row.Index, "Mean Diff (%)"] == f"{diff:+.2f}"
+        assert table.loc[row.Index, "p-value"] == format_p(p)
+    assert table.set_index("experiment").loc["carvemix_4", "p_value"] < 0.05
+
+
+def test_rows_of_experiments_without_results_are_left_out(per_run_csv, tmp_path):
+    table = write_table(
+        per_run_csv,
+        tmp_path / "t.csv",
+        tmp_path / "t.md",
+        ["baseline", "carvemix_2", "tf_4"],
+        {},
+        "T",
+    )
+    assert list(table["experiment"]) == ["baseline", "carvemix_2"]
+    assert "Left out (no results in this run): tf_4." in (tmp_path / "t.md").read_text()
+    assert not table.isna().all(axis=1).any()
+
+
+def test_without_the_reference_diff_and_p_are_not_available(per_run_csv, tmp_path):
+    table = write_table(
+        per_run_csv, tmp_path / "t.csv", tmp_path / "t.md", ["tf_4", "carvemix_2"], {}, "T"
+    )
+    assert list(table["experiment"]) == ["carvemix_2"]
+    assert table.loc[0, "Mean Diff (%)"] == "n/a" and table.loc[0, "p-value"] == "n/a"
+
+
+def test_markdown_has_the_paper_layout(per_run_csv, tmp_path):
+    labels = {e: v["label"] for e, v in EXPERIMENTS.items()}
+    table = write_table(
+        per_run_csv,
+        tmp_path / "t.csv",
+        tmp_path / "t.md",
+        ["baseline", "carvemix_2", "carvemix_4"],
+        labels,
+        "Table 1. Title",
+    )
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    assert lines[0] == "## Table 1. Title"
+    assert (
+        lines[2]
+        == "| Method | ET (%) ↑ | TC (%) ↑ | WT (%) ↑ | Mean (%) ↑ | Mean Diff (%) ↑ | p-value ↓ |"
+    )
+    assert lines[3] == "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    rows = [line.split(" | ") for line in lines[4:7]]
+    assert rows[0][0] == "| *Baseline (nnU-Net)*" and rows[0][-2:] == ["-", "- |"]
+    assert rows[2][0] == "| CarveMix \\| 4"  # a '|' in a label is escaped
+    best = table.set_index("experiment").loc["carvemix_4"]
+    assert rows[2][4] == f"**{best['Mean (%)']}**"  # best Mean in bold
+    assert lines[7] == ""
+    assert "sample standard deviation, ddof = 1; seeds: 0, 1, 2" in lines[8]
+    assert "Student's two-sample t-test (equal variances)" in lines[8]
+
+
+def test_p_value_is_printed_with_two_decimals_or_scientific_below_001():
+    assert format_p(0.6712) == "0.67"
+    assert format_p(0.0213) == "0.02"
+    assert format_p(0.00042) == "4.2e-04"
+    assert format_p(float("nan")) == "n/a"
+
+
+def test_dice_in_percent_is_rejected_with_the_file_name(tmp_path):
+    (path,) = write_evaluation(tmp_path, {"baseline": 0.6}, [0])
+    frame = pd.read_csv(path)
+    frame["dice_et"] *= 100
+    frame.to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"baseline/seed0/per_case.csv: Dice outside \[0, 1\]"):
+        collect_per_case([path])
+
+
+def test_dice_vs_synthetic_starts_every_source_at_the_baseline(per_run_csv, tmp_path):
+    per_run = pd.read_csv(per_run_csv)
+    points = dice_vs_synthetic_points(per_run, EXPERIMENTS)
+    assert list(points) == ["carvemix"]  # tf has no results
+    frame = points["carvemix"]
+    assert list(frame["n_synthetic"]) == [0, 2, 4]
+    assert list(frame["experiment"]) == ["baseline", "carvemix_2", "carvemix_4"]
+    runs = per_run[per_run["experiment"] == "carvemix_4"]["dice_wt"] * 100
+    assert frame.loc[2, "dice_wt_mean"] == pytest.approx(runs.mean())
+    assert frame.loc[2, "dice_wt_std"] == pytest.approx(runs.std(ddof=1))
+    plot_dice_vs_synthetic(per_run, EXPERIMENTS, tmp_path / "fig" / "dice.png")
+    assert (tmp_path / "fig" / "dice.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_dice_vs_synthetic_without_results_still_writes_a_figure(tmp_path):
+    empty = per_run_table(collect_per_case([]))
+    assert plot_dice_vs_synthetic(empty, EXPERIMENTS, tmp_path / "dice.png") == {}
+    assert (tmp_path / "dice.png").stat().st_size > 0
+
+
+def make_synthetic_source(root: Path, n: int, modalities=("t1n",)) -> None:
+    shape = (20, 18, 12)
+    rows = []
+    for i in range(n):
+        case_id = f"syn_{i:04d}"
+        seg = np.zeros(shape, np.uint8)
+        seg[6 + i : 12 + i, 5:11, 4:8] = 2
+        seg[8 + i : 10 + i, 7:9, 5:7] = 3
+        for m in modalities:
+            save_nifti(
+                np.full(shape, 0.2 * i - 0.5, np.float32),
+                np.eye(4),
+                root / "cases" / case_id / f"{m}.nii.gz",
+            )
+        save_nifti(
+            np.ones(shape, np.uint8), np.eye(4), root / "cases" / case_id / "brainmask.nii.gz"
+        )
+        save_nifti(seg, np.eye(4), root / "cases" / case_id / "seg.nii.gz")
+        rows.append({"case_id": case_id, "source_mask": "x"})
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+
+
+def test_mosaic_shows_the_first_cases_in_manifest_order(tmp_path):
+    make_synthetic_source(tmp_path / "src", 5, modalities=("t1n", "t2f"))
+    shown = plot_mosaic(
+        tmp_path / "src" / "cases",
+        tmp_path / "src" / "manifest.csv",
+        tmp_path / "mosaic.png",
+        ["t1n", "t2f"],
+        n_cases=3,
+        title="TF",
+    )
+    assert shown == ["syn_0000", "syn_0001", "syn_0002"]
+    assert (tmp_path / "mosaic.png").read_bytes()[:4] == b"\x89PNG"
+
+
+HARNESS = """
+configfile: "config.yaml"
+
+TRAIN_CASES = []
+EXPERIMENTS = {{k: v for k, v in config["experiments"].items() if v["source"] in ("none", "carvemix")}}
+
+
+rule all:
+    input:
+        lambda wildcards: get_report_outputs(),
+
+
+include: "{rules}/report.smk"
+
+
+def get_evaluation_csvs():
+    return expand(
+        "results/segmentation/evaluation/{{experiment}}/seed{{seed}}/per_case.csv",
+        experiment=list(EXPERIMENTS),
+        seed=[0, 1, 2],
+    )
+"""
+
+
+def test_report_rules_write_every_output_and_the_html_report(tmp_path):
+    workdir = tmp_path / "wf"
+    write_evaluation(workdir)
+    make_synthetic_source(workdir / "results" / "synthetic" / "carvemix", 3)
+    (workdir / "Snakefile").write_text(
+        textwrap.dedent(HARNESS).format(rules=REPO / "workflow" / "rules")
+    )
+    (workdir / "config.yaml").write_text(textwrap.dedent("""
+        seed: 1
+        data: {modalities: [t1n]}
+        experiments:
+          baseline: {source: none, n_synthetic: 0, label: Baseline}
+          carvemix_2: {source: carvemix, n_synthetic: 2, label: CarveMix}
+          carvemix_4: {source: carvemix, n_synthetic: 4, label: CarveMix4}
+          tf_4: {source: tf, n_synthetic: 4, label: TF}
+        tables:
+          table1: {title: "Table 1. Methods", experiments: [baseline, carvemix_2, tf_4]}
+          table2: {title: "Table 2. Sizes", experiments: [baseline, carvemix_2, carvemix_4]}
+        report: {mosaic_cases: 2}
+    """))
+    exe = str(Path(sys.executable).parent / "snakemake")
+    done = subprocess.run([exe, "--cores", "1"], cwd=workdir, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = workdir / "results" / "report"
+    for name in [
+        "per_case.csv",
+        "per_run.csv",
+        "table1.csv",
+        "table1.md",
+        "table2.csv",
+        "table2.md",
+        "figures/dice_vs_n_synthetic.png",
+        "figures/mosaic_carvemix.png",
+    ]:
+        assert (report / name).stat().st_size > 0, name
+    assert not (report / "figures" / "mosaic_tf.png").exists()
+    assert list(pd.read_csv(report / "table1.csv")["experiment"]) == ["baseline", "carvemix_2"]
+    assert (workdir / "logs" / "report_tables" / "table1.log").exists()
+    # A label of an experiment outside table1 re-runs table2 only.
+    config = (workdir / "config.yaml").read_text().replace("label: CarveMix4", "label: CarveMix 4")
+    (workdir / "config.yaml").write_text(config)
+    planned = subprocess.run(
+        [exe, "--cores", "1", "-n"], cwd=workdir, capture_output=True, text=True
+    )
+    out = planned.stdout + planned.stderr
+    assert "wildcards: table=table2" in out and "wildcards: table=table1" not in out
+    html = subprocess.run(
+        [exe, "--report", "report.html"], cwd=workdir, capture_output=True, text=True
+    )
+    assert html.returncode == 0, html.stderr[-3000:]
+    text = (workdir / "report.html").read_text()
+    assert "Tumor Fabrication (TF) study" in text  # workflow/report/workflow.rst
+    for name in ["dice_vs_n_synthetic.png", "mosaic_carvemix.png", "table1.md", "per_run.csv"]:
+        assert name in text, name

@@ -1,0 +1,145 @@
+# Stage 9 (SPEC §2 item 9): per-case and per-run CSVs, the paper's Tables 1-3
+# (CSV + Markdown), and figures, all wrapped for `snakemake --report`.
+# Reads only the segmentation evaluation CSVs (get_evaluation_csvs, from
+# segmentation.smk) and the synthetic case folders of each source.
+
+import re
+
+
+# The description at the top of `snakemake --report report.html`.
+report: "../report/workflow.rst"
+
+
+# Cheap summaries: on a cluster they run on the submitting node.
+localrules:
+    report_collect,
+    report_tables,
+    report_dice_vs_synthetic,
+
+
+def report_sources():
+    """Synthetic sources with at least one experiment in this version (EXPERIMENTS)."""
+    return sorted({e["source"] for e in EXPERIMENTS.values() if e["source"] != "none"})
+
+
+def get_report_outputs():
+    """Every file of the report; the Snakefile's `rule all` requests them."""
+    return [
+        "results/report/per_case.csv",
+        "results/report/per_run.csv",
+        *expand(
+            "results/report/{table}.{ext}",
+            table=list(config["tables"]),
+            ext=["csv", "md"],
+        ),
+        "results/report/figures/dice_vs_n_synthetic.png",
+        *expand("results/report/figures/mosaic_{source}.png", source=report_sources()),
+    ]
+
+
+def _table_labels(wildcards):
+    """Only the labels of this table's experiments: another label changes nothing here."""
+    names = config["tables"][wildcards.table]["experiments"]
+    return {n: config["experiments"][n].get("label", n) for n in names}
+
+
+rule report_collect:
+    input:
+        csvs=lambda wildcards: get_evaluation_csvs(),
+    output:
+        per_case="results/report/per_case.csv",
+        per_run=report(
+            "results/report/per_run.csv",
+            caption="../report/per_run.rst",
+            category="Segmentation",
+            subcategory="Per-run metrics",
+        ),
+    log:
+        "logs/report_collect/report_collect.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/report_collect.py"
+
+
+rule report_tables:
+    input:
+        per_run="results/report/per_run.csv",
+    output:
+        csv=report(
+            "results/report/{table}.csv",
+            caption="../report/table.rst",
+            category="Segmentation",
+            subcategory="Tables",
+            labels={"table": "{table}", "format": "CSV"},
+        ),
+        md=report(
+            "results/report/{table}.md",
+            caption="../report/table.rst",
+            category="Segmentation",
+            subcategory="Tables",
+            labels={"table": "{table}", "format": "Markdown"},
+        ),
+    log:
+        "logs/report_tables/{table}.log",
+    wildcard_constraints:
+        table="|".join(re.escape(t) for t in config["tables"]),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        table=lambda wildcards: config["tables"][wildcards.table],
+        labels=_table_labels,
+    script:
+        "../scripts/report_tables.py"
+
+
+rule report_dice_vs_synthetic:
+    input:
+        per_run="results/report/per_run.csv",
+    output:
+        figure=report(
+            "results/report/figures/dice_vs_n_synthetic.png",
+            caption="../report/dice_vs_n_synthetic.rst",
+            category="Segmentation",
+            subcategory="Figures",
+        ),
+    log:
+        "logs/report_dice_vs_synthetic/report_dice_vs_synthetic.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        experiments=config["experiments"],
+    script:
+        "../scripts/report_dice_vs_synthetic.py"
+
+
+rule mosaic_synthetic:
+    input:
+        cases="results/synthetic/{source}/cases",
+        manifest="results/synthetic/{source}/manifest.csv",
+    output:
+        figure=report(
+            "results/report/figures/mosaic_{source}.png",
+            caption="../report/mosaic.rst",
+            category="Synthetic cases",
+            labels={"source": "{source}"},
+        ),
+    log:
+        "logs/mosaic_synthetic/{source}.log",
+    wildcard_constraints:
+        source=r"[a-z0-9]+",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        report=config["report"],
+        modalities=config["data"]["modalities"],
+    script:
+        "../scripts/mosaic_synthetic.py"

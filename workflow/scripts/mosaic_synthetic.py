@@ -1,0 +1,13 @@
+from tumorfab.log import log_to
+from tumorfab.report.figures import SOURCE_NAMES, plot_mosaic
+
+with log_to(snakemake.log[0]):
+    source = snakemake.wildcards.source
+    plot_mosaic(
+        cases_dir=snakemake.input.cases,
+        manifest_path=snakemake.input.manifest,
+        out_png=snakemake.output.figure,
+        modalities=snakemake.params.modalities,
+        n_cases=snakemake.params.report["mosaic_cases"],
+        title=SOURCE_NAMES.get(source, source),
+    )
