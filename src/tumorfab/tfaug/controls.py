@@ -1,0 +1,292 @@
+"""Lesion controls of TF-Aug: location, size, number, intensity offset, heterogeneity.
+
+SPEC §5 / paper 000 (configurable location, size, intensity and heterogeneity,
+"how many lesions"); paper 002 §4 names control of "location, size, shape" as
+a possibility of TF-Aug it did not explore. The defaults (:data:`PAPER`)
+reproduce the paper's TF-Aug: any location (the real mask's own position plus
+the paper's shift), no size constraint, one lesion per case (itself possibly a
+combination of masks), no offset, no texture.
+
+``tfaug.controls`` in the config::
+
+    location: {mode: any}                                # the paper's reading
+    location: {mode: coordinates, center_mm: [x, y, z], radius_mm: 15}
+    location: {mode: hemisphere, side: left}             # or right
+    location: {mode: tissue, tissue: wm}                 # wm, gm or csf
+    size_ml: [10, 40]          # whole-tumour volume of each lesion, or null
+    n_lesions: [1, 3]          # lesions per case, drawn uniformly (or one int)
+    offset: {ncr: -0.2, ed: 0.1, et: [0.1, 0.3]}   # added after a·x+b
+    heterogeneity: {amplitude: [0, 0.1], scale_mm: 3.0}
+
+A number or a ``[low, high]`` range (drawn uniformly per case) is accepted for
+offsets, the heterogeneity amplitude and ``n_lesions``.
+
+Interpretations (all checked after placement on the final, brain-clipped
+lesion; a lesion that breaks them is re-drawn, see ``masks.place_lesions``):
+
+* **coordinates**: world (scanner RAS, mm) coordinates of the reference grid,
+  as in the NIfTI affine of the preprocessed cases. The lesion's whole-tumour
+  centroid is aimed at a point drawn uniformly in the ball of ``radius_mm``
+  around ``center_mm`` and must end within that ball.
+* **hemisphere**: NIfTI world coordinates are RAS+ (+x towards the subject's
+  right), so the subject's left hemisphere is world x below the x of the
+  healthy brain mask's centre of mass (the midline is taken from the scan,
+  not from the grid origin). See :func:`hemisphere_mask`.
+* **tissue**: the healthy scans are registered to the BraTS (SRI24) grid, not
+  to MNI space, so the shipped MNI tissue maps do not apply without one more
+  registration. We classify the healthy scan itself: a 3-class k-means of its
+  T1 intensities inside the brain mask (CSF darkest, then GM, then WM), see
+  :func:`tissue_classes`. The centroid voxel must lie in the requested class.
+* **size_ml**: each lesion's volume after the brain clip lies in the range.
+* **n_lesions**: separate lesions, never touching (26-connectivity), so the
+  label map has that many connected components when every source mask is one
+  component (real masks with satellites add their satellites).
+* **offset**: per subregion, added to the intensity after ``a·x + b`` (same
+  for every modality), before the final clip to [-1, 1].
+* **heterogeneity**: a smooth random texture inside the lesion: white noise
+  blurred by a Gaussian of ``scale_mm``, scaled to unit standard deviation
+  over the lesion, times ``amplitude``; added after the offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+from scipy.cluster.vq import kmeans2
+
+from tumorfab.tfaug.masks import LABEL_NAMES, Grid
+
+LOCATION_MODES = ("any", "coordinates", "hemisphere", "tissue")
+TISSUES = {"csf": 1, "gm": 2, "wm": 3}
+
+
+def parse_range(value, what: str) -> tuple[float, float]:
+    """A number (fixed) or ``[low, high]`` -> ``(low, high)``."""
+    if isinstance(value, (int, float)):
+        return float(value), float(value)
+    if isinstance(value, Sequence) and len(value) == 2:
+        low, high = float(value[0]), float(value[1])
+        if low <= high:
+            return low, high
+    raise ValueError(f"{what}: expected a number or [low, high] with low <= high, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LocationSpec:
+    """The location control (see the module docstring)."""
+
+    mode: str = "any"
+    center_mm: tuple[float, float, float] | None = None
+    radius_mm: float = 10.0
+    side: str | None = None
+    tissue: str | None = None
+
+    @classmethod
+    def from_config(cls, settings: Mapping | None) -> LocationSpec:
+        settings = dict(settings or {"mode": "any"})
+        mode = settings.pop("mode", "any")
+        allowed = {
+            "any": set(),
+            "coordinates": {"center_mm", "radius_mm"},
+            "hemisphere": {"side"},
+            "tissue": {"tissue"},
+        }
+        if mode not in allowed:
+            raise ValueError(f"tfaug.controls.location.mode {mode!r}: one of {LOCATION_MODES}")
+        unknown = set(settings) - allowed[mode]
+        if unknown:
+            raise ValueError(f"tfaug.controls.location (mode {mode}): unknown keys {sorted(unknown)}")
+        if mode == "coordinates":
+            center = settings.get("center_mm")
+            if center is None or len(center) != 3:
+                raise ValueError("tfaug.controls.location: mode coordinates needs center_mm: [x, y, z]")
+            radius = float(settings.get("radius_mm", 10.0))
+            if radius <= 0:
+                raise ValueError("tfaug.controls.location.radius_mm must be > 0")
+            return cls(mode, tuple(float(v) for v in center), radius)
+        if mode == "hemisphere":
+            side = settings.get("side")
+            if side not in ("left", "right"):
+                raise ValueError("tfaug.controls.location: mode hemisphere needs side: left or right")
+            return cls(mode, side=side)
+        if mode == "tissue":
+            tissue = settings.get("tissue")
+            if tissue not in TISSUES:
+                raise ValueError(f"tfaug.controls.location: mode tissue needs tissue: one of {sorted(TISSUES)}")
+            return cls(mode, tissue=tissue)
+        return cls(mode)
+
+    def record(self) -> dict:
+        """The control as given (for the manifest)."""
+        if self.mode == "coordinates":
+            return {"mode": self.mode, "center_mm": list(self.center_mm), "radius_mm": self.radius_mm}
+        if self.mode == "hemisphere":
+            return {"mode": self.mode, "side": self.side}
+        if self.mode == "tissue":
+            return {"mode": self.mode, "tissue": self.tissue}
+        return {"mode": self.mode}
+
+
+@dataclass(frozen=True)
+class Controls:
+    """``tfaug.controls``: what the user asks of every lesion (SPEC §5)."""
+
+    location: LocationSpec = field(default_factory=LocationSpec)
+    size_ml: tuple[float, float] | None = None
+    n_lesions: tuple[int, int] = (1, 1)
+    offset: dict[int, tuple[float, float]] = field(default_factory=lambda: {c: (0.0, 0.0) for c in LABEL_NAMES})
+    heterogeneity_amplitude: tuple[float, float] = (0.0, 0.0)
+    heterogeneity_scale_mm: float = 3.0
+
+    @classmethod
+    def from_config(cls, settings: Mapping | None) -> Controls:
+        settings = dict(settings or {})
+        known = {"location", "size_ml", "n_lesions", "offset", "heterogeneity"}
+        unknown = set(settings) - known
+        if unknown:
+            raise ValueError(f"tfaug.controls: unknown keys {sorted(unknown)}")
+        size = settings.get("size_ml")
+        if size is not None:
+            size = parse_range(size, "tfaug.controls.size_ml")
+            if size[0] <= 0:
+                raise ValueError("tfaug.controls.size_ml must be > 0 ml")
+        low, high = parse_range(settings.get("n_lesions", 1), "tfaug.controls.n_lesions")
+        if low < 1 or low != int(low) or high != int(high):
+            raise ValueError("tfaug.controls.n_lesions: whole numbers >= 1")
+        offsets = dict(settings.get("offset") or {})
+        names = {name: label for label, name in LABEL_NAMES.items()}
+        unknown = set(offsets) - set(names)
+        if unknown:
+            raise ValueError(f"tfaug.controls.offset: unknown subregions {sorted(unknown)} (ncr, ed, et)")
+        offset = {label: parse_range(offsets.get(name, 0.0), f"tfaug.controls.offset.{name}") for name, label in names.items()}
+        texture = dict(settings.get("heterogeneity") or {})
+        unknown = set(texture) - {"amplitude", "scale_mm"}
+        if unknown:
+            raise ValueError(f"tfaug.controls.heterogeneity: unknown keys {sorted(unknown)}")
+        amplitude = parse_range(texture.get("amplitude", 0.0), "tfaug.controls.heterogeneity.amplitude")
+        if amplitude[0] < 0:
+            raise ValueError("tfaug.controls.heterogeneity.amplitude must be >= 0")
+        scale_mm = float(texture.get("scale_mm", 3.0))
+        if scale_mm <= 0:
+            raise ValueError("tfaug.controls.heterogeneity.scale_mm must be > 0")
+        return cls(
+            LocationSpec.from_config(settings.get("location")),
+            size,
+            (int(low), int(high)),
+            offset,
+            amplitude,
+            scale_mm,
+        )
+
+    def draw_count(self, rng: np.random.Generator) -> int:
+        """Number of lesions of one case (one draw from ``rng``)."""
+        return int(rng.integers(self.n_lesions[0], self.n_lesions[1] + 1))
+
+    def draw_appearance(self, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        """Per-label offsets (index = label value, 0 unused) and the texture amplitude.
+
+        Always four draws from ``rng``, whatever the values, so a change of one
+        control does not shift the others' draws.
+        """
+        offsets = np.zeros(4, dtype=np.float32)
+        for label in sorted(self.offset):
+            offsets[label] = rng.uniform(*self.offset[label])
+        amplitude = float(rng.uniform(*self.heterogeneity_amplitude))
+        return offsets, amplitude
+
+
+# --- Location rules bound to one healthy scan -------------------------------------------
+def tissue_classes(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """CSF (1), GM (2), WM (3) of a T1 scan from its own intensities inside ``brain``; 0 outside.
+
+    A 1-D k-means with 3 classes (``scipy.cluster.vq.kmeans2``), started at
+    the 10th, 50th and 90th intensity percentiles inside the brain, so the
+    result is deterministic; classes are ordered by mean intensity (T1: CSF <
+    GM < WM).
+    """
+    brain = np.asarray(brain, dtype=bool)
+    values = np.asarray(image, dtype=np.float64)[brain]
+    start = np.percentile(values, [10, 50, 90])[:, None]
+    centres, assigned = kmeans2(values[:, None], start, minit="matrix", iter=20, missing="raise")
+    order = np.argsort(centres[:, 0])
+    rank = np.empty(3, dtype=np.uint8)
+    rank[order] = np.arange(1, 4, dtype=np.uint8)
+    classes = np.zeros(brain.shape, dtype=np.uint8)
+    classes[brain] = rank[assigned]
+    return classes
+
+
+def hemisphere_mask(brain: np.ndarray, grid: Grid, side: str) -> np.ndarray:
+    """Brain voxels of one hemisphere.
+
+    NIfTI world coordinates are RAS+ (+x points to the subject's right), so
+    the subject's **left** hemisphere is world ``x <`` the x of the brain
+    mask's centre of mass, the right one ``x >=`` it. The midline is taken
+    from the healthy scan's own brain mask, not from the grid origin (SRI24's
+    origin need not lie on the midline). Assumes an axis-aligned grid (BraTS
+    and the demo's are): world x then depends on the LR axis index only.
+    """
+    brain = np.asarray(brain, dtype=bool)
+    x_axis = grid.lr_axis
+    index = np.arange(brain.shape[x_axis], dtype=np.float64)
+    # World x of each index along the LR axis (other axes contribute a constant
+    # per slice for an axis-aligned grid; we use the brain centre for them).
+    centre = np.asarray(ndimage.center_of_mass(brain))
+    points = np.repeat(centre[None], len(index), axis=0)
+    points[:, x_axis] = index
+    world_x = grid.to_world(points)[:, 0]
+    mid_x = grid.to_world(centre)[0]
+    chosen = world_x < mid_x if side == "left" else world_x >= mid_x
+    shape = [1, 1, 1]
+    shape[x_axis] = len(index)
+    return brain & chosen.reshape(shape)
+
+
+class LocationRule:
+    """A location control bound to one healthy scan: where to aim, and what to accept."""
+
+    def __init__(self, spec: LocationSpec, grid: Grid, brain: np.ndarray, image: np.ndarray | None, shift_mm: float):
+        self.spec, self.grid = spec, grid
+        self.shift_vox = float(shift_mm) / grid.spacing
+        self.allowed = None
+        if spec.mode == "hemisphere":
+            self.allowed = hemisphere_mask(brain, grid, spec.side)
+        elif spec.mode == "tissue":
+            if image is None:
+                raise ValueError("location mode tissue needs the healthy image")
+            self.allowed = tissue_classes(image, brain) == TISSUES[spec.tissue]
+        if self.allowed is not None:
+            self._candidates = np.flatnonzero(self.allowed)
+            if len(self._candidates) == 0:
+                raise ValueError(f"location {spec.record()}: no brain voxel qualifies in this scan")
+
+    def sample(self, rng: np.random.Generator, source_centroid: np.ndarray) -> np.ndarray:
+        """Target (voxel index, float) for a lesion's centroid."""
+        mode = self.spec.mode
+        if mode == "any":
+            return np.asarray(source_centroid) + rng.uniform(-1.0, 1.0, 3) * self.shift_vox
+        if mode == "coordinates":
+            direction = rng.normal(size=3)
+            direction /= np.linalg.norm(direction) + 1e-12
+            radius = self.spec.radius_mm * rng.random() ** (1.0 / 3.0)
+            return self.grid.to_index(np.asarray(self.spec.center_mm) + radius * direction)
+        flat = self._candidates[int(rng.integers(len(self._candidates)))]
+        return np.asarray(np.unravel_index(flat, self.allowed.shape), dtype=np.float64)
+
+    def accepts(self, centroid: np.ndarray) -> bool:
+        """Whether a placed lesion's centroid (voxel index, float) obeys the control."""
+        mode = self.spec.mode
+        if mode == "any":
+            return True
+        if mode == "coordinates":
+            distance = np.linalg.norm(self.grid.to_world(centroid) - np.asarray(self.spec.center_mm))
+            return bool(distance <= self.spec.radius_mm)
+        voxel = tuple(int(v) for v in np.clip(np.rint(centroid), 0, np.asarray(self.allowed.shape) - 1))
+        return bool(self.allowed[voxel])
+
+
+#: The paper's TF-Aug (§2.1): no user controls beyond its own augmentation.
+PAPER = Controls()

@@ -1,0 +1,270 @@
+"""Generating TF-Aug's coarse synthetic pairs (x_s', m_s) (paper 002 §2.1; SPEC §2 items 4 and 6).
+
+Case ``i`` (id ``tfaug_{i:04d}``) is made from its own random streams,
+``SeedSequence([seed, i]).spawn(3)``: *geometry* (healthy scan, number of
+lesions, their masks and placement), *appearance* (offsets, texture amplitude,
+mass-effect magnitude: always the same number of draws) and *texture* (the
+noise field). A case therefore depends only on ``seed``, ``i`` and the
+settings, never on how many cases are generated: the first k cases of a run for
+N are the cases of a run for k (nested prefixes, SPEC §2 item 6), and a rerun
+gives bit-identical files. Changing an appearance control (offset, texture,
+mass-effect magnitude) keeps every case's lesions and healthy scan.
+
+Per case (in this order):
+
+1. the healthy scan x_h, drawn uniformly among the preprocessed healthy case
+   folders (all on the real cases' grid);
+2. the mask m_s: ``masks.place_lesions`` with the lesion controls (location,
+   size, number of lesions), mask voxels outside the brain dropped, lesions
+   losing too much re-drawn;
+3. the mass effect, if enabled (``mass_effect``): x_h and its brain mask are
+   warped away from the lesions; lesion voxels outside the warped brain dropped;
+4. Eq. 1, ``x_s' = I(B(x_h, m_s))`` with the fitted (a, b) of
+   ``intensity.json`` (``blend.augment_roi``), plus offsets and texture.
+
+Each case folder holds ``{modality}.nii.gz`` (float32, brain in [-1, 1],
+background -1), ``seg.nii.gz`` (uint8) and ``brainmask.nii.gz`` (uint8, the
+warped mask when the mass effect is on) on the healthy scan's grid and header
+(docs/architecture.md), written by the same case-folder writer as CarveMix
+(``tumorfab.baselines.carvemix.save_case``). ``manifest.csv`` has
+one row per case in generation order, ``case_id`` first, then the provenance
+(:data:`MANIFEST_COLUMNS`); list-valued columns are JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tumorfab.baselines.carvemix import Case, save_case
+from tumorfab.io import save_csv
+from tumorfab.tfaug import mass_effect as me
+from tumorfab.tfaug.blend import augment_roi, smooth_noise
+from tumorfab.tfaug.controls import Controls, LocationRule, parse_range
+from tumorfab.tfaug.intensity_fit import load_case_arrays, load_intensity
+from tumorfab.tfaug.masks import LABEL_NAMES, MaskAugmentation, MaskBank, equivalent_radius_mm, place_lesions
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = [
+    "case_id",
+    "healthy_subject",
+    "n_lesions",
+    "source_cases",
+    "lesions",
+    "volume_ml",
+    "a",
+    "b",
+    "offset",
+    "heterogeneity_amplitude",
+    "heterogeneity_scale_mm",
+    "location",
+    "size_ml",
+    "mass_effect_mm",
+    "mass_effect_peak_mm",
+    "blur_sigma",
+    "seed",
+    "seed_index",
+]
+
+
+@dataclass(frozen=True)
+class MassEffect:
+    """``tfaug.mass_effect``: off in the paper preset; magnitude (mm) a number or [low, high]."""
+
+    enabled: bool = False
+    magnitude_mm: tuple[float, float] = (2.0, 6.0)
+    steps: int = 7
+
+    @classmethod
+    def from_config(cls, settings: Mapping | None) -> MassEffect:
+        settings = dict(settings or {})
+        unknown = set(settings) - {"enabled", "magnitude_mm", "steps"}
+        if unknown:
+            raise ValueError(f"tfaug.mass_effect: unknown keys {sorted(unknown)}")
+        magnitude = parse_range(settings.get("magnitude_mm", (2.0, 6.0)), "tfaug.mass_effect.magnitude_mm")
+        if magnitude[0] < 0:
+            raise ValueError("tfaug.mass_effect.magnitude_mm must be >= 0")
+        steps = int(settings.get("steps", 7))
+        if steps < 1:
+            raise ValueError("tfaug.mass_effect.steps must be >= 1")
+        return cls(bool(settings.get("enabled", False)), magnitude, steps)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a case depends on besides its index."""
+
+    modalities: tuple[str, ...]
+    a: np.ndarray  # [C, 3]
+    b: np.ndarray
+    seed: int
+    masks: MaskAugmentation
+    blur_sigma: float
+    controls: Controls
+    mass_effect: MassEffect
+
+
+@dataclass
+class SyntheticCase:
+    """A generated case (a case folder in memory) and its manifest row."""
+
+    case: Case
+    row: dict
+
+
+def case_streams(seed: int, index: int) -> list[np.random.Generator]:
+    """Geometry, appearance and texture generators of case ``index``."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(3)]
+
+
+def _subregions(values: np.ndarray) -> dict:
+    return {LABEL_NAMES[label]: round(float(values[label]), 6) for label in LABEL_NAMES}
+
+
+def make_case(index: int, bank: MaskBank, healthy: Mapping[str, Path], settings: Settings) -> SyntheticCase:
+    """Case ``index``: draw, place, (warp), blend. See the module docstring."""
+    geometry, appearance, texture_rng = case_streams(settings.seed, index)
+    subjects = list(healthy)
+    subject = subjects[int(geometry.integers(len(subjects)))]
+    images, brain, _, brain_image = load_case_arrays(healthy[subject], settings.modalities, with_seg=False)
+    grid = bank.grid
+    grid.check_same(brain.shape, brain_image.affine, str(healthy[subject]))
+
+    controls = settings.controls
+    needs_image = controls.location.mode == "tissue"
+    rule = LocationRule(controls.location, grid, brain, images[0] if needs_image else None, settings.masks.shift_mm)
+    n_lesions = controls.draw_count(geometry)
+    placed = place_lesions(bank, brain, geometry, settings.masks, rule, controls.size_ml, n_lesions)
+    labels = placed.labels
+
+    offsets, amplitude = controls.draw_appearance(appearance)
+    magnitude = float(appearance.uniform(*settings.mass_effect.magnitude_mm))
+    brain = brain.astype(np.uint8)
+    peak = 0.0
+    if settings.mass_effect.enabled and magnitude > 0:
+        centroids = [r["centroid_vox"] for r in placed.records]
+        radii = [equivalent_radius_mm(r["volume_ml"]) for r in placed.records]
+        ddf, box = me.inverse_displacement(
+            grid.shape, grid.spacing, centroids, radii, [magnitude] * len(radii), settings.mass_effect.steps
+        )
+        images, brain = me.warp_scan(images, brain, ddf, box)
+        labels = labels * brain
+        peak = float(me.displacement_mm(ddf, grid.spacing).max())
+        if not labels.any():
+            raise RuntimeError(f"case {index}: the mass effect left no lesion voxel inside the brain")
+    else:
+        magnitude = 0.0
+
+    texture = None
+    if amplitude > 0:
+        scale_vox = settings.controls.heterogeneity_scale_mm / grid.spacing
+        texture = amplitude * smooth_noise(labels, placed.boxes, scale_vox, texture_rng)
+    image = augment_roi(images, brain, labels, settings.a, settings.b, settings.blur_sigma, offsets, texture, placed.boxes)
+
+    row = {
+        "case_id": f"tfaug_{index:04d}",
+        "healthy_subject": subject,
+        "n_lesions": len(placed.records),
+        "source_cases": ";".join(c["source"] for r in placed.records for c in r["components"]),
+        "lesions": json.dumps(placed.records),
+        "volume_ml": round(float((labels > 0).sum()) * grid.voxel_ml, 4),
+        "a": json.dumps({m: _subregions(np.r_[0, settings.a[c]]) for c, m in enumerate(settings.modalities)}),
+        "b": json.dumps({m: _subregions(np.r_[0, settings.b[c]]) for c, m in enumerate(settings.modalities)}),
+        "offset": json.dumps(_subregions(offsets)),
+        "heterogeneity_amplitude": round(amplitude, 6),
+        "heterogeneity_scale_mm": settings.controls.heterogeneity_scale_mm,
+        "location": json.dumps(controls.location.record()),
+        "size_ml": json.dumps(list(controls.size_ml) if controls.size_ml else None),
+        "mass_effect_mm": round(magnitude, 4),
+        "mass_effect_peak_mm": round(peak, 4),
+        "blur_sigma": settings.blur_sigma,
+        "seed": settings.seed,
+        "seed_index": index,
+    }
+    images = {modality: image[c] for c, modality in enumerate(settings.modalities)}
+    case = Case(images, brain.astype(np.uint8), labels.astype(np.uint8), brain_image.affine, brain_image.header.copy())
+    return SyntheticCase(case, row)
+
+
+def make_settings(
+    intensity_json: str | os.PathLike,
+    seed: int,
+    modalities: Sequence[str],
+    masks: Mapping | None,
+    blur_sigma: float,
+    controls: Mapping | None,
+    mass_effect: Mapping | None,
+) -> Settings:
+    """Validate the config slices and read (a, b)."""
+    a, b = load_intensity(intensity_json, modalities)
+    return Settings(
+        tuple(modalities), a, b, int(seed), MaskAugmentation.from_config(masks), float(blur_sigma),
+        Controls.from_config(controls), MassEffect.from_config(mass_effect),
+    )
+
+
+def generate_tfaug(
+    real_case_dirs: Sequence[str | os.PathLike],
+    healthy_case_dirs: Sequence[str | os.PathLike],
+    intensity_json: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    manifest_path: str | os.PathLike,
+    n_cases: int,
+    seed: int = 0,
+    modalities: Sequence[str] = ("t1n",),
+    masks: Mapping | None = None,
+    blur_sigma: float = 2.0,
+    controls: Mapping | None = None,
+    mass_effect: Mapping | None = None,
+) -> pd.DataFrame:
+    """The ``generate_tfaug`` rule: ``n_cases`` coarse pairs and their manifest.
+
+    ``real_case_dirs``: the real *training* case folders (their ``seg.nii.gz``
+    is the mask bank); ``healthy_case_dirs``: preprocessed healthy case
+    folders (subject id = folder name; drawn from in sorted order, so the
+    order given does not matter). ``out_dir`` is written as a whole: built in
+    a hidden temporary folder beside it and renamed into place, so a killed
+    job leaves no partial set; the manifest is written after it.
+    """
+    if n_cases < 0:
+        raise ValueError(f"n_cases must be >= 0, got {n_cases}")
+    settings = make_settings(intensity_json, seed, modalities, masks, blur_sigma, controls, mass_effect)
+    bank = MaskBank.from_case_dirs(real_case_dirs)
+    healthy = {Path(d).name: Path(d) for d in sorted(healthy_case_dirs, key=lambda d: Path(d).name)}
+    if not healthy:
+        raise ValueError("TF-Aug needs at least one healthy case folder")
+    log.info("TF-Aug: %d cases from %d real masks and %d healthy scans", n_cases, len(bank), len(healthy))
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    rows = []
+    try:
+        for index in range(n_cases):
+            made = make_case(index, bank, healthy, settings)
+            save_case(made.case, tmp_dir / made.row["case_id"])  # the case-folder writer CarveMix uses
+            row = made.row
+            rows.append(row)
+            log.info(
+                "%s: %s, %d lesion(s), %.1f ml, sources %s, mass effect %.1f mm",
+                row["case_id"], row["healthy_subject"], row["n_lesions"],
+                row["volume_ml"], row["source_cases"], row["mass_effect_peak_mm"],
+            )
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp_dir, out_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    save_csv(manifest, manifest_path)
+    return manifest
