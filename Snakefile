@@ -21,9 +21,14 @@ if config["demo"]["enabled"]:
 
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/segmentation.smk"
+include: "workflow/rules/baselines.smk"
+include: "workflow/rules/tfaug.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         rules.preprocess_all.input,
+        get_report_outputs(),
     default_target: True

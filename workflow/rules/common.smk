@@ -16,7 +16,7 @@ validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 # Sources whose generator exists in this version; experiments of the other
 # sources are skipped (and their table rows left out, never filled).
-IMPLEMENTED_SOURCES = ["none", "carvemix"]
+IMPLEMENTED_SOURCES = ["none", "carvemix", "tfaug"]
 
 
 def _config_error(message):

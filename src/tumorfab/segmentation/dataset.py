@@ -1,0 +1,289 @@
+"""Images handed to nnU-Net, and one nnU-Net raw dataset per experiment.
+
+Pipeline images live in [-1, 1] with a background of exactly -1 (what a GAN
+sees). nnU-Net crops every case to the non-zero region of its channels and
+z-scores inside it (SPEC §2 item 8), so every image it gets is converted once
+per case by :func:`to_nnunet_image` (brain ``x + 2``, i.e. in [1, 3], and
+exactly 0 outside the brain mask) and written to a per-case folder; the raw
+datasets of the experiments then only *link* those files.
+
+An experiment's raw dataset (nnU-Net layout) holds the real training cases and
+the first ``n_synthetic`` cases of one synthetic source in ``imagesTr`` /
+``labelsTr``, and the held-out real cases in ``imagesTs`` (their references
+stay with the case folders and are read by the evaluation). Labels are the
+BraTS regions, trained region-based as nnU-Net does for BraTS (sigmoid per
+region: WT, TC, ET).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from tumorfab.io import load_nifti, save_nifti
+
+#: Region-based BraTS labels, in nnU-Net's dataset.json form (key order matters).
+REGION_LABELS: dict[str, int | list[int]] = {
+    "background": 0,
+    "whole tumor": [1, 2, 3],
+    "tumor core": [1, 3],
+    "enhancing tumor": [3],
+}
+#: Label written where regions overlap: ED (2) for WT only, NCR (1) for TC, ET (3).
+REGIONS_CLASS_ORDER = [2, 1, 3]
+#: Every experiment has its own nnU-Net folders, so the same id never collides.
+DATASET_ID = 1
+FILE_ENDING = ".nii.gz"
+
+
+def dataset_name(experiment: str) -> str:
+    """nnU-Net's dataset name of an experiment, e.g. ``Dataset001_carvemix_100``."""
+    return f"Dataset{DATASET_ID:03d}_{experiment}"
+
+
+def to_nnunet_image(image: np.ndarray, brainmask: np.ndarray) -> np.ndarray:
+    """Map a pipeline image ([-1, 1], background -1) to what nnU-Net gets.
+
+    Inside the brain mask ``x + 2`` (in [1, 3], so never 0); outside exactly 0.
+    nnU-Net's non-zero mask is then the brain mask, and since it z-scores
+    inside that mask, the shift changes nothing the network sees.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    inside = np.asarray(brainmask).astype(bool)
+    if image.shape != inside.shape:
+        raise ValueError(f"image shape {image.shape} != brain mask shape {inside.shape}")
+    return np.where(inside, image + np.float32(2.0), np.float32(0.0)).astype(np.float32)
+
+
+def convert_case(case_dir: str | os.PathLike, out_dir: str | os.PathLike, modalities: Sequence[str]) -> list[Path]:
+    """Write ``{modality}.nii.gz`` of a case folder as nnU-Net images into ``out_dir``.
+
+    The geometry (affine, header) of each image is kept. Returns the written files.
+    """
+    case_dir, out_dir = Path(case_dir), Path(out_dir)
+    brainmask = load_nifti(case_dir / "brainmask.nii.gz")
+    mask = np.asanyarray(brainmask.dataobj) > 0
+    written = []
+    for modality in modalities:
+        image = load_nifti(case_dir / f"{modality}.nii.gz")
+        data = to_nnunet_image(image.get_fdata(dtype=np.float32), mask)
+        header = image.header.copy()
+        header.set_data_dtype(np.float32)
+        header["scl_slope"], header["scl_inter"] = 1.0, 0.0
+        target = out_dir / f"{modality}.nii.gz"
+        save_nifti(data, image.affine, target, header=header)
+        written.append(target)
+    return written
+
+
+def manifest_case_ids(manifest: str | os.PathLike, n: int | None = None) -> list[str]:
+    """The first ``n`` (all if None) ``case_id`` values of a synthetic manifest, in order."""
+    ids = pd.read_csv(manifest, dtype={"case_id": str})["case_id"].tolist()
+    if n is not None:
+        if n > len(ids):
+            raise ValueError(f"{manifest}: {n} synthetic cases wanted, the manifest has {len(ids)}")
+        ids = ids[:n]
+    return ids
+
+
+def convert_synthetic_source(
+    manifest: str | os.PathLike,
+    cases_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    modalities: Sequence[str],
+) -> list[str]:
+    """Convert every case of a synthetic source's manifest into ``out_dir/{case_id}/``.
+
+    Every case of the manifest is converted (the source was generated at the
+    largest size any experiment needs); experiments link prefixes of it.
+    Returns the case ids in manifest order.
+    """
+    ids = manifest_case_ids(manifest)
+    for case_id in ids:
+        convert_case(Path(cases_dir) / case_id, Path(out_dir) / case_id, modalities)
+    return ids
+
+
+@dataclass(frozen=True)
+class NnunetCase:
+    """One case of a raw dataset: converted image folder and (for training) its labels."""
+
+    case_id: str
+    image_dir: Path  # holds {modality}.nii.gz written by convert_case
+    seg: Path | None = None  # uint8 BraTS labels {0,1,2,3}
+
+
+def dataset_json(modalities: Sequence[str], n_training: int) -> dict:
+    """nnU-Net's dataset.json for region-based BraTS labels (key order preserved).
+
+    The reader is nnU-Net's ``NibabelIO`` (the pipeline writes with nibabel;
+    it reads arrays in the same axis order as SimpleITK would).
+    """
+    return {
+        "channel_names": {str(i): m for i, m in enumerate(modalities)},
+        "labels": dict(REGION_LABELS),
+        "regions_class_order": list(REGIONS_CLASS_ORDER),
+        "numTraining": n_training,
+        "file_ending": FILE_ENDING,
+        "overwrite_image_reader_writer": "NibabelIO",
+    }
+
+
+def _link(target: Path, link: Path) -> None:
+    """Relative symbolic link ``link -> target`` (so a moved results folder keeps working)."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    os.symlink(os.path.relpath(Path(target).resolve(), link.parent.resolve()), link)
+
+
+def write_raw_dataset(
+    dataset_dir: str | os.PathLike,
+    training: Sequence[NnunetCase],
+    test: Sequence[NnunetCase],
+    modalities: Sequence[str],
+) -> None:
+    """Create an nnU-Net raw dataset folder of links to converted images and labels.
+
+    ``dataset_dir`` is ``.../DatasetXXX_name``; it must not exist yet (build
+    it under a temporary name and rename). Training cases go to ``imagesTr``
+    and ``labelsTr``, test (held-out) cases to ``imagesTs``. Case ids must be
+    unique across both.
+    """
+    dataset_dir = Path(dataset_dir)
+    ids = [c.case_id for c in [*training, *test]]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"case ids used twice in one dataset: {duplicates[:5]}")
+    for folder, cases in (("imagesTr", training), ("imagesTs", test)):
+        for case in cases:
+            for channel, modality in enumerate(modalities):
+                source = case.image_dir / f"{modality}.nii.gz"
+                if not source.exists():
+                    raise FileNotFoundError(f"{source}: converted image missing for case {case.case_id}")
+                _link(source, dataset_dir / folder / f"{case.case_id}_{channel:04d}{FILE_ENDING}")
+    for case in training:
+        if case.seg is None or not Path(case.seg).exists():
+            raise FileNotFoundError(f"labels missing for training case {case.case_id}: {case.seg}")
+        _link(Path(case.seg), dataset_dir / "labelsTr" / f"{case.case_id}{FILE_ENDING}")
+    (dataset_dir / "dataset.json").write_text(
+        json.dumps(dataset_json(modalities, len(training)), indent=2, sort_keys=False)
+    )
+
+
+def experiment_cases(
+    real_image_dirs: dict[str, Path],
+    real_segs: dict[str, Path],
+    train_cases: Sequence[str],
+    synthetic_manifest: str | os.PathLike | None = None,
+    synthetic_image_root: str | os.PathLike | None = None,
+    synthetic_cases_root: str | os.PathLike | None = None,
+    n_synthetic: int = 0,
+) -> list[NnunetCase]:
+    """Training cases of an experiment: the real ones, then the first ``n_synthetic``
+    synthetic cases of the manifest (its ``case_id`` column, in order)."""
+    cases = [NnunetCase(c, Path(real_image_dirs[c]), Path(real_segs[c])) for c in train_cases]
+    if n_synthetic:
+        if synthetic_manifest is None or synthetic_image_root is None or synthetic_cases_root is None:
+            raise ValueError("n_synthetic > 0 needs the source's manifest, converted images and case folders")
+        for case_id in manifest_case_ids(synthetic_manifest, n_synthetic):
+            cases.append(
+                NnunetCase(
+                    case_id,
+                    Path(synthetic_image_root) / case_id,
+                    Path(synthetic_cases_root) / case_id / "seg.nii.gz",
+                )
+            )
+    return cases
+
+
+class atomic_directory:
+    """Build a directory under a temporary name beside ``path``; rename on success.
+
+    An existing ``path`` is replaced only once the new one is complete; on an
+    exception the temporary folder is removed and ``path`` is left as it was.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp makes it private (0700)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            if self.path.is_symlink() or self.path.is_file():
+                self.path.unlink()
+            elif self.path.exists():
+                shutil.rmtree(self.path)
+            os.replace(self.tmp, self.path)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def convert_real_case(case_dir: str | os.PathLike, out_dir: str | os.PathLike, modalities: Sequence[str]) -> None:
+    """Convert one real case folder into ``out_dir`` (built whole, then renamed)."""
+    with atomic_directory(out_dir) as tmp:
+        convert_case(case_dir, tmp, modalities)
+
+
+def convert_synthetic(
+    manifest: str | os.PathLike,
+    cases_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    modalities: Sequence[str],
+) -> list[str]:
+    """:func:`convert_synthetic_source` into ``out_dir`` built whole, then renamed."""
+    with atomic_directory(out_dir) as tmp:
+        return convert_synthetic_source(manifest, cases_dir, tmp, modalities)
+
+
+def build_raw_dataset(
+    out_root: str | os.PathLike,
+    experiment: str,
+    modalities: Sequence[str],
+    train_cases: Sequence[str],
+    val_cases: Sequence[str],
+    real_image_root: str | os.PathLike,
+    real_case_root: str | os.PathLike,
+    n_synthetic: int = 0,
+    synthetic_manifest: str | os.PathLike | None = None,
+    synthetic_image_root: str | os.PathLike | None = None,
+    synthetic_cases_root: str | os.PathLike | None = None,
+) -> Path:
+    """The raw dataset of one experiment, under ``out_root`` (which plays ``nnUNet_raw``).
+
+    Training: real ``train_cases`` (converted images under
+    ``real_image_root/{case}``, labels ``real_case_root/{case}/seg.nii.gz``)
+    then the first ``n_synthetic`` cases of the synthetic manifest (converted
+    images under ``synthetic_image_root/{case_id}``, labels in
+    ``synthetic_cases_root/{case_id}/seg.nii.gz``). Test: ``val_cases``.
+    Returns the dataset folder ``out_root/Dataset001_{experiment}``.
+    """
+    real_image_root, real_case_root = Path(real_image_root), Path(real_case_root)
+    training = experiment_cases(
+        {c: real_image_root / c for c in train_cases},
+        {c: real_case_root / c / "seg.nii.gz" for c in train_cases},
+        train_cases,
+        synthetic_manifest,
+        synthetic_image_root,
+        synthetic_cases_root,
+        n_synthetic,
+    )
+    test = [NnunetCase(c, real_image_root / c) for c in val_cases]
+    with atomic_directory(out_root) as tmp:
+        write_raw_dataset(tmp / dataset_name(experiment), training, test, modalities)
+    return Path(out_root) / dataset_name(experiment)

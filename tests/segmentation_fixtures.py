@@ -1,0 +1,175 @@
+"""Tiny case folders (pipeline format) and an nnU-Net pipeline over them.
+
+A case: an ellipsoid "brain" in [-1, 1] (background exactly -1) with a
+spherical tumour whose subregions (ED 2 around TC, NCR 1 and ET 3 inside)
+have their own intensities, so a tiny network learns something in a few
+iterations. Used by tests/test_segmentation_*.py (and by benchmarks).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_case(folder: Path, rng: np.random.Generator, shape=(40, 40, 40), spacing=3.0, lesions=1) -> Path:
+    """Write t1n.nii.gz, brainmask.nii.gz, seg.nii.gz of one synthetic case."""
+    grid = np.indices(shape, dtype=np.float32)
+    centre = np.array(shape, dtype=np.float32) / 2
+    radii = np.array(shape, dtype=np.float32) / 2 - 3
+    brain = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)) <= 1
+    image = np.where(brain, rng.normal(-0.2, 0.08, shape), -1.0).astype(np.float32)
+    seg = np.zeros(shape, np.uint8)
+    for _ in range(lesions):
+        lesion = centre + rng.uniform(-0.35, 0.35, 3) * radii
+        radius = rng.uniform(0.18, 0.28) * min(shape)
+        distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, lesion)))
+        seg[(distance <= radius) & brain] = 2
+        seg[(distance <= 0.6 * radius) & brain] = 3
+        seg[(distance <= 0.3 * radius) & brain] = 1
+    image[seg == 2] += 0.35
+    image[seg == 3] += 0.9
+    image[seg == 1] -= 0.5
+    image = np.where(brain, np.clip(image, -1, 1), -1).astype(np.float32)
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    folder.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(image, affine), str(folder / "t1n.nii.gz"))
+    nib.save(nib.Nifti1Image(brain.astype(np.uint8), affine), str(folder / "brainmask.nii.gz"))
+    nib.save(nib.Nifti1Image(seg, affine), str(folder / "seg.nii.gz"))
+    return folder
+
+
+def make_cases(root: Path, ids: list[str], seed: int, **kwargs) -> dict[str, Path]:
+    rng = np.random.default_rng(seed)
+    return {case: make_case(root / case, rng, **kwargs) for case in ids}
+
+
+def run_python(code: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (nnU-Net's spawn pools need a real __main__)."""
+    full_env = {**os.environ, **(env or {})}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+TRAIN_IDS = [f"BraTS-GLI-{i:05d}-000" for i in range(6)]
+VAL_IDS = [f"BraTS-GLI-{i:05d}-000" for i in range(6, 9)]
+SYNTHETIC_IDS = ["syn_0002", "syn_0000", "syn_0001"]  # manifest order, deliberately not sorted
+#: A tiny network: 32^3 patch, 4 stages of 4..32 features.
+TINY_PLAN = {"patch_size": [32, 32, 32], "base_features": 4, "max_features": 32, "batch_size": 2}
+TINY_TRAIN = {
+    "epochs": 3,
+    "iterations_per_epoch": 3,
+    "val_iterations_per_epoch": 1,
+    "checkpoint_every": 1,
+    "device": "cpu",
+    "data_augmentation_workers": None,
+}
+
+
+def make_study(root: Path, shape=(40, 40, 40)) -> dict:
+    """Real and synthetic case folders, converted images, a raw dataset per experiment.
+
+    Returns a dict of the paths the tests use.
+    """
+    import pandas as pd
+
+    from tumorfab.segmentation import dataset as ds
+
+    real = make_cases(root / "real", TRAIN_IDS + VAL_IDS, seed=0, shape=shape)
+    synthetic_cases = root / "synthetic" / "cases"
+    make_cases(synthetic_cases, SYNTHETIC_IDS, seed=1, shape=shape)
+    manifest = root / "synthetic" / "manifest.csv"
+    pd.DataFrame({"case_id": SYNTHETIC_IDS, "note": ["c", "a", "b"]}).to_csv(manifest, index=False)
+    for case, folder in real.items():
+        ds.convert_real_case(folder, root / "images" / "real" / case, ["t1n"])
+    ds.convert_synthetic(manifest, synthetic_cases, root / "images" / "synthetic", ["t1n"])
+    common = dict(
+        modalities=["t1n"],
+        train_cases=TRAIN_IDS,
+        val_cases=VAL_IDS,
+        real_image_root=root / "images" / "real",
+        real_case_root=root / "real",
+    )
+    ds.build_raw_dataset(root / "raw" / "baseline", "baseline", **common)
+    ds.build_raw_dataset(
+        root / "raw" / "syn",
+        "syn",
+        n_synthetic=2,
+        synthetic_manifest=manifest,
+        synthetic_image_root=root / "images" / "synthetic",
+        synthetic_cases_root=synthetic_cases,
+        **common,
+    )
+    return {
+        "root": root,
+        "real": real,
+        "manifest": manifest,
+        "synthetic_cases": synthetic_cases,
+        "raw_baseline": root / "raw" / "baseline" / ds.dataset_name("baseline"),
+        "raw_syn": root / "raw" / "syn" / ds.dataset_name("syn"),
+    }
+
+
+def plan_and_preprocess(study: dict) -> dict:
+    """Plan on the baseline (in a subprocess: nnU-Net's spawn pool), preprocess, assemble."""
+    root = study["root"]
+    run_python(
+        "from tumorfab.segmentation.plans import plan_experiment\n"
+        "if __name__ == '__main__':\n"
+        f"    plan_experiment({str(study['raw_baseline'])!r}, {str(root / 'plans.json')!r}, "
+        f"{str(root / 'fingerprint.json')!r}, num_processes=1, **{TINY_PLAN!r})\n",
+        env={"nnUNet_def_n_proc": "1"},
+    )
+    from tumorfab.segmentation import plans as pl
+
+    configuration = pl.configuration_name(**TINY_PLAN)
+    pl.preprocess_real(root / "plans.json", ["t1n"], TRAIN_IDS, root / "images" / "real", root / "real",
+                       root / "preprocessed" / "real", configuration)
+    pl.preprocess_synthetic(root / "plans.json", ["t1n"], study["manifest"], root / "images" / "synthetic",
+                            study["synthetic_cases"], root / "preprocessed" / "synthetic", configuration)
+    common = dict(plans_file=root / "plans.json", fingerprint_file=root / "fingerprint.json", modalities=["t1n"],
+                  train_cases=TRAIN_IDS, real_preprocessed=root / "preprocessed" / "real",
+                  configuration=configuration)
+    pl.build_preprocessed_dataset(root / "nnpre" / "baseline", "baseline", **common)
+    pl.build_preprocessed_dataset(root / "nnpre" / "syn", "syn", n_synthetic=2, synthetic_manifest=study["manifest"],
+                                  synthetic_preprocessed=root / "preprocessed" / "synthetic", **common)
+    return {**study, "configuration": configuration, "plans": root / "plans.json"}
+
+
+def train_code(study: dict, experiment: str, run: str, **overrides) -> str:
+    """Python source that trains ``experiment`` (seed 0) into ``root/runs/{run}``."""
+    root = study["root"]
+    settings = {**TINY_TRAIN, **overrides}
+    return (
+        "from tumorfab.segmentation.train import train\n"
+        "if __name__ == '__main__':\n"
+        f"    train({str(root / 'nnpre' / experiment)!r}, {experiment!r}, {str(root / 'runs' / run / 'work')!r}, "
+        f"{str(root / 'runs' / run / 'model')!r}, seed=0, configuration={study['configuration']!r}, "
+        f"threads=1, **{settings!r})\n"
+    )
+
+
+def train_predict_evaluate(study: dict, experiment: str, run: str, **overrides) -> Path:
+    """Train in a fresh interpreter, predict the held-out cases, evaluate; returns the CSV."""
+    from tumorfab.segmentation.evaluate import evaluate
+    from tumorfab.segmentation.predict import predict
+
+    root = study["root"]
+    run_python(train_code(study, experiment, run, **overrides))
+    raw = study["raw_baseline"] if experiment == "baseline" else study["raw_syn"]
+    predict(root / "runs" / run / "model", raw / "imagesTs", root / "runs" / run / "pred", ["t1n"],
+            case_ids=VAL_IDS, device="cpu", use_mirroring=False)
+    out = root / "runs" / run / "per_case.csv"
+    evaluate(root / "runs" / run / "pred", {c: study["real"][c] / "seg.nii.gz" for c in VAL_IDS}, out)
+    return out
