@@ -28,7 +28,7 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.preprocess_all.input,
         get_report_outputs(),
-    default_target: True

@@ -112,3 +112,43 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
             counts[parts[0]] = int(parts[1])
     return counts
 
+
+
+def tiny_demo_config() -> dict:
+    """The demo preset shrunk further: 5 phantom patients at 4 mm, one seed,
+    a few nnU-Net iterations. Same DAG as `make demo`."""
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["demo"].update(n_patients=5, n_second_timepoint=1, n_healthy=2, voxel_mm=4.0)
+    config["split"].update(n_real_train=3, n_val=2)
+    config["experiments"] = {
+        name: spec for name, spec in config["experiments"].items() if name in ("baseline", "carvemix_8", "tfaug_8")
+    }
+    config["experiments"]["carvemix_8"]["n_synthetic"] = 2
+    config["experiments"]["tfaug_8"]["n_synthetic"] = 2
+    config["tables"] = {"table1": {"title": "Tiny", "experiments": ["baseline", "carvemix_8", "tfaug_8"]}}
+    config["segmentation"]["seeds"] = [0]
+    config["segmentation"]["train"].update(epochs=2, iterations_per_epoch=3, val_iterations_per_epoch=1)
+    config["tfaug"]["intensity_fit"].update(epochs=2, n_pairs=2)
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> tuple[Path, dict]:
+    """The whole workflow run for real on the tiny demo (a few minutes)."""
+    config = tiny_demo_config()
+    workdir = tmp_path_factory.mktemp("tiny_demo")
+    run_snakemake(workdir, config, "--cores", "2")
+    return workdir, config
+
+
+def common_section(stage: str) -> str:
+    """The ``# --- {stage}`` section of workflow/rules/common.smk, up to the next
+    ``# --- `` header: the globals and input functions a stage's rule file uses,
+    for harnesses that include that rule file on its own (the top of common.smk,
+    which needs a full config and data, stays out)."""
+    text = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    header = f"# --- {stage}\n"
+    if header not in text:
+        raise KeyError(f"common.smk has no section {header.strip()!r}")
+    section = text.split(header, 1)[1]
+    return header + section.split("\n# --- ", 1)[0]

@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import common_section
 
 from tumorfab.baselines import synthetic_size
 from tumorfab.baselines.carvemix import (
@@ -261,6 +262,8 @@ configfile: "config.yaml"
 TRAIN_CASES = {train_cases!r}
 EXPERIMENTS = {{k: v for k, v in config["experiments"].items() if v["source"] in ("none", "carvemix")}}
 
+{common_report}
+
 include: "{rules}/baselines.smk"
 include: "{rules}/report.smk"
 
@@ -273,7 +276,11 @@ def write_harness(workdir: Path, train_cases: list[str], n_carvemix: int) -> Non
     """A minimal Snakefile that includes the real rule files with stand-in globals."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "Snakefile").write_text(
-        textwrap.dedent(HARNESS).format(train_cases=train_cases, rules=REPO / "workflow" / "rules")
+        textwrap.dedent(HARNESS).format(
+            train_cases=train_cases,
+            rules=REPO / "workflow" / "rules",
+            common_report=common_section("report"),
+        )
     )
     (workdir / "config.yaml").write_text(textwrap.dedent(f"""
         seed: 3

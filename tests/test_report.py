@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import common_section
 from scipy import stats
 
 from tumorfab.io import save_nifti
@@ -271,6 +272,8 @@ rule all:
         lambda wildcards: get_report_outputs(),
 
 
+{common_report}
+
 include: "{rules}/report.smk"
 
 
@@ -288,7 +291,9 @@ def test_report_rules_write_every_output_and_the_html_report(tmp_path):
     write_evaluation(workdir)
     make_synthetic_source(workdir / "results" / "synthetic" / "carvemix", 3)
     (workdir / "Snakefile").write_text(
-        textwrap.dedent(HARNESS).format(rules=REPO / "workflow" / "rules")
+        textwrap.dedent(HARNESS).format(
+            rules=REPO / "workflow" / "rules", common_report=common_section("report")
+        )
     )
     (workdir / "config.yaml").write_text(textwrap.dedent("""
         seed: 1

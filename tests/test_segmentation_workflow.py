@@ -1,8 +1,9 @@
 """The segmentation rules (workflow/rules/segmentation.smk) planned and run for real.
 
 A minimal Snakefile stands in for the rest of the workflow: it defines what
-common.smk provides (config, TRAIN_CASES, VAL_CASES, EXPERIMENTS) and the
-files earlier stages write (real case folders, a synthetic source).
+the top of common.smk provides (config, TRAIN_CASES, VAL_CASES, EXPERIMENTS),
+takes common.smk's real "segmentation" section, and the test writes the files
+earlier stages write (real case folders, a synthetic source).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import common_section
 from segmentation_fixtures import SYNTHETIC_IDS, TINY_PLAN, TINY_TRAIN, TRAIN_IDS, VAL_IDS, make_cases
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 SNAKEFILE = f"""
+from pathlib import Path
 from snakemake.exceptions import WorkflowError
 configfile: "config.yaml"
 TRAIN_CASES = config["train_cases"]
@@ -28,6 +31,7 @@ VAL_CASES = config["val_cases"]
 EXPERIMENTS = config["experiments"]
 wildcard_constraints:
     case=r"BraTS-[A-Z]+-\\d{{5}}-\\d{{3}}",
+{common_section("segmentation")}
 include: "{REPO}/workflow/rules/segmentation.smk"
 """
 

@@ -1,9 +1,8 @@
 """The TF-Aug rules (workflow/rules/tfaug.smk) in a tiny stand-alone workflow.
 
-A stub Snakefile provides what ``common.smk`` and ``segmentation.smk`` give
-the rule file (config, TRAIN_CASES, HEALTHY_SUBJECTS, the case-file helpers,
-``get_feature_model_dir``) and includes the real ``tfaug.smk``; the scripts
-are the real ones.
+A stub Snakefile provides what ``common.smk`` gives the rule file (config,
+TRAIN_CASES, HEALTHY_SUBJECTS, the case-file helpers, ``get_feature_model_dir``)
+and includes the real ``tfaug.smk``; the scripts are the real ones.
 """
 
 from __future__ import annotations

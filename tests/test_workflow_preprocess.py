@@ -72,24 +72,9 @@ def test_label_4_stops_the_run_at_prepare_and_writes_no_manifest(brats_root, hea
     assert not (tmp_path / "run" / "results" / "preprocess").exists()
 
 
-@pytest.fixture(scope="module")
-def demo_preprocessed(tmp_path_factory) -> tuple[Path, dict]:
-    """A tiny demo cohort, prepared and preprocessed for real."""
-    import yaml
-
-    from conftest import REPO
-
-    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    config["demo"].update(n_patients=5, n_second_timepoint=1, n_healthy=2, voxel_mm=4.0)
-    config["split"].update(n_real_train=3, n_val=2)
-    workdir = tmp_path_factory.mktemp("demo")
-    run_snakemake(workdir, config, "--cores", "2", "preprocess_all")
-    return workdir, config
-
-
 @pytest.mark.slow
-def test_demo_preprocessing_writes_every_output(demo_preprocessed):
-    workdir, _ = demo_preprocessed
+def test_demo_preprocessing_writes_every_output(tiny_demo):
+    workdir, _ = tiny_demo
     cases = pd.read_csv(workdir / "results/prepare/cases.csv")
     train = set(cases.loc[cases.split == "train", "patient"])
     val = set(cases.loc[cases.split == "val", "patient"])
@@ -109,8 +94,8 @@ def test_demo_preprocessing_writes_every_output(demo_preprocessed):
 
 
 @pytest.mark.slow
-def test_changed_registration_reruns_registration_and_downstream_only(demo_preprocessed):
-    workdir, config = demo_preprocessed
+def test_changed_registration_reruns_registration_and_downstream_only(tiny_demo):
+    workdir, config = tiny_demo
     config = {**config, "registration": {**config["registration"], "type_of_transform": "Affine"}}
     jobs = planned_jobs(run_snakemake(workdir, config, "-n", "preprocess_all"))
     assert jobs["register_healthy"] == 2 and jobs["normalize_healthy"] == 2

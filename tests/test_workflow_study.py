@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from conftest import planned_jobs, run_snakemake, workflow_config
 
 
@@ -37,3 +39,34 @@ def test_unimplemented_sources_are_skipped_with_a_message(brats_root, healthy_ro
     _, result = _paper_dry_run(brats_root, healthy_root, tmp_path)
     assert "experiments not available in this version, skipped" in result.stdout
     assert "pix2pix_100" in result.stdout
+
+
+# TF-Aug is *downstream* of the baseline training: its intensity fit uses the
+# baseline encoder F, so a changed trainer setting rightly re-runs the TF-Aug
+# chain (fit, generation, its nnU-Net images) as well.
+UPSTREAM_OF_TRAINING = {
+    "make_demo_cohort", "prepare", "normalize_real", "skullstrip_healthy", "register_healthy",
+    "normalize_healthy", "generate_carvemix", "nnunet_plan", "nnunet_preprocess_real",
+    "nnunet_image_real",
+}
+
+
+@pytest.mark.slow
+def test_demo_runs_through_the_tables_and_report(tiny_demo):
+    workdir, _ = tiny_demo
+    table = (workdir / "results/report/table1.md").read_text()
+    assert "Baseline" in table and "CarveMix" in table and "TF-Aug" in table
+    assert (workdir / "results/synthetic/tfaug/intensity.json").exists()
+    assert (workdir / "results/report/figures/mosaic_tfaug.png").exists()
+
+
+@pytest.mark.slow
+def test_changed_trainer_setting_reruns_training_to_report_and_nothing_upstream(tiny_demo):
+    workdir, config = tiny_demo
+    changed = {**config, "segmentation": {**config["segmentation"]}}
+    changed["segmentation"]["train"] = {**config["segmentation"]["train"], "epochs": 3}
+    jobs = planned_jobs(run_snakemake(workdir, changed, "-n"))
+    assert jobs["nnunet_train"] == jobs["nnunet_predict"] == jobs["nnunet_evaluate"] == 3
+    assert {"report_collect", "report_tables", "report_dice_vs_synthetic"} <= set(jobs)
+    assert not UPSTREAM_OF_TRAINING & set(jobs)
+    assert jobs["fit_tfaug_intensity"] == jobs["nnunet_preprocess_synthetic"] == 1  # tfaug's only

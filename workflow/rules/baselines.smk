@@ -33,6 +33,8 @@ rule generate_carvemix:
         "logs/generate_carvemix/carvemix.log",
     benchmark:
         "results/benchmarks/generate_carvemix/carvemix.tsv"
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: 1
     resources:
         mem_mb=3000,

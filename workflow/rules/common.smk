@@ -1,4 +1,6 @@
-# Config validation, the case lists the DAG is built from, and input functions.
+# Config validation, the case lists the DAG is built from, and input functions;
+# then one section per stage ("# --- segmentation", "# --- report") with the
+# globals and input functions of that stage's rule file.
 # Everything here runs when the DAG is built: file names only, no image data
 # (the prepare rule reads and checks the data).
 
@@ -26,7 +28,9 @@ def _config_error(message):
 def _check_config():
     norm = config["normalize"]
     if norm["lower_percentile"] >= norm["upper_percentile"]:
-        _config_error("normalize.lower_percentile must be below normalize.upper_percentile")
+        _config_error(
+            "normalize.lower_percentile must be below normalize.upper_percentile"
+        )
     for name, experiment in config["experiments"].items():
         if (experiment["source"] == "none") != (experiment["n_synthetic"] == 0):
             _config_error(
@@ -72,7 +76,9 @@ def _discover():
         }
     else:
         found = tf_cases.discover_brats(data["brats_root"], data["modalities"])
-        healthy = tf_cases.discover_healthy(data["healthy_root"], data["healthy_pattern"])
+        healthy = tf_cases.discover_healthy(
+            data["healthy_root"], data["healthy_pattern"]
+        )
     train, val = tf_cases.split_by_patient(
         [c.case_id for c in found],
         config["split"]["n_real_train"],
@@ -80,7 +86,13 @@ def _discover():
         config["seed"],
     )
     used = set(train) | set(val)
-    return found, {c.case_id: c for c in found if c.case_id in used}, healthy, train, val
+    return (
+        found,
+        {c.case_id: c for c in found if c.case_id in used},
+        healthy,
+        train,
+        val,
+    )
 
 
 _check_config()
@@ -155,5 +167,130 @@ def get_raw_healthy(wildcards):
 
 
 def get_all_raw_files(wildcards):
-    files = [str(p) for case in CASES.values() for p in [*case.images.values(), case.seg]]
+    files = [
+        str(p) for case in CASES.values() for p in [*case.images.values(), case.seg]
+    ]
     return files + [str(p) for p in HEALTHY_FILES.values()]
+
+
+# --- segmentation
+# nnU-Net experiments (segmentation.smk); the feature extractor F (tfaug.smk)
+# and the evaluation CSVs (report.smk) are found here too.
+
+from tumorfab.segmentation.plans import configuration_name as _seg_configuration_name
+
+SEG = config["segmentation"]
+SEEDS = [int(s) for s in SEG["seeds"]]
+SEG_MODALITIES = config["data"]["modalities"]
+SEG_CONFIGURATION = _seg_configuration_name(**SEG["plan"])
+_BASELINES = [n for n, e in EXPERIMENTS.items() if e["source"] == "none"]
+if not _BASELINES:
+    raise WorkflowError(
+        "Invalid configuration: experiments needs one experiment with source 'none' "
+        "(the real-only baseline: it is planned on, and its encoder is the feature extractor F)"
+    )
+BASELINE_EXPERIMENT = _BASELINES[0]
+SYNTHETIC_SOURCES = sorted(
+    {e["source"] for e in EXPERIMENTS.values() if e["source"] != "none"}
+)
+
+SEG_DIR = "results/segmentation"
+
+
+wildcard_constraints:
+    seed=r"\d+",
+    experiment="|".join(EXPERIMENTS) or "(?!)",
+
+
+def nnunet_root(experiment, kind):
+    """An experiment's nnU-Net folder: kind = nnUNet_raw | nnUNet_preprocessed | nnUNet_results."""
+    return f"{SEG_DIR}/nnunet/{experiment}/{kind}"
+
+
+def model_dir(experiment, seed):
+    """Exported nnU-Net model folder of one training (plans.json, fold_all/...)."""
+    return f"{SEG_DIR}/models/{experiment}/seed{seed}"
+
+
+def baseline_model_dir(seed):
+    """The baseline model of ``seed``: load F with
+    tumorfab.segmentation.features.load_feature_extractor(baseline_model_dir(seed))."""
+    return model_dir(BASELINE_EXPERIMENT, seed)
+
+
+def case_root_of(files):
+    """The folder holding the case folders of ``files`` (``{root}/{case}/{name}``)."""
+    return str(Path(files[0]).parent.parent)
+
+
+def get_feature_model_dir():
+    """Model folder of the feature extractor F (SPEC §2 item 3): the baseline
+    trained with the first seed (F must exist before TF-Aug/TF-GAN run, so
+    one seed is chosen; the first is the documented choice)."""
+    return baseline_model_dir(SEEDS[0])
+
+
+def get_evaluation_csvs():
+    """Every per-case evaluation CSV (all experiments x seeds), for the report."""
+    return [
+        f"{SEG_DIR}/evaluation/{experiment}/seed{seed}/per_case.csv"
+        for experiment in EXPERIMENTS
+        for seed in SEEDS
+    ]
+
+
+def _synthetic_manifest(source):
+    return f"results/synthetic/{source}/manifest.csv"
+
+
+def get_experiment_synthetic_inputs(wildcards, what):
+    """Synthetic inputs of an experiment (none for the baseline)."""
+    source = EXPERIMENTS[wildcards.experiment]["source"]
+    if source == "none":
+        return {}
+    inputs = {"manifest": _synthetic_manifest(source)}
+    if what == "images":
+        inputs["synthetic_images"] = f"{SEG_DIR}/images/synthetic/{source}"
+    else:
+        inputs["synthetic_preprocessed"] = f"{SEG_DIR}/preprocessed/synthetic/{source}"
+    return inputs
+
+
+def get_experiment_spec(wildcards):
+    experiment = EXPERIMENTS[wildcards.experiment]
+    return {
+        "source": experiment["source"],
+        "n_synthetic": int(experiment["n_synthetic"]),
+    }
+
+
+# --- report
+# Tables, figures and the HTML report (report.smk).
+
+import re
+
+
+def report_sources():
+    """Synthetic sources with at least one experiment in this version (EXPERIMENTS)."""
+    return sorted({e["source"] for e in EXPERIMENTS.values() if e["source"] != "none"})
+
+
+def get_report_outputs():
+    """Every file of the report; the Snakefile's `rule all` requests them."""
+    return [
+        "results/report/per_case.csv",
+        "results/report/per_run.csv",
+        *expand(
+            "results/report/{table}.{ext}",
+            table=list(config["tables"]),
+            ext=["csv", "md"],
+        ),
+        "results/report/figures/dice_vs_n_synthetic.png",
+        *expand("results/report/figures/mosaic_{source}.png", source=report_sources()),
+    ]
+
+
+def get_table_labels(wildcards):
+    """Only the labels of this table's experiments: another label changes nothing here."""
+    names = config["tables"][wildcards.table]["experiments"]
+    return {n: config["experiments"][n].get("label", n) for n in names}

@@ -5,15 +5,17 @@
 rule make_demo_cohort:
     output:
         demo_cohort_files(),
-    params:
-        demo=config["demo"],
-        data={k: config["data"][k] for k in ("brats_root", "healthy_root")},
-        seed=config["seed"],
     log:
         "logs/make_demo_cohort/make_demo_cohort.log",
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        demo=config["demo"],
+        data={k: config["data"][k] for k in ("brats_root", "healthy_root")},
+        seed=config["seed"],
     script:
         "../scripts/make_demo_cohort.py"

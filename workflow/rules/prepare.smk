@@ -7,15 +7,17 @@ rule prepare:
     output:
         cases="results/prepare/cases.csv",
         healthy="results/prepare/healthy.csv",
-    params:
-        split=SPLIT,
-        healthy={s: str(p) for s, p in HEALTHY_FILES.items()},
-        data=config["data"],
     log:
         "logs/prepare/prepare.log",
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        split=SPLIT,
+        healthy={s: str(p) for s, p in HEALTHY_FILES.items()},
+        data=config["data"],
     script:
         "../scripts/prepare.py"

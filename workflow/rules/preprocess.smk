@@ -20,16 +20,18 @@ rule normalize_real:
             subcategory="Real cases",
             labels={"case": "{case}"},
         ),
-    params:
-        modalities=config["data"]["modalities"],
-        normalize=config["normalize"],
-        remap_label_4_to_3=config["data"]["remap_label_4_to_3"],
     log:
         "logs/normalize_real/{case}.log",
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=10,
+    params:
+        modalities=config["data"]["modalities"],
+        normalize=config["normalize"],
+        remap_label_4_to_3=config["data"]["remap_label_4_to_3"],
     script:
         "../scripts/normalize_real.py"
 
@@ -41,18 +43,20 @@ rule skullstrip_healthy:
     output:
         image="results/preprocess/stripped/{subject}/t1n.nii.gz",
         brainmask="results/preprocess/stripped/{subject}/brainmask.nii.gz",
-    params:
-        skullstrip=config["skullstrip"],
     log:
         "logs/skullstrip_healthy/{subject}.log",
     benchmark:
         "results/benchmarks/skullstrip_healthy/{subject}.tsv"
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: 2
     resources:
         # SynthStrip runs on a GPU when one is there; the atlas method is CPU-only.
         gpu=1 if config["skullstrip"]["synthstrip_weights"] else 0,
         mem_mb=8000,
         runtime=60,
+    params:
+        skullstrip=config["skullstrip"],
     script:
         "../scripts/skullstrip_healthy.py"
 
@@ -68,20 +72,22 @@ rule register_healthy:
         image="results/preprocess/registered/{subject}/t1n.nii.gz",
         brainmask="results/preprocess/registered/{subject}/brainmask.nii.gz",
         similarity="results/preprocess/registered/{subject}/similarity.csv",
+    log:
+        "logs/register_healthy/{subject}.log",
+    benchmark:
+        "results/benchmarks/register_healthy/{subject}.tsv"
+    conda:
+        "../../envs/tumorfab.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=60,
     params:
         registration={
             k: v for k, v in config["registration"].items() if k != "reference_case"
         },
         reference_case=REFERENCE_CASE,
         seed=config["seed"],
-    log:
-        "logs/register_healthy/{subject}.log",
-    benchmark:
-        "results/benchmarks/register_healthy/{subject}.tsv"
-    threads: 2
-    resources:
-        mem_mb=6000,
-        runtime=60,
     script:
         "../scripts/register_healthy.py"
 
@@ -100,14 +106,16 @@ rule normalize_healthy:
             subcategory="Healthy scans on the reference grid",
             labels={"subject": "{subject}"},
         ),
-    params:
-        normalize=config["normalize"],
     log:
         "logs/normalize_healthy/{subject}.log",
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=10,
+    params:
+        normalize=config["normalize"],
     script:
         "../scripts/normalize_healthy.py"
 
@@ -127,6 +135,8 @@ rule registration_table:
     log:
         "logs/registration_table/registration_table.log",
     localrule: True
+    conda:
+        "../../envs/tumorfab.yaml"
     script:
         "../scripts/registration_table.py"
 

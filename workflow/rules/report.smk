@@ -1,9 +1,9 @@
 # Stage 9 (SPEC §2 item 9): per-case and per-run CSVs, the paper's Tables 1-3
 # (CSV + Markdown), and figures, all wrapped for `snakemake --report`.
-# Reads only the segmentation evaluation CSVs (get_evaluation_csvs, from
-# segmentation.smk) and the synthetic case folders of each source.
-
-import re
+# Reads only the segmentation evaluation CSVs (get_evaluation_csvs) and the
+# synthetic case folders of each source. Uses from common.smk: config,
+# EXPERIMENTS, re and the "report" section (get_report_outputs,
+# get_table_labels; get_evaluation_csvs from the "segmentation" section).
 
 
 # The description at the top of `snakemake --report report.html`.
@@ -15,32 +15,6 @@ localrules:
     report_collect,
     report_tables,
     report_dice_vs_synthetic,
-
-
-def report_sources():
-    """Synthetic sources with at least one experiment in this version (EXPERIMENTS)."""
-    return sorted({e["source"] for e in EXPERIMENTS.values() if e["source"] != "none"})
-
-
-def get_report_outputs():
-    """Every file of the report; the Snakefile's `rule all` requests them."""
-    return [
-        "results/report/per_case.csv",
-        "results/report/per_run.csv",
-        *expand(
-            "results/report/{table}.{ext}",
-            table=list(config["tables"]),
-            ext=["csv", "md"],
-        ),
-        "results/report/figures/dice_vs_n_synthetic.png",
-        *expand("results/report/figures/mosaic_{source}.png", source=report_sources()),
-    ]
-
-
-def _table_labels(wildcards):
-    """Only the labels of this table's experiments: another label changes nothing here."""
-    names = config["tables"][wildcards.table]["experiments"]
-    return {n: config["experiments"][n].get("label", n) for n in names}
 
 
 rule report_collect:
@@ -56,6 +30,8 @@ rule report_collect:
         ),
     log:
         "logs/report_collect/report_collect.log",
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -86,13 +62,15 @@ rule report_tables:
         "logs/report_tables/{table}.log",
     wildcard_constraints:
         table="|".join(re.escape(t) for t in config["tables"]),
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
     params:
         table=lambda wildcards: config["tables"][wildcards.table],
-        labels=_table_labels,
+        labels=get_table_labels,
     script:
         "../scripts/report_tables.py"
 
@@ -109,6 +87,8 @@ rule report_dice_vs_synthetic:
         ),
     log:
         "logs/report_dice_vs_synthetic/report_dice_vs_synthetic.log",
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -134,6 +114,8 @@ rule mosaic_synthetic:
         "logs/mosaic_synthetic/{source}.log",
     wildcard_constraints:
         source=r"[a-z0-9]+",
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: 1
     resources:
         mem_mb=2000,

@@ -3,89 +3,9 @@
 # experiment (links) -> one plan on the real training set -> each case
 # preprocessed once, linked into every experiment -> train (fold all) per
 # experiment and seed, resumable -> predict the held-out cases -> evaluate.
-# Uses from common.smk: config, EXPERIMENTS, TRAIN_CASES, VAL_CASES,
-# real_case_dir(), real_case_files().
-
-from tumorfab.segmentation.plans import configuration_name as _seg_configuration_name
-
-SEG = config["segmentation"]
-SEEDS = [int(s) for s in SEG["seeds"]]
-SEG_MODALITIES = config["data"]["modalities"]
-SEG_CONFIGURATION = _seg_configuration_name(**SEG["plan"])
-_BASELINES = [n for n, e in EXPERIMENTS.items() if e["source"] == "none"]
-if not _BASELINES:
-    raise WorkflowError(
-        "Invalid configuration: experiments needs one experiment with source 'none' "
-        "(the real-only baseline: it is planned on, and its encoder is the feature extractor F)"
-    )
-BASELINE_EXPERIMENT = _BASELINES[0]
-SYNTHETIC_SOURCES = sorted(
-    {e["source"] for e in EXPERIMENTS.values() if e["source"] != "none"}
-)
-
-SEG_DIR = "results/segmentation"
-
-
-def nnunet_root(experiment, kind):
-    """An experiment's nnU-Net folder: kind = nnUNet_raw | nnUNet_preprocessed | nnUNet_results."""
-    return f"{SEG_DIR}/nnunet/{experiment}/{kind}"
-
-
-def model_dir(experiment, seed):
-    """Exported nnU-Net model folder of one training (plans.json, fold_all/...)."""
-    return f"{SEG_DIR}/models/{experiment}/seed{seed}"
-
-
-def baseline_model_dir(seed):
-    """The baseline model of ``seed``: load F with
-    tumorfab.segmentation.features.load_feature_extractor(baseline_model_dir(seed))."""
-    return model_dir(BASELINE_EXPERIMENT, seed)
-
-
-def get_feature_model_dir():
-    """Model folder of the feature extractor F (SPEC §2 item 3): the baseline
-    trained with the first seed (F must exist before TF-Aug/TF-GAN run, so
-    one seed is chosen; the first is the documented choice)."""
-    return baseline_model_dir(SEEDS[0])
-
-
-def get_evaluation_csvs():
-    """Every per-case evaluation CSV (all experiments x seeds), for the report."""
-    return [
-        f"{SEG_DIR}/evaluation/{experiment}/seed{seed}/per_case.csv"
-        for experiment in EXPERIMENTS
-        for seed in SEEDS
-    ]
-
-
-def _synthetic_manifest(source):
-    return f"results/synthetic/{source}/manifest.csv"
-
-
-def _seg_experiment_inputs(wildcards, what):
-    """Synthetic inputs of an experiment (none for the baseline)."""
-    source = EXPERIMENTS[wildcards.experiment]["source"]
-    if source == "none":
-        return {}
-    inputs = {"manifest": _synthetic_manifest(source)}
-    if what == "images":
-        inputs["synthetic_images"] = f"{SEG_DIR}/images/synthetic/{source}"
-    else:
-        inputs["synthetic_preprocessed"] = f"{SEG_DIR}/preprocessed/synthetic/{source}"
-    return inputs
-
-
-def _seg_experiment_spec(wildcards):
-    experiment = EXPERIMENTS[wildcards.experiment]
-    return {
-        "source": experiment["source"],
-        "n_synthetic": int(experiment["n_synthetic"]),
-    }
-
-
-wildcard_constraints:
-    seed=r"\d+",
-    experiment="|".join(EXPERIMENTS) or "(?!)",
+# Uses from common.smk: config, EXPERIMENTS, TRAIN_CASES, VAL_CASES and the
+# "segmentation" section (SEG, SEEDS, SEG_DIR, nnunet_root(), model_dir(), the
+# seed/experiment wildcard constraints, the get_* input functions).
 
 
 rule nnunet_image_real:
@@ -102,6 +22,8 @@ rule nnunet_image_real:
         ),
     log:
         "logs/nnunet_image_real/{case}.log",
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -121,6 +43,8 @@ rule nnunet_images_synthetic:
         "logs/nnunet_images_synthetic/{source}.log",
     wildcard_constraints:
         source="|".join(SYNTHETIC_SOURCES) or "(?!)",
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -134,7 +58,7 @@ rule nnunet_images_synthetic:
 
 rule nnunet_raw_dataset:
     input:
-        unpack(lambda wildcards: _seg_experiment_inputs(wildcards, "images")),
+        unpack(lambda wildcards: get_experiment_synthetic_inputs(wildcards, "images")),
         real_images=expand(
             f"{SEG_DIR}/images/real/{{case}}/{{modality}}.nii.gz",
             case=TRAIN_CASES + VAL_CASES,
@@ -146,13 +70,15 @@ rule nnunet_raw_dataset:
     log:
         "logs/nnunet_raw_dataset/{experiment}.log",
     localrule: True
+    conda:
+        "../../envs/tumorfab.yaml"
     params:
-        experiment=_seg_experiment_spec,
+        experiment=get_experiment_spec,
         modalities=SEG_MODALITIES,
         train_cases=TRAIN_CASES,
         val_cases=VAL_CASES,
-        real_image_root=f"{SEG_DIR}/images/real",
-        real_case_root="results/preprocess/real",
+        real_image_root=lambda wildcards, input: case_root_of(input.real_images),
+        real_case_root=lambda wildcards, input: case_root_of(input.real_segs),
         synthetic_cases_root=lambda wildcards: (
             f"results/synthetic/{EXPERIMENTS[wildcards.experiment]['source']}/cases"
         ),
@@ -170,6 +96,8 @@ rule nnunet_plan:
         "logs/nnunet_plan/nnunet_plan.log",
     benchmark:
         "results/benchmarks/nnunet_plan/nnunet_plan.tsv"
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: 2
     resources:
         mem_mb=SEG["mem_mb"],
@@ -196,6 +124,8 @@ rule nnunet_preprocess_real:
         "logs/nnunet_preprocess_real/nnunet_preprocess_real.log",
     benchmark:
         "results/benchmarks/nnunet_preprocess_real/nnunet_preprocess_real.tsv"
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: 1
     resources:
         mem_mb=8000,
@@ -204,8 +134,8 @@ rule nnunet_preprocess_real:
         modalities=SEG_MODALITIES,
         cases=TRAIN_CASES,
         configuration=SEG_CONFIGURATION,
-        image_root=f"{SEG_DIR}/images/real",
-        case_root="results/preprocess/real",
+        image_root=lambda wildcards, input: case_root_of(input.images),
+        case_root=lambda wildcards, input: case_root_of(input.segs),
     script:
         "../scripts/nnunet_preprocess_real.py"
 
@@ -223,6 +153,8 @@ rule nnunet_preprocess_synthetic:
         "results/benchmarks/nnunet_preprocess_synthetic/{source}.tsv"
     wildcard_constraints:
         source="|".join(SYNTHETIC_SOURCES) or "(?!)",
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: 1
     resources:
         mem_mb=8000,
@@ -237,7 +169,11 @@ rule nnunet_preprocess_synthetic:
 
 rule nnunet_preprocessed_dataset:
     input:
-        unpack(lambda wildcards: _seg_experiment_inputs(wildcards, "preprocessed")),
+        unpack(
+            lambda wildcards: get_experiment_synthetic_inputs(
+                wildcards, "preprocessed"
+            )
+        ),
         plans=f"{SEG_DIR}/plans/tumorfabPlans.json",
         fingerprint=f"{SEG_DIR}/plans/dataset_fingerprint.json",
         real_preprocessed=f"{SEG_DIR}/preprocessed/real",
@@ -246,8 +182,10 @@ rule nnunet_preprocessed_dataset:
     log:
         "logs/nnunet_preprocessed_dataset/{experiment}.log",
     localrule: True
+    conda:
+        "../../envs/tumorfab.yaml"
     params:
-        experiment=_seg_experiment_spec,
+        experiment=get_experiment_spec,
         modalities=SEG_MODALITIES,
         train_cases=TRAIN_CASES,
         configuration=SEG_CONFIGURATION,
@@ -264,6 +202,8 @@ rule nnunet_train:
         "logs/nnunet_train/{experiment}/seed{seed}.log",
     benchmark:
         "results/benchmarks/nnunet_train/{experiment}/seed{seed}.tsv"
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: SEG["threads"]
     resources:
         gpu=1,
@@ -289,6 +229,8 @@ rule nnunet_predict:
         "logs/nnunet_predict/{experiment}/seed{seed}.log",
     benchmark:
         "results/benchmarks/nnunet_predict/{experiment}/seed{seed}.tsv"
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: SEG["threads"]
     resources:
         gpu=1,
@@ -311,6 +253,8 @@ rule nnunet_evaluate:
         f"{SEG_DIR}/evaluation/{{experiment}}/seed{{seed}}/per_case.csv",
     log:
         "logs/nnunet_evaluate/{experiment}/seed{seed}.log",
+    conda:
+        "../../envs/tumorfab.yaml"
     threads: 1
     resources:
         mem_mb=4000,

@@ -15,21 +15,23 @@ rule fit_tfaug_intensity:
         model=lambda wildcards: get_feature_model_dir(),
     output:
         "results/synthetic/tfaug/intensity.json",
+    log:
+        "logs/fit_tfaug_intensity/fit_tfaug_intensity.log",
+    benchmark:
+        "results/benchmarks/fit_tfaug_intensity/fit_tfaug_intensity.tsv"
+    conda:
+        "../../envs/tumorfab.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
     params:
         modalities=config["data"]["modalities"],
         seed=config["seed"],
         masks=config["tfaug"]["masks"],
         blur_sigma=config["tfaug"]["blur_sigma"],
         intensity_fit=config["tfaug"]["intensity_fit"],
-    log:
-        "logs/fit_tfaug_intensity/fit_tfaug_intensity.log",
-    benchmark:
-        "results/benchmarks/fit_tfaug_intensity/fit_tfaug_intensity.tsv"
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=240,
     script:
         "../scripts/fit_tfaug_intensity.py"
 
@@ -43,6 +45,16 @@ rule generate_tfaug:
     output:
         cases=directory("results/synthetic/tfaug/cases"),
         manifest="results/synthetic/tfaug/manifest.csv",
+    log:
+        "logs/generate_tfaug/generate_tfaug.log",
+    benchmark:
+        "results/benchmarks/generate_tfaug/generate_tfaug.tsv"
+    conda:
+        "../../envs/tumorfab.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
     params:
         # The largest n_synthetic of the tfaug and tf experiments (TF-GAN refines these).
         n_cases=max(synthetic_size(config["experiments"], s) for s in ("tfaug", "tf")),
@@ -52,13 +64,5 @@ rule generate_tfaug:
         blur_sigma=config["tfaug"]["blur_sigma"],
         controls=config["tfaug"]["controls"],
         mass_effect=config["tfaug"]["mass_effect"],
-    log:
-        "logs/generate_tfaug/generate_tfaug.log",
-    benchmark:
-        "results/benchmarks/generate_tfaug/generate_tfaug.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=240,
     script:
         "../scripts/generate_tfaug.py"
