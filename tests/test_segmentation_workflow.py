@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import common_section
+from conftest import common_section, planned_jobs
 from segmentation_fixtures import SYNTHETIC_IDS, TINY_PLAN, TINY_TRAIN, TRAIN_IDS, VAL_IDS, make_cases
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,21 +72,9 @@ def _snakemake(root: Path, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def _planned(result: subprocess.CompletedProcess) -> dict[str, int]:
-    counts, lines = {}, result.stdout.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("job") and "count" in line), None)
-    for line in lines[start + 2:] if start is not None else []:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        if parts[0] != "total":
-            counts[parts[0]] = int(parts[1])
-    return counts
-
-
 def test_plan_once_preprocess_each_case_once_train_every_experiment_and_seed(tmp_path):
     root = _workdir(tmp_path, _config([0, 1, 2]))
-    counts = _planned(_snakemake(root, "-n", "segmentation_all"))
+    counts = planned_jobs(_snakemake(root, "-n", "segmentation_all"))
     assert counts == {
         "nnunet_image_real": len(TRAIN_IDS) + len(VAL_IDS),
         "nnunet_images_synthetic": 1,
@@ -117,5 +105,5 @@ def test_segmentation_rules_run_and_a_training_setting_reruns_only_training_and_
 
     config["segmentation"]["train"]["epochs"] = 2
     (root / "config.yaml").write_text(yaml.safe_dump(config))
-    counts = _planned(_snakemake(root, "-n", "segmentation_all"))
+    counts = planned_jobs(_snakemake(root, "-n", "segmentation_all"))
     assert counts == {"nnunet_train": 2, "nnunet_predict": 2, "nnunet_evaluate": 2, "segmentation_all": 1}

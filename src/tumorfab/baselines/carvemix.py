@@ -60,8 +60,6 @@ import logging
 import math
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -71,7 +69,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from tumorfab.io import load_nifti, save_csv, save_nifti
+from tumorfab.io import atomic_directory, load_nifti, save_csv, save_nifti
 
 log = logging.getLogger(__name__)
 
@@ -308,11 +306,8 @@ def generate_carvemix(
     rng = np.random.default_rng(seed)
     triples = draw_pairs(list(dirs), lesion_ids, n_cases, (low, high), rng)
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     rows = []
-    try:
+    with atomic_directory(out_dir) as tmp_dir:
         for i, (a, b, fraction) in enumerate(triples):
             case_id = f"carvemix_{i:04d}"
             case_a = load_case(dirs[a], modalities)
@@ -344,11 +339,6 @@ def generate_carvemix(
                 depth,
                 int(region.sum()),
             )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp_dir, out_dir)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     save_csv(manifest, manifest_path)
     return manifest

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -28,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from tumorfab.io import load_nifti, save_nifti
+from tumorfab.io import atomic_directory, load_nifti, save_nifti
 
 #: Region-based BraTS labels, in nnU-Net's dataset.json form (key order matters).
 REGION_LABELS: dict[str, int | list[int]] = {
@@ -203,35 +201,6 @@ def experiment_cases(
                 )
             )
     return cases
-
-
-class atomic_directory:
-    """Build a directory under a temporary name beside ``path``; rename on success.
-
-    An existing ``path`` is replaced only once the new one is complete; on an
-    exception the temporary folder is removed and ``path`` is left as it was.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp makes it private (0700)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            if self.path.is_symlink() or self.path.is_file():
-                self.path.unlink()
-            elif self.path.exists():
-                shutil.rmtree(self.path)
-            os.replace(self.tmp, self.path)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def convert_real_case(case_dir: str | os.PathLike, out_dir: str | os.PathLike, modalities: Sequence[str]) -> None:

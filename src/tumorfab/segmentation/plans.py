@@ -36,10 +36,10 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from tumorfab.io import atomic_directory
 from tumorfab.segmentation.dataset import (
     NnunetCase,
     _link,
-    atomic_directory,
     dataset_json,
     dataset_name,
     manifest_case_ids,

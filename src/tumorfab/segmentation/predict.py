@@ -21,7 +21,7 @@ from typing import Sequence
 
 from tumorfab.segmentation.dataset import FILE_ENDING
 from tumorfab.segmentation.environment import nnunet_environment
-from tumorfab.segmentation.dataset import atomic_directory
+from tumorfab.io import atomic_directory
 from tumorfab.segmentation.train import FOLD, resolve_device
 
 

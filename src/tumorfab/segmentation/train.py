@@ -34,7 +34,7 @@ from pathlib import Path
 
 from tumorfab.segmentation.dataset import dataset_name
 from tumorfab.segmentation.environment import TRAINER_NAME, nnunet_environment
-from tumorfab.segmentation.dataset import atomic_directory
+from tumorfab.io import atomic_directory
 from tumorfab.segmentation.plans import PLANS_NAME
 
 FOLD = "all"

@@ -36,8 +36,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -46,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from tumorfab.baselines.carvemix import Case, save_case
-from tumorfab.io import save_csv
+from tumorfab.io import atomic_directory, save_csv
 from tumorfab.tfaug import mass_effect as me
 from tumorfab.tfaug.blend import augment_roi, smooth_noise
 from tumorfab.tfaug.controls import Controls, LocationRule, parse_range
@@ -245,11 +243,8 @@ def generate_tfaug(
         raise ValueError("TF-Aug needs at least one healthy case folder")
     log.info("TF-Aug: %d cases from %d real masks and %d healthy scans", n_cases, len(bank), len(healthy))
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     rows = []
-    try:
+    with atomic_directory(out_dir) as tmp_dir:
         for index in range(n_cases):
             made = make_case(index, bank, healthy, settings)
             save_case(made.case, tmp_dir / made.row["case_id"])  # the case-folder writer CarveMix uses
@@ -260,11 +255,6 @@ def generate_tfaug(
                 row["case_id"], row["healthy_subject"], row["n_lesions"],
                 row["volume_ml"], row["source_cases"], row["mass_effect_peak_mm"],
             )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp_dir, out_dir)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     save_csv(manifest, manifest_path)
     return manifest
