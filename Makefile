@@ -12,7 +12,6 @@ env: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
