@@ -93,7 +93,10 @@ def atlas_mask(
     image: nib.Nifti1Image, type_of_transform: str, threads: int
 ) -> np.ndarray:
     """Brain mask by registering the MNI template to the head (ANTsPy) and
-    warping the template's brain mask back with nearest-neighbour labels."""
+    warping the template's brain mask back with nearest-neighbour labels,
+    then refined on the head's own intensities (:func:`_refine_with_intensity`):
+    a brain-only template registered to a head with skull often lands a few
+    millimetres out, over the skull and scalp."""
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
     head = _to_ants(image)
     # A template finer than the head buys nothing: match its resolution.
@@ -106,7 +109,20 @@ def atlas_mask(
         transformlist=result["fwdtransforms"],
         interpolator="genericLabel",
     )
-    return _largest_component_filled(warped.numpy() > 0.5)
+    return _refine_with_intensity(head.numpy(), warped.numpy() > 0.5)
+
+
+def _refine_with_intensity(head: np.ndarray, atlas_mask: np.ndarray) -> np.ndarray:
+    """Drop the dark skull band (below Otsu's threshold of the voxels under
+    the atlas mask, dilated) from the atlas mask, cut the thin bridges to the
+    scalp with a one-voxel opening, keep the largest component and fill its
+    holes (dark CSF and necrosis inside the brain stay in)."""
+    from skimage.filters import threshold_otsu
+
+    neighbourhood = ndimage.binary_dilation(atlas_mask, iterations=2)
+    tissue = head > threshold_otsu(head[neighbourhood])
+    refined = ndimage.binary_opening(atlas_mask & tissue, structure=ndimage.generate_binary_structure(3, 1))
+    return _largest_component_filled(refined)
 
 
 def skullstrip(
