@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from tumorfab.tfaug.controls import Controls
-from tumorfab.baselines.carvemix import save_case
+from tumorfab.casefolder import save_case
 from tumorfab.tfaug.generate import MassEffect, Settings, make_case
 from tumorfab.tfaug.intensity_fit import load_case_arrays
 from tumorfab.tfaug.masks import MaskAugmentation, MaskBank

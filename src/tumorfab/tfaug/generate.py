@@ -26,7 +26,7 @@ Each case folder holds ``{modality}.nii.gz`` (float32, brain in [-1, 1],
 background -1), ``seg.nii.gz`` (uint8) and ``brainmask.nii.gz`` (uint8, the
 warped mask when the mass effect is on) on the healthy scan's grid and header
 (docs/architecture.md), written by the same case-folder writer as CarveMix
-(``tumorfab.baselines.carvemix.save_case``). ``manifest.csv`` has
+(``tumorfab.casefolder.save_case``). ``manifest.csv`` has
 one row per case in generation order, ``case_id`` first, then the provenance
 (:data:`MANIFEST_COLUMNS`); list-valued columns are JSON.
 """
@@ -43,7 +43,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from tumorfab.baselines.carvemix import Case, save_case
+from tumorfab.casefolder import Case, save_case
 from tumorfab.io import atomic_directory, save_csv
 from tumorfab.tfaug import mass_effect as me
 from tumorfab.tfaug.blend import augment_roi, smooth_noise
@@ -247,7 +247,7 @@ def generate_tfaug(
     with atomic_directory(out_dir) as tmp_dir:
         for index in range(n_cases):
             made = make_case(index, bank, healthy, settings)
-            save_case(made.case, tmp_dir / made.row["case_id"])  # the case-folder writer CarveMix uses
+            save_case(made.case, tmp_dir / made.row["case_id"])
             row = made.row
             rows.append(row)
             log.info(
