@@ -1,8 +1,20 @@
+import re
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tumorfab.cases import DataError, discover_brats, discover_healthy, healthy_subject_id, patient_of, split_by_patient
+from conftest import make_brats_case
+from tumorfab.cases import (
+    DataError,
+    case_id_pattern,
+    discover_brats,
+    discover_healthy,
+    healthy_subject_id,
+    patient_of,
+    split_by_patient,
+)
 
 CASES = [f"BraTS-GLI-{p:05d}-000" for p in range(20)] + [f"BraTS-GLI-{p:05d}-001" for p in range(5)]
 
@@ -43,3 +55,85 @@ def test_healthy_subject_ids_drop_the_modality_suffix(healthy_root: Path):
     assert sorted(discover_healthy(healthy_root, "*.nii.gz")) == [
         "IXI000-Guys-0000", "IXI001-Guys-0001", "IXI002-Guys-0002"
     ]
+
+
+def _copy_case(brats_root: Path, case_id: str, folder_name: str) -> None:
+    """A copy of a case folder under another name, its files keeping the case id."""
+    shutil.copytree(brats_root / case_id, brats_root / folder_name)
+
+
+MISNAMED = [
+    "BraTS-GLI-00003-000 ",
+    "BraTS-GLI-00003-000 copy",
+    "BraTS-GLI-0003-000",
+    "BraTS-GLI-00003-00",
+    "brats-gli-00003-000",
+    "case_3",
+]
+
+
+def test_misnamed_case_folders_are_all_named_with_the_fix(brats_root: Path):
+    for name in MISNAMED:
+        _copy_case(brats_root, "BraTS-GLI-00003-000", name)
+    with pytest.raises(DataError, match=rf"{len(MISNAMED)} problem\(s\) in data\.brats_root") as error:
+        discover_brats(brats_root, ["t1n"])
+    for name in MISNAMED:
+        message = f"{str(brats_root / name)!r}: looks like a case folder but is not named BraTS-GLI-XXXXX-YYY"
+        assert message in str(error.value)
+    assert "rename it to its case id or move it out of data.brats_root" in str(error.value)
+
+
+def test_misnamed_folders_and_missing_files_are_reported_together(brats_root: Path):
+    _copy_case(brats_root, "BraTS-GLI-00003-000", "BraTS-GLI-00003-000 copy")
+    missing = brats_root / "BraTS-GLI-00004-000" / "BraTS-GLI-00004-000-seg.nii.gz"
+    missing.unlink()
+    with pytest.raises(DataError, match=r"2 problem\(s\)") as error:
+        discover_brats(brats_root, ["t1n"])
+    assert f"{missing}: missing file" in str(error.value)
+    assert "BraTS-GLI-00003-000 copy'" in str(error.value)
+
+
+def test_hidden_and_unrelated_folders_and_files_are_ignored(brats_root: Path):
+    _copy_case(brats_root, "BraTS-GLI-00003-000", ".BraTS-GLI-00003-000")
+    (brats_root / "notes").mkdir()
+    (brats_root / "notes" / "readme.txt").write_text("not a case")
+    (brats_root / "BraTS-GLI-00009-000.zip").write_bytes(b"an archive")
+    assert len(discover_brats(brats_root, ["t1n"])) == 7
+
+
+def test_folder_holding_the_case_folders_says_to_point_brats_root_at_it(tmp_path: Path, brats_root: Path):
+    with pytest.raises(DataError, match=r"holds BraTS case folders itself; point data\.brats_root at it"):
+        discover_brats(tmp_path, ["t1n"])
+
+
+def test_other_task_folders_are_left_out_with_a_warning(brats_root: Path, caplog):
+    rng = np.random.default_rng(5)
+    make_brats_case(brats_root, "BraTS-MEN-00010-000", rng)
+    for patient in range(5):
+        make_brats_case(brats_root, f"BraTS-PED-{patient:05d}-000", rng)
+    cases = discover_brats(brats_root, ["t1n"])
+    assert len(cases) == 7 and all(c.case_id.startswith("BraTS-GLI-") for c in cases)
+    warning = caplog.records[-1]
+    assert warning.levelname == "WARNING"
+    assert f"data.brats_root: {brats_root} also holds case folders of other BraTS tasks" in warning.message
+    assert "data.task is GLI" in warning.message
+    assert "1 MEN (BraTS-MEN-00010-000)" in warning.message
+    assert "5 PED (BraTS-PED-00000-000, BraTS-PED-00001-000, BraTS-PED-00002-000 and 2 more)" in warning.message
+
+
+def test_task_selects_its_own_cases(brats_root: Path):
+    make_brats_case(brats_root, "BraTS-MEN-00010-000", np.random.default_rng(5))
+    cases = discover_brats(brats_root, ["t1n"], task="MEN")
+    assert [c.case_id for c in cases] == ["BraTS-MEN-00010-000"]
+
+
+def test_no_case_of_the_task_names_the_task_and_the_tasks_found(brats_root: Path):
+    with pytest.raises(DataError, match=r"no BraTS-PED-XXXXX-YYY case folders in .*data\.task is PED") as error:
+        discover_brats(brats_root, ["t1n"], task="PED")
+    assert "case folders of tasks ['GLI'] are there" in str(error.value)
+
+
+def test_case_id_pattern_follows_the_task():
+    assert re.fullmatch(case_id_pattern("MEN"), "BraTS-MEN-00012-001")
+    assert not re.fullmatch(case_id_pattern("GLI"), "BraTS-MEN-00012-001")
+    assert not re.fullmatch(case_id_pattern("GLI"), "BraTS-GLI-0012-001")

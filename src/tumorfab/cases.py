@@ -7,14 +7,19 @@ DAG, so they must be cheap. Reading and checking the image data is the job of
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-#: BraTS 2023 case folder: ``BraTS-GLI-XXXXX-YYY`` (XXXXX patient, YYY timepoint).
+log = logging.getLogger(__name__)
+
+#: BraTS 2023 case folder: ``BraTS-GLI-XXXXX-YYY`` (task GLI, XXXXX patient, YYY timepoint).
 BRATS_CASE = re.compile(r"^BraTS-(?P<task>[A-Z]+)-(?P<patient>\d{5})-(?P<timepoint>\d{3})$")
+#: Case folders of other tasks named in the warning, per task.
+N_NAMED_OTHER_TASK = 3
 
 
 class DataError(ValueError):
@@ -32,11 +37,16 @@ class BratsCase:
     seg: Path
 
 
+def case_id_pattern(task: str) -> str:
+    """Regex of the case ids of BraTS task ``task`` (``data.task``): the ``{case}`` wildcard."""
+    return rf"BraTS-{task}-\d{{5}}-\d{{3}}"
+
+
 def patient_of(case_id: str) -> str:
     """Patient part of a BraTS case id: ``BraTS-GLI-00012-001`` -> ``BraTS-GLI-00012``."""
     match = BRATS_CASE.match(case_id)
     if match is None:
-        raise DataError(f"{case_id!r} is not a BraTS case id (BraTS-GLI-XXXXX-YYY)")
+        raise DataError(f"{case_id!r} is not a BraTS case id (BraTS-TASK-XXXXX-YYY)")
     return case_id.rsplit("-", 1)[0]
 
 
@@ -44,7 +54,7 @@ def brats_case_files(root: str | Path, case_id: str, modalities: list[str]) -> B
     """The expected files of one case in the BraTS 2023 layout (not checked)."""
     match = BRATS_CASE.match(case_id)
     if match is None:
-        raise DataError(f"{case_id!r} is not a BraTS case id (BraTS-GLI-XXXXX-YYY)")
+        raise DataError(f"{case_id!r} is not a BraTS case id (BraTS-TASK-XXXXX-YYY)")
     folder = Path(root) / case_id
     return BratsCase(
         case_id=case_id,
@@ -55,30 +65,87 @@ def brats_case_files(root: str | Path, case_id: str, modalities: list[str]) -> B
     )
 
 
-def discover_brats(root: str | Path, modalities: list[str]) -> list[BratsCase]:
-    """All BraTS-layout case folders under ``root``, sorted by id.
+def _looks_like_case(folder: Path) -> bool:
+    """A folder meant as a case: "brats" in its name (any case) or a segmentation inside."""
+    return "brats" in folder.name.lower() or any(folder.glob("*seg.nii*"))
 
-    A case folder missing one of the configured modalities or its ``-seg``
-    file is an error naming the missing file: silently dropping it would
-    change the split without telling anyone.
+
+def _misnamed(folder: Path, task: str) -> str:
+    """The problem of a folder that looks like a case but is not named like one."""
+    if any(BRATS_CASE.match(p.name) for p in folder.iterdir()):
+        return (
+            f"{str(folder)!r}: holds BraTS case folders itself; "
+            "point data.brats_root at it or move it out of data.brats_root"
+        )
+    return (
+        f"{str(folder)!r}: looks like a case folder but is not named BraTS-{task}-XXXXX-YYY "
+        "exactly (5-digit patient, 3-digit timepoint, no spaces or suffixes); "
+        "rename it to its case id or move it out of data.brats_root"
+    )
+
+
+def _warn_other_tasks(root: Path, task: str, other: dict[str, list[str]]) -> None:
+    """One warning, naming a few folders per task: a download may hold thousands."""
+    named = []
+    for other_task, names in sorted(other.items()):
+        more = len(names) - N_NAMED_OTHER_TASK
+        examples = ", ".join(names[:N_NAMED_OTHER_TASK]) + (f" and {more} more" if more > 0 else "")
+        named.append(f"{len(names)} {other_task} ({examples})")
+    log.warning(
+        f"data.brats_root: {root} also holds case folders of other BraTS tasks, left out "
+        f"because data.task is {task}: {'; '.join(named)}"
+    )
+
+
+def discover_brats(root: str | Path, modalities: list[str], task: str = "GLI") -> list[BratsCase]:
+    """The case folders of BraTS task ``task`` (``data.task``) under ``root``, sorted by id.
+
+    Nothing that looks like a case is dropped silently: that would change the
+    split without telling anyone. Errors, all listed at once: a case folder
+    missing one of the configured modalities or its ``-seg`` file, and a
+    folder that looks like a case ("brats" in its name in any letter case, or
+    a ``*seg.nii*`` file inside) but is not named ``BraTS-<task>-XXXXX-YYY``
+    exactly (a trailing space, " copy", wrong digit counts, lower case...).
+    The latter is an error, not a warning, because only the user knows the
+    fix: rename it to its case id, or move it out of ``root``. Case folders
+    of other tasks (a BraTS download may hold GLI, MEN, PED, SSA and MET side
+    by side) are left out with a warning naming them. Hidden folders
+    (``.snakemake``, macOS metadata), plain files and other folders are ignored.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data.brats_root: {root} is not a directory")
     cases = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        if BRATS_CASE.match(folder.name) is None:
+    problems = []
+    other_tasks: dict[str, list[str]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        match = BRATS_CASE.match(folder.name)
+        if match is None:
+            if _looks_like_case(folder):
+                problems.append(_misnamed(folder, task))
+            continue
+        if match["task"] != task:
+            other_tasks.setdefault(match["task"], []).append(folder.name)
             continue
         case = brats_case_files(root, folder.name, modalities)
         for path in [*case.images.values(), case.seg]:
             if not path.is_file():
-                raise DataError(
+                problems.append(
                     f"{path}: missing file of case {case.case_id} "
                     f"(data.modalities = {modalities} and a -seg file are required)"
                 )
         cases.append(case)
+    if other_tasks:
+        _warn_other_tasks(root, task, other_tasks)
+    if problems:
+        listing = "\n  ".join(problems)
+        raise DataError(f"{len(problems)} problem(s) in data.brats_root {root}:\n  {listing}")
     if not cases:
-        raise DataError(f"data.brats_root: no BraTS-XXX-XXXXX-YYY case folders in {root}")
+        found = f"; case folders of tasks {sorted(other_tasks)} are there" if other_tasks else ""
+        raise DataError(
+            f"data.brats_root: no BraTS-{task}-XXXXX-YYY case folders in {root} "
+            f"(data.task is {task}{found})"
+        )
     return cases
 
 

@@ -22,11 +22,37 @@ BRATS_LABELS = {0, 1, 2, 3}
 AFFINE_TOLERANCE_MM = 1e-3
 
 
+def _affine_problem(path: Path, image: nib.Nifti1Image) -> str | None:
+    """Why the voxel-to-world affine is unusable, or None.
+
+    Resampling, registration and nnU-Net's spacing all invert or factor this
+    matrix; an all-zero sform (with a non-zero sform_code) passes nibabel but
+    crashes them much later. Singular means the three voxel axes span no volume:
+    |det| below 1e-6 of the product of their lengths (a zero or flat axis).
+    """
+    header = image.header
+    # nibabel's choice (get_best_affine): the sform if coded, else the qform.
+    source = "sform" if header["sform_code"] else "qform" if header["qform_code"] else "pixdim"
+    if not np.all(np.isfinite(image.affine)):
+        return f"{path}: affine has NaN/inf entries (from the header's {source}); fix the {source}"
+    axes = image.affine[:3, :3]
+    volume = abs(np.linalg.det(axes))
+    if not volume > 1e-6 * np.prod(np.linalg.norm(axes, axis=0)):
+        return (
+            f"{path}: affine is singular (voxel axes spanning {volume:g} mm^3, "
+            f"from the header's {source}); fix the {source}"
+        )
+    return None
+
+
 def _check_image(path: Path, image: nib.Nifti1Image) -> list[str]:
     problems = []
     if image.ndim != 3:
         problems.append(f"{path}: expected a 3-D volume, got shape {image.shape}")
         return problems
+    affine_problem = _affine_problem(path, image)
+    if affine_problem:
+        problems.append(affine_problem)
     data = image.get_fdata(dtype=np.float32)
     bad = ~np.isfinite(data)
     if bad.any():
@@ -34,6 +60,44 @@ def _check_image(path: Path, image: nib.Nifti1Image) -> list[str]:
     elif not np.any(data != data.flat[0]):
         problems.append(f"{path}: constant image (no brain)")
     return problems
+
+
+def _check_labels(path: Path, seg: nib.Nifti1Image, remap_label_4_to_3: bool) -> list[str]:
+    """Problems of a segmentation's values: non-finite, non-integer, outside BraTS 2023's.
+
+    Label 4 (BraTS 2021's enhancing tumour) is accepted only with
+    ``remap_label_4_to_3``; every other unexpected label is named either way.
+    """
+    problems = []
+    values = np.asarray(seg.dataobj)
+    finite = np.isfinite(values)
+    if not finite.all():
+        problems.append(f"{path}: {int((~finite).sum())} NaN/inf voxels")
+    labels = set(np.unique(values[finite]).tolist())
+    non_integer = sorted(label for label in labels if label != int(label))
+    if non_integer:
+        problems.append(f"{path}: non-integer label values {_format_labels(non_integer)}")
+    unexpected = labels - BRATS_LABELS
+    if 4 in unexpected:
+        unexpected.discard(4)
+        if remap_label_4_to_3:
+            labels = (labels - {4}) | {3}
+        else:
+            problems.append(
+                f"{path}: label 4 (BraTS 2021-style enhancing tumour); BraTS 2023 uses 3. "
+                "Set data.remap_label_4_to_3: true to map 4 -> 3"
+            )
+    unexpected -= set(non_integer)
+    if unexpected:
+        remapped = " (label 4 is mapped to 3 by data.remap_label_4_to_3)" if remap_label_4_to_3 else ""
+        problems.append(f"{path}: labels {_format_labels(sorted(unexpected))} outside {{0,1,2,3}}{remapped}")
+    if labels <= {0}:
+        problems.append(f"{path}: no tumour voxels")
+    return problems
+
+
+def _format_labels(values: list[float]) -> str:
+    return "[" + ", ".join(f"{value:g}" for value in values) + "]"
 
 
 def check_brats_case(case: BratsCase, remap_label_4_to_3: bool) -> tuple[list[str], dict]:
@@ -53,34 +117,23 @@ def check_brats_case(case: BratsCase, remap_label_4_to_3: bool) -> tuple[list[st
     if problems:
         return problems, row
 
+    seg_affine_problem = _affine_problem(case.seg, seg)
+    if seg_affine_problem:
+        problems.append(seg_affine_problem)
     for modality, image in images.items():
         path = case.images[modality]
         problems += _check_image(path, image)
+        # A broken affine is reported on its own, not also as a mismatch.
+        comparable = seg_affine_problem is None and _affine_problem(path, image) is None
         if image.shape != seg.shape:
             problems.append(f"{case.seg}: shape {seg.shape} differs from {path.name} {image.shape}")
-        elif not np.allclose(image.affine, seg.affine, atol=AFFINE_TOLERANCE_MM):
+        elif comparable and not np.allclose(image.affine, seg.affine, atol=AFFINE_TOLERANCE_MM):
             problems.append(f"{case.seg}: affine differs from {path.name}")
         row[f"path_{modality}"] = str(path)
     if seg.ndim != 3:
         problems.append(f"{case.seg}: expected a 3-D volume, got shape {seg.shape}")
         return problems, row
-
-    labels_float = np.asarray(seg.dataobj)
-    labels = set(np.unique(labels_float).tolist())
-    if any(label != int(label) for label in labels):
-        problems.append(f"{case.seg}: non-integer label values")
-    unexpected = labels - BRATS_LABELS
-    if unexpected == {4} and remap_label_4_to_3:
-        labels = (labels - {4}) | {3}
-    elif 4 in unexpected:
-        problems.append(
-            f"{case.seg}: label 4 (BraTS 2021-style enhancing tumour); BraTS 2023 uses 3. "
-            "Set data.remap_label_4_to_3: true to map 4 -> 3"
-        )
-    elif unexpected:
-        problems.append(f"{case.seg}: labels {sorted(unexpected)} outside {{0,1,2,3}}")
-    if labels <= {0}:
-        problems.append(f"{case.seg}: no tumour voxels")
+    problems += _check_labels(case.seg, seg, remap_label_4_to_3)
 
     row["path_seg"] = str(case.seg)
     row["shape"] = "x".join(map(str, seg.shape))

@@ -7,13 +7,16 @@
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version, update_config, validate
 
 from tumorfab import cases as tf_cases
 from tumorfab import demo as tf_demo
+from tumorfab.config import typed_command_line_config
 
 min_version("9.0")
 
+# --config data='{remap_label_4_to_3: true}' arrives as strings: type it first.
+update_config(config, typed_command_line_config(workflow.config_settings.config))
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 # Sources whose generator exists in this version; experiments of the other
@@ -51,6 +54,8 @@ def _check_config():
             _config_error(f"demo.enabled is true but demo.{missing[0]} is not set")
         if data["modalities"] != ["t1n"]:
             _config_error("the demo cohort has t1n only: set data.modalities: [t1n]")
+        if data["task"] != "GLI":
+            _config_error("the demo cohort is of BraTS task GLI: set data.task: GLI")
     for key in ("brats_root", "healthy_root"):
         if not data[key]:
             _config_error(
@@ -75,7 +80,9 @@ def _discover():
             for name in tf_demo.planned_healthy(demo["n_healthy"])
         }
     else:
-        found = tf_cases.discover_brats(data["brats_root"], data["modalities"])
+        found = tf_cases.discover_brats(
+            data["brats_root"], data["modalities"], data["task"]
+        )
         healthy = tf_cases.discover_healthy(
             data["healthy_root"], data["healthy_pattern"]
         )
@@ -127,7 +134,7 @@ if _skipped:
 
 
 wildcard_constraints:
-    case=r"BraTS-[A-Z]+-\d{5}-\d{3}",
+    case=tf_cases.case_id_pattern(config["data"]["task"]),
     subject=r"[A-Za-z0-9_.-]+",
 
 
