@@ -1,23 +1,30 @@
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from nibabel.processing import resample_to_output
 
+import tumorfab.skullstrip as skullstrip_module
 from helpers.write_random_synthstrip_weights import write_random_weights
 from tumorfab.skullstrip import load_synthstrip, skullstrip
+
+REAL_HEAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "healthy" / "chris_t1.nii.gz"
 
 
 def test_synthstrip_runs_with_a_weights_file_loaded_safely(healthy_root, tmp_path):
     weights = tmp_path / "synthstrip.pt"
     write_random_weights(str(weights))
     scan = healthy_root / "IXI000-Guys-0000-T1.nii.gz"
-    method = skullstrip(
-        scan, tmp_path / "t1n.nii.gz", tmp_path / "mask.nii.gz",
-        synthstrip_weights=str(weights), border_mm=1.0, atlas_transform="SyN", threads=2,
+    result = skullstrip(
+        scan, tmp_path / "t1n.nii.gz", tmp_path / "mask.nii.gz", tmp_path / "qc.png", tmp_path / "refused.png",
+        synthstrip_weights=str(weights), border_mm=1.0, atlas_transform="SyN",
+        brain_volume_ml=[0.001, 1e6], seed=0, threads=2,
     )
     mask = np.asarray(nib.load(str(tmp_path / "mask.nii.gz")).dataobj)
     stripped = nib.load(str(tmp_path / "t1n.nii.gz")).get_fdata()
-    assert method == "synthstrip"
+    assert result["method"] == "synthstrip"
     assert mask.shape == nib.load(str(scan)).shape and mask.any()
     assert np.all(stripped[mask == 0] == 0)
 
@@ -32,3 +39,43 @@ def test_weights_file_with_pickled_code_is_refused(tmp_path):
 def test_missing_weights_file_names_the_config_key(tmp_path):
     with pytest.raises(FileNotFoundError, match="skullstrip.synthstrip_weights"):
         load_synthstrip(tmp_path / "nope.pt", torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def coarse_real_head(tmp_path_factory) -> Path:
+    """A real head with skull and neck (../shared/data/real) at 3 mm: the atlas
+    method's full path in a few seconds."""
+    source = REAL_HEAD
+    if not source.is_file():
+        pytest.skip(f"{source} is not there (CI has it)")
+    path = tmp_path_factory.mktemp("coarse") / "head.nii.gz"
+    nib.save(resample_to_output(nib.load(str(source)), (3, 3, 3), order=1), str(path))
+    return path
+
+
+def _atlas(head: Path, out: Path, volume_range=(900, 2000)) -> dict:
+    return skullstrip(
+        head, out / "t1n.nii.gz", out / "brainmask.nii.gz", out / "qc.png", failure_qc=out / "refused.png",
+        synthstrip_weights=None, border_mm=1.0, atlas_transform="SyN", brain_volume_ml=list(volume_range), seed=5,
+    )
+
+
+def test_atlas_skull_stripping_gives_byte_identical_outputs_twice(coarse_real_head, tmp_path):
+    first, second = _atlas(coarse_real_head, tmp_path / "a"), _atlas(coarse_real_head, tmp_path / "b")
+    assert first == second
+    for name in ("t1n.nii.gz", "brainmask.nii.gz"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_implausible_brain_volume_stops_naming_the_scan_and_writes_nothing(coarse_real_head, tmp_path, monkeypatch):
+    # A mask that caught a scalp strip: 27 voxels of 27 ml.
+    def scalp_strip(image, type_of_transform, seed):
+        mask = np.zeros(image.shape, np.uint8)
+        mask[:3, :3, :3] = 1
+        return mask
+
+    monkeypatch.setattr(skullstrip_module, "atlas_mask", scalp_strip)
+    with pytest.raises(ValueError, match=r"head\.nii\.gz: the atlas brain mask is 1 ml, outside .*skullstrip\.brain_volume_ml = \[900, 2000\]"):
+        _atlas(coarse_real_head, tmp_path)
+    assert (tmp_path / "refused.png").is_file()
+    assert not any((tmp_path / name).exists() for name in ("t1n.nii.gz", "brainmask.nii.gz", "qc.png"))

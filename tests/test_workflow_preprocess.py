@@ -90,7 +90,11 @@ def test_demo_preprocessing_writes_every_output(tiny_demo):
     for image_path in (workdir / "results/preprocess/real").glob("*/t1n.nii.gz"):
         data = nib.load(str(image_path)).get_fdata()
         assert data.min() >= -1 and data.max() <= 1
-    assert len(list((workdir / "results/qc").glob("*/*.png"))) == 5 + 2
+    # One QC picture per real case; per healthy scan one of its skull
+    # stripping, one of its registration and one of its normalized scan.
+    assert len(list((workdir / "results/qc/real").glob("*.png"))) == 5
+    for stage in ("skullstrip", "registration", "healthy"):
+        assert len(list((workdir / f"results/qc/{stage}").glob("*.png"))) == 2
 
 
 @pytest.mark.slow

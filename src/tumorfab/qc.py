@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
@@ -23,21 +24,29 @@ def _slices(volume: np.ndarray, centre: tuple[int, int, int]) -> list[np.ndarray
     return [np.rot90(volume[i, :, :]), np.rot90(volume[:, j, :]), np.rot90(volume[:, :, k])]
 
 
+def _ras(volume: str | Path | nib.Nifti1Image) -> nib.Nifti1Image:
+    """A volume in RAS voxel order, so that every scan is shown the same way up."""
+    return nib.as_closest_canonical(volume if isinstance(volume, nib.Nifti1Image) else load_nifti(volume))
+
+
 def orthogonal_slices_png(
-    image: str | Path,
+    image: str | Path | nib.Nifti1Image,
     out_png: str | Path,
     title: str,
-    seg: str | Path | None = None,
-    outline: str | Path | None = None,
+    seg: str | Path | nib.Nifti1Image | None = None,
+    outline: str | Path | nib.Nifti1Image | None = None,
 ) -> None:
     """Sagittal, coronal and axial slices through the lesion centroid (if a
-    ``seg`` is given) or the volume centre; labels as a coloured overlay and
-    ``outline`` (e.g. the reference brain mask) as a contour."""
-    data = load_nifti(image).get_fdata(dtype=np.float32)
-    labels = None if seg is None else np.asarray(load_nifti(seg).dataobj).astype(np.uint8)
-    contour = None if outline is None else np.asarray(load_nifti(outline).dataobj) > 0
+    ``seg`` is given), else the outline's centroid, else the volume centre;
+    labels as a coloured overlay and ``outline`` (e.g. a brain mask) as a
+    contour. All volumes share the image's grid."""
+    data = _ras(image).get_fdata(dtype=np.float32)
+    labels = None if seg is None else np.asarray(_ras(seg).dataobj).astype(np.uint8)
+    contour = None if outline is None else np.asarray(_ras(outline).dataobj) > 0
     if labels is not None and labels.any():
         centre = tuple(int(c) for c in np.argwhere(labels > 0).mean(axis=0))
+    elif contour is not None and contour.any():
+        centre = tuple(int(c) for c in np.argwhere(contour).mean(axis=0))
     else:
         centre = tuple(s // 2 for s in data.shape)
 

@@ -12,7 +12,7 @@ match them.
 
 from __future__ import annotations
 
-import os
+import tempfile
 from pathlib import Path
 
 import ants
@@ -20,15 +20,11 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from tumorfab.antsutil import centre_alignment, deterministic_ants, to_ants
 from tumorfab.io import load_nifti, save_nifti
+from tumorfab.qc import orthogonal_slices_png
 
 SIMILARITY_METRIC = "MattesMutualInformation"
-
-
-def _to_ants(image: nib.Nifti1Image) -> ants.ANTsImage:
-    """A NIfTI image as a float32 ANTs image (ANTs ignores scaling and dtype quirks)."""
-    data = np.asarray(image.get_fdata(dtype=np.float32))
-    return ants.from_nibabel_nifti(nib.Nifti1Image(data, image.affine, image.header))
 
 
 def _similarity(fixed: ants.ANTsImage, moving: ants.ANTsImage, mask: ants.ANTsImage) -> float:
@@ -44,38 +40,40 @@ def register_to_reference(
     reference_seg: str | Path,
     out_image: str | Path,
     out_mask: str | Path,
+    out_qc: str | Path,
     type_of_transform: str,
     interpolator: str,
     seed: int,
-    threads: int = 1,
 ) -> dict[str, float]:
     """Register one stripped healthy scan onto the reference grid.
 
-    Returns the similarity to the reference before (the scan resampled onto
-    the reference grid as it lies in world space) and after registration.
+    Returns the similarity to the reference before (from the centre
+    alignment the registration starts at) and after registration, and
+    draws the registered brain's outline on the reference (``out_qc``).
+    ANTs runs on one thread with ``seed`` (:func:`deterministic_ants`).
     """
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
-    os.environ["ANTS_RANDOM_SEED"] = str(seed)
-
+    deterministic_ants(seed)
     reference = load_nifti(reference_image)
     reference_data = reference.get_fdata(dtype=np.float32)
     tumour = np.asarray(load_nifti(reference_seg).dataobj) > 0
     brain = ndimage.binary_fill_holes(reference_data != 0) & ~tumour
-    fixed = _to_ants(reference)
-    metric_mask = ants.from_numpy(
-        brain.astype(np.float32), origin=fixed.origin, spacing=fixed.spacing, direction=fixed.direction
-    )
-    moving = _to_ants(load_nifti(moving_image))
-    moving_brain = _to_ants(load_nifti(moving_mask))
+    fixed = to_ants(reference)
+    metric_mask = fixed.new_image_like(brain.astype(np.float32))
+    moving = to_ants(load_nifti(moving_image))
+    moving_brain = to_ants(load_nifti(moving_mask))
 
-    before = ants.resample_image_to_target(moving, fixed, interp_type="linear")
-    result = ants.registration(
-        fixed=fixed,
-        moving=moving,
-        type_of_transform=type_of_transform,
-        mask=metric_mask,
-        moving_mask=moving_brain,
-    )
+    with tempfile.TemporaryDirectory() as scratch:
+        start = centre_alignment(metric_mask, moving_brain, Path(scratch) / "centre.mat")
+        before = ants.apply_transforms(fixed=fixed, moving=moving, transformlist=[start], interpolator="linear")
+        result = ants.registration(
+            fixed=fixed,
+            moving=moving,
+            type_of_transform=type_of_transform,
+            initial_transform=start,
+            mask=metric_mask,
+            moving_mask=moving_brain,
+            mask_all_stages=True,
+        )
     warped = ants.apply_transforms(
         fixed=fixed, moving=moving, transformlist=result["fwdtransforms"], interpolator=interpolator
     )
@@ -89,6 +87,12 @@ def register_to_reference(
     image = np.where(mask > 0, np.maximum(warped.numpy(), 0.0), 0.0).astype(np.float32)
     save_nifti(image, reference.affine, out_image)
     save_nifti(mask, reference.affine, out_mask)
+    orthogonal_slices_png(
+        reference,
+        out_qc,
+        title=f"reference {Path(reference_image).name}; cyan = registered {Path(moving_image).parent.name} brain",
+        outline=nib.Nifti1Image(mask, reference.affine),
+    )
     return {
         "metric": SIMILARITY_METRIC,
         "before": _similarity(fixed, before, metric_mask),

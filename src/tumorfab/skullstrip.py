@@ -3,15 +3,20 @@
 The paper uses SynthStrip [Hoopes et al. 2022]. We run SynthStrip's own
 model and pre/post-processing code from the ``nipreps-synthstrip`` package,
 with the weights file the user gives (FreeSurfer's ``synthstrip.1.pt``;
-nothing is downloaded). Without weights we fall back to an atlas-based
-extraction: the MNI152 template shipped with nilearn is registered to the
-head with ANTsPy and its brain mask is warped back. The fallback is what
-the demo uses; on real IXI heads SynthStrip is the more robust choice.
+nothing is downloaded). Without weights we use an atlas-based extraction
+(:func:`atlas_mask`): the MNI152 template shipped with nilearn, which is
+brain-only, is registered onto the head with ANTsPy and its brain is warped
+back. It holds on real heads in any orientation and voxel size, with neck
+and shoulders in the field of view, and on defaced heads (figures in the
+README). The two methods count the CSF outside the brain differently:
+SynthStrip keeps it in the mask, the atlas method leaves it out (its brain
+is the template's grey + white matter, ventricles included), as FreeSurfer's
+segmentation does.
 """
 
 from __future__ import annotations
 
-import os
+import tempfile
 from pathlib import Path
 
 import ants
@@ -21,13 +26,9 @@ import torch
 from nilearn import datasets
 from scipy import ndimage
 
+from tumorfab.antsutil import centre_alignment, deterministic_ants, to_ants
 from tumorfab.io import load_nifti, save_nifti
-
-
-def _to_ants(image: nib.Nifti1Image) -> ants.ANTsImage:
-    """A NIfTI image as a float32 ANTs image (ANTs ignores scaling and dtype quirks)."""
-    data = np.asarray(image.get_fdata(dtype=np.float32))
-    return ants.from_nibabel_nifti(nib.Nifti1Image(data, image.affine, image.header))
+from tumorfab.qc import orthogonal_slices_png
 
 
 def pick_device() -> torch.device:
@@ -82,60 +83,122 @@ def synthstrip_mask(image: nib.Nifti1Image, model: torch.nn.Module, border_mm: f
     return _largest_component_filled(np.asarray(sdt_native.dataobj) < border_mm)
 
 
-def mni_template(resolution_mm: int) -> tuple[ants.ANTsImage, ants.ANTsImage]:
-    """nilearn's shipped MNI152 T1 (already brain-only) and its brain mask."""
-    t1 = datasets.load_mni152_template(resolution=resolution_mm)
-    mask = datasets.load_mni152_brain_mask(resolution=resolution_mm)
-    return _to_ants(t1), _to_ants(mask)
+#: Grid of the atlas registration (mm): the MNI template at 2 mm is enough to
+#: place a brain mask, and it keeps one head within ~20 s on one CPU core.
+ATLAS_MM = 2
+#: Field of view kept below the top of the head (mm): vertex to foramen
+#: magnum is ~150 mm with the scalp; the neck and shoulders below only mislead
+#: the registration.
+HEAD_HEIGHT_MM = 190
+#: Margin around the template brain where the registration metric is
+#: evaluated (mm): the dark CSF and skull just outside the brain guide the
+#: boundary, the scalp and face beyond it (absent from the brain-only
+#: template) do not.
+METRIC_MARGIN_MM = 4
 
 
-def atlas_mask(
-    image: nib.Nifti1Image, type_of_transform: str, threads: int
-) -> np.ndarray:
-    """Brain mask by registering the MNI template to the head (ANTsPy) and
-    warping the template's brain mask back with nearest-neighbour labels,
-    then refined on the head's own intensities (:func:`_refine_with_intensity`):
-    a brain-only template registered to a head with skull often lands a few
-    millimetres out, over the skull and scalp."""
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
-    head = _to_ants(image)
-    # A template finer than the head buys nothing: match its resolution.
-    resolution = 2 if min(image.header.get_zooms()[:3]) >= 2 else 1
-    template, template_mask = mni_template(resolution)
-    result = ants.registration(fixed=head, moving=template, type_of_transform=type_of_transform)
-    warped = ants.apply_transforms(
-        fixed=head,
-        moving=template_mask,
-        transformlist=result["fwdtransforms"],
-        interpolator="genericLabel",
-    )
-    return _refine_with_intensity(head.numpy(), warped.numpy() > 0.5)
+def mni_template() -> tuple[ants.ANTsImage, ants.ANTsImage, ants.ANTsImage]:
+    """nilearn's shipped MNI152 (ICBM 2009a) T1, which is brain-only, at
+    :data:`ATLAS_MM`; the brain as the template's grey + white matter
+    probability > 0.5 with holes filled (ventricles in, the CSF outside the
+    brain out, as FreeSurfer counts it); and the metric mask: the template's
+    own brain mask grown by :data:`METRIC_MARGIN_MM`."""
+    t1 = to_ants(datasets.load_mni152_template(resolution=ATLAS_MM))
+    grey = datasets.load_mni152_gm_template(resolution=ATLAS_MM).get_fdata(dtype=np.float32)
+    white = datasets.load_mni152_wm_template(resolution=ATLAS_MM).get_fdata(dtype=np.float32)
+    brain = ndimage.binary_fill_holes(grey + white > 0.5)
+    outline = datasets.load_mni152_brain_mask(resolution=ATLAS_MM).get_fdata() > 0.5
+    metric = ndimage.binary_dilation(outline, iterations=round(METRIC_MARGIN_MM / ATLAS_MM))
+    return t1, t1.new_image_like(brain.astype(np.float32)), t1.new_image_like(metric.astype(np.float32))
 
 
-def _refine_with_intensity(head: np.ndarray, atlas_mask: np.ndarray) -> np.ndarray:
-    """Drop the dark skull band (below Otsu's threshold of the voxels under
-    the atlas mask, dilated) from the atlas mask, cut the thin bridges to the
-    scalp with a one-voxel opening, keep the largest component and fill its
-    holes (dark CSF and necrosis inside the brain stay in)."""
+def head_mask(head: np.ndarray) -> np.ndarray:
+    """The head (with skull and scalp) against the air around it: above
+    Otsu's threshold of the whole image, largest component, holes filled."""
     from skimage.filters import threshold_otsu
 
-    neighbourhood = ndimage.binary_dilation(atlas_mask, iterations=2)
-    tissue = head > threshold_otsu(head[neighbourhood])
-    refined = ndimage.binary_opening(atlas_mask & tissue, structure=ndimage.generate_binary_structure(3, 1))
-    return _largest_component_filled(refined)
+    return _largest_component_filled(head > threshold_otsu(head)).astype(bool)
+
+
+def crop_to_head_top(work: ants.ANTsImage) -> ants.ANTsImage:
+    """``work`` (RAS, isotropic) cut :data:`HEAD_HEIGHT_MM` below the top of
+    the head: neck and shoulders in the field of view are dropped."""
+    head = head_mask(work.numpy())
+    rows = np.flatnonzero(head.any(axis=(0, 1)))
+    top = int(rows.max()) + 1
+    bottom = max(0, top - round(HEAD_HEIGHT_MM / work.spacing[2]))
+    return ants.crop_indices(work, (0, 0, bottom), (*work.shape[:2], top))
+
+
+def atlas_mask(image: nib.Nifti1Image, type_of_transform: str, seed: int) -> np.ndarray:
+    """Brain mask by registering the MNI template to the head (ANTsPy).
+
+    The head is reoriented to RAS, resampled to :data:`ATLAS_MM` and cut
+    :data:`HEAD_HEIGHT_MM` below its top; the registration maps it onto the
+    template (rigid and affine stages, then SyN if ``type_of_transform`` has
+    one) from the translation that puts the head's centre on the template
+    brain's, so where the scanner put the head in world space does not
+    matter. The metric is restricted to the template brain and a thin margin
+    around it, since a brain-only template has nothing to match the scalp
+    and face with; an unrestricted metric pulls the brain onto the scalp.
+    The template brain is then warped back onto the scan's own grid (linear
+    interpolation, > 0.5), its largest component kept and its holes filled.
+    ANTs runs on one thread with ``seed``, so the same scan gives the same mask.
+    """
+    deterministic_ants(seed)
+    # RAS voxel order, so that the third axis points to the top of the head.
+    canonical = to_ants(nib.as_closest_canonical(image))
+    work = ants.resample_image(canonical, (ATLAS_MM,) * 3, use_voxels=False, interp_type=0)
+    cropped = crop_to_head_top(work)
+    template, template_brain, metric_mask = mni_template()
+    head = cropped.new_image_like(head_mask(cropped.numpy()).astype(np.float32))
+    with tempfile.TemporaryDirectory() as scratch:
+        result = ants.registration(
+            fixed=template,
+            moving=cropped,
+            type_of_transform=type_of_transform,
+            initial_transform=centre_alignment(template_brain, head, Path(scratch) / "centre.mat"),
+            mask=metric_mask,
+            mask_all_stages=True,
+        )
+    inverse = result["invtransforms"]
+    # ANTs works in world space: the scan's own grid takes the mask directly.
+    warped = ants.apply_transforms(
+        fixed=to_ants(image),
+        moving=template_brain,
+        transformlist=inverse,
+        whichtoinvert=[True] + [False] * (len(inverse) - 1),
+        interpolator="linear",
+    )
+    return _largest_component_filled(warped.numpy() > 0.5)
+
+
+def mask_volume_ml(mask: np.ndarray, affine: np.ndarray) -> float:
+    return float(mask.sum()) * abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
 
 
 def skullstrip(
     image_path: str | Path,
     out_image: str | Path,
     out_mask: str | Path,
+    out_qc: str | Path,
+    failure_qc: str | Path,
     synthstrip_weights: str | None,
     border_mm: float,
     atlas_transform: str,
+    brain_volume_ml: list[float],
+    seed: int,
     threads: int = 1,
-) -> str:
-    """Strip one healthy scan; write the masked image (background 0) and the
-    mask on the scan's own grid. Returns the method used."""
+) -> dict:
+    """Strip one healthy scan; write the masked image (background 0), the
+    mask on the scan's own grid and a QC picture of the mask's outline.
+
+    A brain whose volume falls outside ``brain_volume_ml`` stops here, naming
+    the scan: a mask over the scalp or a half brain would otherwise flow into
+    every synthetic case made from it. The QC picture of a refused mask goes
+    to ``failure_qc`` (Snakemake deletes a failed job's outputs), so that the
+    failure can be looked at. Returns the method and the volume.
+    """
     image = load_nifti(image_path)
     image = nib.Nifti1Image(image.get_fdata(dtype=np.float32), image.affine, image.header)
     if synthstrip_weights:
@@ -144,10 +207,25 @@ def skullstrip(
         mask = synthstrip_mask(image, model, border_mm)
         method = "synthstrip"
     else:
-        mask = atlas_mask(image, atlas_transform, threads)
+        mask = atlas_mask(image, atlas_transform, seed)
         method = "atlas"
+    volume = mask_volume_ml(mask, image.affine)
+    low, high = brain_volume_ml
+    plausible = low <= volume <= high
+    orthogonal_slices_png(
+        image,
+        out_qc if plausible else failure_qc,
+        title=f"{Path(image_path).name}: {method} brain mask, {volume:.0f} ml",
+        outline=nib.Nifti1Image(mask, image.affine),
+    )
+    if not plausible:
+        raise ValueError(
+            f"{image_path}: the {method} brain mask is {volume:.0f} ml, outside the plausible "
+            f"range skullstrip.brain_volume_ml = [{low:g}, {high:g}]; see {failure_qc}. "
+            "Check the scan (a head? a T1?) or give SynthStrip weights (skullstrip.synthstrip_weights)"
+        )
     data = image.get_fdata(dtype=np.float32)
     stripped = np.where(mask > 0, data - min(0.0, float(data.min())), 0.0).astype(np.float32)
     save_nifti(stripped, image.affine, out_image)
     save_nifti(mask, image.affine, out_mask)
-    return method
+    return {"method": method, "brain_volume_ml": volume}

@@ -29,6 +29,9 @@ def _config_error(message):
 
 
 def _check_config():
+    low, high = config["skullstrip"]["brain_volume_ml"]
+    if low >= high:
+        _config_error("skullstrip.brain_volume_ml must be [min, max] with min < max")
     norm = config["normalize"]
     if norm["lower_percentile"] >= norm["upper_percentile"]:
         _config_error(

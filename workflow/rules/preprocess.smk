@@ -43,13 +43,21 @@ rule skullstrip_healthy:
     output:
         image="results/preprocess/stripped/{subject}/t1n.nii.gz",
         brainmask="results/preprocess/stripped/{subject}/brainmask.nii.gz",
+        qc=report(
+            "results/qc/skullstrip/{subject}.png",
+            category="QC",
+            subcategory="Skull stripping",
+            labels={"subject": "{subject}"},
+        ),
     log:
         "logs/skullstrip_healthy/{subject}.log",
     benchmark:
         "results/benchmarks/skullstrip_healthy/{subject}.tsv"
     conda:
         "../../envs/tumorfab.yaml"
-    threads: 2
+    # ANTs (the atlas method) runs on one thread, so that its result is
+    # byte-identical from run to run (tumorfab.antsutil.deterministic_ants).
+    threads: 2 if config["skullstrip"]["synthstrip_weights"] else 1
     resources:
         # SynthStrip runs on a GPU when one is there; the atlas method is CPU-only.
         gpu=1 if config["skullstrip"]["synthstrip_weights"] else 0,
@@ -57,6 +65,7 @@ rule skullstrip_healthy:
         runtime=60,
     params:
         skullstrip=config["skullstrip"],
+        seed=config["seed"],
     script:
         "../scripts/skullstrip_healthy.py"
 
@@ -72,13 +81,20 @@ rule register_healthy:
         image="results/preprocess/registered/{subject}/t1n.nii.gz",
         brainmask="results/preprocess/registered/{subject}/brainmask.nii.gz",
         similarity="results/preprocess/registered/{subject}/similarity.csv",
+        qc=report(
+            "results/qc/registration/{subject}.png",
+            category="QC",
+            subcategory="Registration onto the reference",
+            labels={"subject": "{subject}"},
+        ),
     log:
         "logs/register_healthy/{subject}.log",
     benchmark:
         "results/benchmarks/register_healthy/{subject}.tsv"
     conda:
         "../../envs/tumorfab.yaml"
-    threads: 2
+    # One thread: a byte-identical result (tumorfab.antsutil.deterministic_ants).
+    threads: 1
     resources:
         mem_mb=6000,
         runtime=60,

@@ -12,8 +12,8 @@ with log_to(snakemake.log[0]):
         reference_seg=snakemake.input.reference_seg,
         out_image=snakemake.output.image,
         out_mask=snakemake.output.brainmask,
+        out_qc=snakemake.output.qc,
         seed=snakemake.params.seed,
-        threads=snakemake.threads,
         **snakemake.params.registration,
     )
     row = {

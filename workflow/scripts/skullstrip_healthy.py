@@ -1,12 +1,20 @@
+from pathlib import Path
+
 from tumorfab.log import log_to
 from tumorfab.skullstrip import skullstrip
 
 with log_to(snakemake.log[0]):
-    method = skullstrip(
+    result = skullstrip(
         image_path=snakemake.input.image,
         out_image=snakemake.output.image,
         out_mask=snakemake.output.brainmask,
+        out_qc=snakemake.output.qc,
+        failure_qc=Path(snakemake.log[0]).with_suffix(".png"),
+        seed=snakemake.params.seed,
         threads=snakemake.threads,
         **snakemake.params.skullstrip,
     )
-    print(f"skull stripped {snakemake.wildcards.subject} with the {method} method")
+    print(
+        f"skull stripped {snakemake.wildcards.subject} with the {result['method']} method: "
+        f"brain {result['brain_volume_ml']:.0f} ml"
+    )
