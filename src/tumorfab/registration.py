@@ -7,7 +7,9 @@ stripped healthy scan to one real training case (``registration.reference_case``
 default the first training case) with ANTsPy and resample it onto that
 case's grid, which for BraTS is the 1 mm SRI24 grid. Tumour voxels of the
 reference are excluded from the metric: the healthy brain has no tumour to
-match them.
+match them. The registration starts from the translation that puts the
+healthy brain's centre on the reference brain's, since where a scanner put
+the head in world space says nothing (IXI heads and SRI24 need not overlap).
 """
 
 from __future__ import annotations

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Two fresh runs of the demo (`make demo`'s workflow, without the HTML report)
+# in two clones of this repository's HEAD, then a comparison of the checksums
+# of every preprocessed scan, synthetic NIfTI, manifest, intensity fit and
+# report table. Exits 1 and lists the files that differ, if any.
+#
+#   bash tests/reproducibility/compare_demo_runs.sh      # ~15 min on 2 cores
+#
+# Needs the repository's .venv (`make env`).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+for run in a b; do
+    git clone -q "$repo" "$work/$run"
+    ln -s "$repo/.venv" "$work/$run/.venv"
+    start=$(date +%s)
+    # PYTHONPATH: the clone's own package, not the editable install's.
+    (cd "$work/$run" && PYTHONPATH="$work/$run/src" .venv/bin/snakemake \
+        --cores "${CORES:-2}" --configfile config/demo.yaml > "$work/$run.log" 2>&1) || {
+        tail -n 30 "$work/$run.log"
+        exit 1
+    }
+    echo "run $run: $(($(date +%s) - start)) s"
+done
+
+"$repo/.venv/bin/python" - "$work/a" "$work/b" <<'PYTHON'
+import hashlib
+import sys
+from pathlib import Path
+
+PATTERNS = [
+    "results/preprocess/**/*.nii.gz",
+    "results/synthetic/**/*.nii.gz",
+    "results/synthetic/*/manifest.csv",
+    "results/synthetic/tfaug/intensity.json",
+    "results/report/*.csv",
+]
+runs = [Path(p) for p in sys.argv[1:]]
+
+
+def checksums(root: Path) -> dict[str, str]:
+    found = {}
+    for pattern in PATTERNS:
+        paths = sorted(root.glob(pattern))
+        print(f"{root.name}: {len(paths)} files {pattern}")
+        found.update({str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths})
+    return found
+
+
+first, second = (checksums(run) for run in runs)
+differ = sorted(name for name in first.keys() | second.keys() if first.get(name) != second.get(name))
+print(f"{len(first)} files compared, {len(differ)} differ")
+for name in differ:
+    print(f"  differs: {name}")
+sys.exit(1 if differ or not first else 0)
+PYTHON

@@ -1,0 +1,196 @@
+"""Every stage up to synthesis on real scans (../shared/data/real, see its README):
+a BraTS 2023 case with its labels, and two real healthy T1 heads with skull
+(0.88 mm RAS, and 1 mm LIA defaced, with a FreeSurfer reference brain mask).
+
+The stages run in order on one module-scoped folder, as the workflow runs them:
+validation, skull stripping of both heads (the atlas method: no SynthStrip
+weights here), registration of one head onto the BraTS case's 1 mm grid,
+normalization, then one TF-Aug case (the real mask on the real healthy brain)
+and one CarveMix case. Registration uses an affine transform to keep the suite
+short: the SyN stage is the same code, tested on the demo cohort.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from tumorfab.baselines.carvemix import generate_carvemix
+from tumorfab.cases import discover_brats, discover_healthy
+from tumorfab.normalize import normalize_healthy_scan, normalize_real_case
+from tumorfab.registration import register_to_reference
+from tumorfab.skullstrip import skullstrip
+from tumorfab.tfaug import generate_tfaug
+from tumorfab.tfaug.intensity_fit import FitResult, save_intensity
+from tumorfab.validate import prepare_manifests
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+CASE = "BraTS-GLI-00000-000"
+HEADS = {"chris": "chris_t1.nii.gz", "swm": "swm_T1.nii.gz"}
+NORMALIZE = {"lower_percentile": 0.5, "upper_percentile": 99.5}
+
+pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is not there (CI has it)")
+
+
+def load(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(str(path)).dataobj)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("real")
+
+
+@pytest.fixture(scope="module")
+def manifests(work):
+    cases = discover_brats(REAL / "brats", ["t1n"])
+    prepare_manifests(
+        cases=cases,
+        split={c.case_id: "train" for c in cases},
+        healthy=discover_healthy(REAL / "healthy", "*.nii.gz"),
+        remap_label_4_to_3=False,
+        out_cases=work / "cases.csv",
+        out_healthy=work / "healthy.csv",
+    )
+    return pd.read_csv(work / "cases.csv"), pd.read_csv(work / "healthy.csv")
+
+
+@pytest.fixture(scope="module")
+def stripped(work):
+    results = {}
+    for name, file in HEADS.items():
+        out = work / "stripped" / name
+        results[name] = skullstrip(
+            REAL / "healthy" / file, out / "t1n.nii.gz", out / "brainmask.nii.gz", out / "qc.png",
+            failure_qc=out / "refused.png", synthstrip_weights=None, border_mm=1.0,
+            atlas_transform="SyN", brain_volume_ml=[900, 2000], seed=2025,
+        )
+    return results
+
+
+@pytest.fixture(scope="module")
+def real_case(work):
+    folder = REAL / "brats" / CASE
+    out = work / "preprocess" / "real" / CASE
+    normalize_real_case({"t1n": folder / f"{CASE}-t1n.nii.gz"}, folder / f"{CASE}-seg.nii.gz", out, **NORMALIZE)
+    return out
+
+
+#: Moves the head far from the BraTS grid in world space, as scanners do: the
+#: registration must not depend on where the head lies.
+FAR_AWAY_MM = np.array([300.0, -250.0, 200.0])
+
+
+def world_box(image: nib.Nifti1Image) -> np.ndarray:
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in image.shape])).reshape(3, -1).T
+    world = nib.affines.apply_affine(image.affine, corners)
+    return np.stack([world.min(axis=0), world.max(axis=0)])
+
+
+@pytest.fixture(scope="module")
+def registered(work, stripped):
+    folder = REAL / "brats" / CASE
+    moved = work / "stripped" / "swm_moved"
+    moved.mkdir()
+    for file in ("t1n.nii.gz", "brainmask.nii.gz"):
+        image = nib.load(str(work / "stripped" / "swm" / file))
+        affine = image.affine.copy()
+        affine[:3, 3] += FAR_AWAY_MM
+        nib.save(nib.Nifti1Image(np.asarray(image.dataobj), affine), str(moved / file))
+    out = work / "registered" / "swm"
+    similarity = register_to_reference(
+        moved / "t1n.nii.gz", moved / "brainmask.nii.gz",
+        folder / f"{CASE}-t1n.nii.gz", folder / f"{CASE}-seg.nii.gz",
+        out / "t1n.nii.gz", out / "brainmask.nii.gz", out / "qc.png",
+        type_of_transform="Affine", interpolator="linear", seed=2025,
+    )
+    return out, similarity
+
+
+@pytest.fixture(scope="module")
+def healthy_case(work, registered):
+    out = work / "preprocess" / "healthy" / "swm"
+    folder, _ = registered
+    normalize_healthy_scan(folder / "t1n.nii.gz", folder / "brainmask.nii.gz", out, "t1n", **NORMALIZE)
+    return out
+
+
+def test_real_case_and_heads_pass_validation(manifests):
+    cases, healthy = manifests
+    assert cases.case_id.tolist() == [CASE]
+    assert cases.spacing_mm.tolist() == ["1x1x1"]
+    assert sorted(healthy.subject) == ["chris_t1", "swm"]
+
+
+def test_atlas_skull_stripping_matches_freesurfer_on_swm(work, stripped):
+    mask = load(work / "stripped" / "swm" / "brainmask.nii.gz") > 0
+    reference = load(REAL / "reference" / "swm_aparc.DKTatlas+aseg.nii.gz") > 0
+    assert dice(mask, reference) >= 0.90
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_atlas_brain_volume_is_plausible_on_every_real_head(work, stripped, name):
+    assert 1000 <= stripped[name]["brain_volume_ml"] <= 1800
+    source = nib.load(str(REAL / "healthy" / HEADS[name]))
+    mask = nib.load(str(work / "stripped" / name / "brainmask.nii.gz"))
+    assert mask.shape == source.shape and np.allclose(mask.affine, source.affine)
+    image = load(work / "stripped" / name / "t1n.nii.gz")
+    assert np.all(image[np.asarray(mask.dataobj) == 0] == 0)
+    assert (work / "stripped" / name / "qc.png").stat().st_size > 0
+
+
+def test_registration_puts_a_far_away_head_on_the_brats_grid(work, registered):
+    folder, similarity = registered
+    image = nib.load(str(folder / "t1n.nii.gz"))
+    reference = nib.load(str(REAL / "brats" / CASE / f"{CASE}-t1n.nii.gz"))
+    head, grid = world_box(nib.load(str(work / "stripped" / "swm_moved" / "t1n.nii.gz"))), world_box(reference)
+    assert np.any(head[0] > grid[1]) or np.any(head[1] < grid[0]), "the moved head still overlaps the grid"
+    assert image.shape == reference.shape and np.allclose(image.affine, reference.affine)
+    assert similarity["after"] < similarity["before"]
+    brain = load(folder / "brainmask.nii.gz") > 0
+    assert dice(brain, np.asarray(reference.dataobj) != 0) >= 0.85
+    assert (folder / "qc.png").stat().st_size > 0
+
+
+def test_normalized_real_and_healthy_cases_are_in_range(real_case, healthy_case):
+    for folder in (real_case, healthy_case):
+        image = load(folder / "t1n.nii.gz")
+        brain = load(folder / "brainmask.nii.gz") > 0
+        assert image.min() == -1.0 and image.max() == 1.0
+        assert np.all(image[~brain] == -1.0)
+    assert set(np.unique(load(real_case / "seg.nii.gz"))) == {0, 1, 2, 3}
+
+
+def test_tfaug_puts_the_real_mask_into_the_real_healthy_brain(work, real_case, healthy_case):
+    save_intensity(FitResult(np.array([[0.6, 1.2, 1.4]]), np.array([[-0.5, 0.1, 0.3]]), 1.0, 0.5), ["t1n"], work / "intensity.json")
+    out = work / "tfaug"
+    manifest = generate_tfaug([real_case], [healthy_case], work / "intensity.json", out / "cases", out / "manifest.csv", 1, seed=7)
+    case = out / "cases" / manifest.case_id[0]
+    seg, image = load(case / "seg.nii.gz"), load(case / "t1n.nii.gz")
+    healthy, brain = load(healthy_case / "t1n.nii.gz"), load(healthy_case / "brainmask.nii.gz") > 0
+    assert set(np.unique(seg)) == {0, 1, 2, 3}
+    assert not seg[~brain].any()
+    # Mass effect off: outside the lesion the healthy scan is untouched.
+    assert np.array_equal(image[seg == 0], healthy[seg == 0])
+    assert not np.array_equal(image[seg > 0], healthy[seg > 0])
+
+
+def test_carvemix_mixes_the_real_case_with_its_mirror(work, real_case):
+    # One real case cannot pair with itself: its left-right mirror stands in for a second patient.
+    mirror = work / "preprocess" / "real" / "BraTS-GLI-00001-000"
+    mirror.mkdir(parents=True, exist_ok=True)
+    for file in ("t1n.nii.gz", "seg.nii.gz", "brainmask.nii.gz"):
+        image = nib.load(str(real_case / file))
+        nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[::-1].copy(), image.affine, image.header), str(mirror / file))
+    out = work / "carvemix"
+    manifest = generate_carvemix({CASE: real_case, mirror.name: mirror}, out / "cases", out / "manifest.csv", 1, ["t1n"], seed=3)
+    seg = load(out / "cases" / manifest.case_id[0] / "seg.nii.gz")
+    assert set(np.unique(seg)) <= {0, 1, 2, 3} and seg.any()
