@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from nibabel.processing import resample_to_output
+from scipy.spatial.transform import Rotation
 
 import tumorfab.skullstrip as skullstrip_module
 from helpers.write_random_synthstrip_weights import write_random_weights
@@ -43,13 +44,20 @@ def test_missing_weights_file_names_the_config_key(tmp_path):
 
 @pytest.fixture(scope="module")
 def coarse_real_head(tmp_path_factory) -> Path:
-    """A real head with skull and neck (../shared/data/real) at 3 mm: the atlas
-    method's full path in a few seconds."""
-    source = REAL_HEAD
-    if not source.is_file():
-        pytest.skip(f"{source} is not there (CI has it)")
+    """A real head with skull and neck (../shared/data/real) at 3 mm, its
+    voxel axes permuted and flipped (PIL), turned by 25° and 10° and moved
+    ~110 mm in world space: the atlas method's full path in a few seconds,
+    on a pose no scanner default gives."""
+    if not REAL_HEAD.is_file():
+        pytest.skip(f"{REAL_HEAD} is not there (CI has it)")
+    coarse = resample_to_output(nib.load(str(REAL_HEAD)), (3, 3, 3), order=1)
+    to_pil = nib.orientations.ornt_transform(nib.io_orientation(coarse.affine), nib.orientations.axcodes2ornt("PIL"))
+    posed = coarse.as_reoriented(to_pil)
+    pose = np.eye(4)
+    pose[:3, :3] = Rotation.from_euler("xz", [25, 10], degrees=True).as_matrix()
+    pose[:3, 3] = [40, -60, 80]
     path = tmp_path_factory.mktemp("coarse") / "head.nii.gz"
-    nib.save(resample_to_output(nib.load(str(source)), (3, 3, 3), order=1), str(path))
+    nib.save(nib.Nifti1Image(np.asarray(posed.dataobj, dtype=np.float32), pose @ posed.affine), str(path))
     return path
 
 
@@ -60,8 +68,9 @@ def _atlas(head: Path, out: Path, volume_range=(900, 2000)) -> dict:
     )
 
 
-def test_atlas_skull_stripping_gives_byte_identical_outputs_twice(coarse_real_head, tmp_path):
+def test_atlas_skull_stripping_of_a_posed_head_is_plausible_and_byte_identical_twice(coarse_real_head, tmp_path):
     first, second = _atlas(coarse_real_head, tmp_path / "a"), _atlas(coarse_real_head, tmp_path / "b")
+    assert 1000 <= first["brain_volume_ml"] <= 1800
     assert first == second
     for name in ("t1n.nii.gz", "brainmask.nii.gz"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
