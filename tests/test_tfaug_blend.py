@@ -19,6 +19,31 @@ def scan():
     return image[None], brain, labels
 
 
+@pytest.fixture
+def two_lesions():
+    """An L-shaped lesion (1) whose bounding box holds a second, separate lesion (2)."""
+    image, brain = healthy_scan(np.random.default_rng(4))
+    lesions = np.zeros(SHAPE, np.uint16)
+    lesions[12:28, 12:16, 18:22] = 1
+    lesions[12:16, 12:28, 18:22] = 1
+    lesions[19:26, 19:26, 17:24] = 2
+    labels = np.where(lesions == 1, 2, 0).astype(np.uint8)
+    labels[lesions == 2] = 3
+    labels[21:24, 21:24, 19:22] = 1
+    boxes = ndimage.find_objects(lesions)
+    assert (lesions[boxes[0]] == 2).any()  # lesion 2 lies inside lesion 1's box
+    return image[None], brain, labels, lesions, boxes
+
+
+def whole_volume_blur(image: np.ndarray, brain: np.ndarray, sigma: float) -> np.ndarray:
+    """The normalized convolution over the brain, on the whole volume (the reference)."""
+    weight = brain.astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 far outside the brain
+        return ndimage.gaussian_filter(image * weight, sigma, mode="constant") / ndimage.gaussian_filter(
+            weight, sigma, mode="constant"
+        )
+
+
 def test_identity_intensity_without_blur_leaves_the_roi_as_the_healthy_tissue(scan):
     image, brain, labels = scan
     out = augment_roi(image, brain, labels, *IDENTITY, sigma=0.0)
@@ -37,11 +62,7 @@ def test_outside_the_roi_the_image_is_the_healthy_image_bit_for_bit(scan):
 def test_blur_on_the_lesion_box_equals_the_whole_volume_blur(scan):
     image, brain, labels = scan
     sigma = 2.0
-    weight = brain.astype(np.float32)
-    with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 far outside the brain
-        whole = ndimage.gaussian_filter(image[0] * weight, sigma, mode="constant") / ndimage.gaussian_filter(
-            weight, sigma, mode="constant"
-        )
+    whole = whole_volume_blur(image[0], brain, sigma)
     out = blur_in_roi(image, brain, labels > 0, sigma)
     np.testing.assert_allclose(out[0][labels > 0], whole[labels > 0], rtol=1e-5, atol=1e-6)
     assert np.array_equal(out[0][labels == 0], image[0][labels == 0])
@@ -77,7 +98,37 @@ def test_the_result_stays_in_minus_one_to_one(scan):
 def test_texture_has_unit_std_inside_the_lesion_and_is_zero_outside(scan):
     _, _, labels = scan
     boxes = ndimage.find_objects((labels > 0).astype(np.uint8))
-    texture = smooth_noise(labels, boxes, (1.5, 1.5, 1.5), np.random.default_rng(0))
+    texture = smooth_noise(labels > 0, boxes, (1.5, 1.5, 1.5), np.random.default_rng(0))
     assert texture[labels > 0].std() == pytest.approx(1.0, rel=1e-4)
     assert texture[labels > 0].mean() == pytest.approx(0.0, abs=1e-5)
     assert not texture[labels == 0].any()
+
+
+def test_overlapping_lesion_boxes_map_each_voxel_once(two_lesions):
+    image, _, labels, lesions, boxes = two_lesions
+    offset = np.float32(0.1)
+    out = modify_intensity(image, labels, np.ones((1, 3)), np.full((1, 3), offset), lesions=lesions, boxes=boxes)
+    roi = labels > 0
+    assert np.array_equal(out[0][roi], np.clip(image[0][roi] + offset, -1, 1))  # not + 2 · offset in the overlap
+    assert np.array_equal(out[0][~roi], image[0][~roi])
+
+
+def test_overlapping_lesion_boxes_blur_each_voxel_once_from_the_healthy_image(two_lesions):
+    image, brain, labels, lesions, boxes = two_lesions
+    out = blur_in_roi(image, brain, lesions, 2.0, boxes)
+    roi = labels > 0
+    np.testing.assert_allclose(out[0][roi], whole_volume_blur(image[0], brain, 2.0)[roi], rtol=1e-5, atol=1e-6)
+    assert np.array_equal(out, blur_in_roi(image, brain, roi, 2.0))  # the union ROI blurred at once
+    assert np.array_equal(out[0][~roi], image[0][~roi])
+
+
+def test_overlapping_lesion_boxes_get_texture_once_standardized_per_lesion(two_lesions):
+    image, _, labels, lesions, boxes = two_lesions
+    texture = smooth_noise(lesions, boxes, (1.5, 1.5, 1.5), np.random.default_rng(0))
+    for number in (1, 2):
+        assert texture[lesions == number].std() == pytest.approx(1.0, rel=1e-4)
+        assert texture[lesions == number].mean() == pytest.approx(0.0, abs=1e-5)
+    assert not texture[lesions == 0].any()
+    out = modify_intensity(image, labels, *IDENTITY, texture=texture, lesions=lesions, boxes=boxes)
+    roi = labels > 0
+    assert np.array_equal(out[0][roi], np.clip(image[0][roi] + texture[roi], -1, 1))

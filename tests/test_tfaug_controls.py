@@ -103,6 +103,21 @@ def test_number_of_lesions_is_the_number_of_connected_components(cohort):
         assert made.row["n_lesions"] == 3
 
 
+def test_neighbouring_lesions_are_each_blurred_once_from_the_healthy_scan(cohort):
+    bank, healthy = cohort
+    for index in SEEDS:
+        made = make_case(index, bank, healthy, settings({"n_lesions": [3, 3]}, {"scale": [0.5, 0.7]}))
+        source = Path(healthy[made.row["healthy_subject"]])
+        image = np.asarray(nib.load(source / "t1n.nii.gz").dataobj)
+        weight = made.case.brainmask.astype(np.float32)
+        roi = made.case.seg > 0
+        # a = 1, b = 0: the lesions show the healthy scan's blur, as if the whole ROI were blurred at once.
+        blurred = ndimage.gaussian_filter(image * weight, 2.0, mode="constant")[roi] / ndimage.gaussian_filter(
+            weight, 2.0, mode="constant"
+        )[roi]
+        np.testing.assert_allclose(made.case.images["t1n"][roi], blurred, rtol=1e-5, atol=1e-5)
+
+
 def test_offset_shifts_the_mean_of_its_subregion_and_keeps_the_lesions(cohort):
     bank, healthy = cohort
     plain = make_case(0, bank, healthy, settings())

@@ -131,3 +131,15 @@ def test_a_lesion_that_cannot_be_placed_fails_with_the_reasons():
 def test_mask_settings_reject_unknown_keys():
     with pytest.raises(ValueError, match="sclae"):
         MaskAugmentation.from_config({"sclae": [1, 2]})
+
+
+def test_placed_lesions_number_their_voxels_inside_their_own_boxes():
+    bank = bank_of(lesion_labels(CENTRE, radius=4))
+    brain = np.ones(SHAPE, bool)
+    rule = LocationRule(LocationSpec(), bank.grid, brain, None, 20.0)
+    placed = place_lesions(bank, brain, np.random.default_rng(0), NO_AUGMENT, rule, n_lesions=3)
+    assert np.array_equal(placed.ids > 0, placed.labels > 0)
+    for number, (box, record) in enumerate(zip(placed.boxes, placed.records), start=1):
+        voxels = int((placed.ids == number).sum())
+        assert voxels == int((placed.ids[box] == number).sum())
+        assert voxels * bank.grid.voxel_ml == pytest.approx(record["volume_ml"], abs=1e-4)

@@ -20,7 +20,9 @@ Per case (in this order):
 3. the mass effect, if enabled (``mass_effect``): x_h and its brain mask are
    warped away from the lesions; lesion voxels outside the warped brain dropped;
 4. Eq. 1, ``x_s' = I(B(x_h, m_s))`` with the fitted (a, b) of
-   ``intensity.json`` (``blend.augment_roi``), plus offsets and texture.
+   ``intensity.json`` (``blend.augment_roi``), plus offsets and texture; each
+   mask voxel once, by the lesion it belongs to (``placed.ids``), even where
+   the lesions' boxes overlap.
 
 Each case folder holds ``{modality}.nii.gz`` (float32, brain in [-1, 1],
 background -1), ``seg.nii.gz`` (uint8) and ``brainmask.nii.gz`` (uint8, the
@@ -143,7 +145,7 @@ def make_case(index: int, bank: MaskBank, healthy: Mapping[str, Path], settings:
     rule = LocationRule(controls.location, grid, brain, images[0] if needs_image else None, settings.masks.shift_mm)
     n_lesions = controls.draw_count(geometry)
     placed = place_lesions(bank, brain, geometry, settings.masks, rule, controls.size_ml, n_lesions)
-    labels = placed.labels
+    labels, lesions = placed.labels, placed.ids
 
     offsets, amplitude = controls.draw_appearance(appearance)
     magnitude = float(appearance.uniform(*settings.mass_effect.magnitude_mm))
@@ -157,6 +159,7 @@ def make_case(index: int, bank: MaskBank, healthy: Mapping[str, Path], settings:
         )
         images, brain = me.warp_scan(images, brain, ddf, box)
         labels = labels * brain
+        lesions = lesions * brain
         peak = float(me.displacement_mm(ddf, grid.spacing).max())
         if not labels.any():
             raise RuntimeError(f"case {index}: the mass effect left no lesion voxel inside the brain")
@@ -166,8 +169,10 @@ def make_case(index: int, bank: MaskBank, healthy: Mapping[str, Path], settings:
     texture = None
     if amplitude > 0:
         scale_vox = settings.controls.heterogeneity_scale_mm / grid.spacing
-        texture = amplitude * smooth_noise(labels, placed.boxes, scale_vox, texture_rng)
-    image = augment_roi(images, brain, labels, settings.a, settings.b, settings.blur_sigma, offsets, texture, placed.boxes)
+        texture = amplitude * smooth_noise(lesions, placed.boxes, scale_vox, texture_rng)
+    image = augment_roi(
+        images, brain, labels, settings.a, settings.b, settings.blur_sigma, offsets, texture, lesions, placed.boxes
+    )
 
     row = {
         "case_id": f"tfaug_{index:04d}",

@@ -348,9 +348,16 @@ def draw_lesion_shape(
 # --- Placement ------------------------------------------------------------------------
 @dataclass
 class PlacedLesions:
-    """The label volume of one case and what was drawn, lesion by lesion."""
+    """The label volume of one case and what was drawn, lesion by lesion.
+
+    ``ids`` numbers each lesion voxel by its lesion (k for the k-th, 0
+    elsewhere) and ``boxes[k - 1]`` holds lesion k: the boxes of neighbouring
+    lesions may overlap, the ids tell whose voxel is whose (so that the ROI
+    augmentation touches each voxel once, ``blend``).
+    """
 
     labels: np.ndarray
+    ids: np.ndarray
     records: list[dict] = field(default_factory=list)
     boxes: list[tuple[slice, ...]] = field(default_factory=list)
 
@@ -399,7 +406,7 @@ def place_lesions(
     """
     grid = bank.grid
     brain = np.asarray(brain, dtype=bool)
-    placed = PlacedLesions(np.zeros(grid.shape, dtype=np.uint8))
+    placed = PlacedLesions(np.zeros(grid.shape, dtype=np.uint8), np.zeros(grid.shape, dtype=np.uint16))
     for index in range(n_lesions):
         reasons = {"outside_brain": 0, "size": 0, "location": 0, "touches_other_lesion": 0, "empty": 0}
         for attempt in range(1, settings.max_tries + 1):
@@ -437,11 +444,12 @@ def place_lesions(
             if not location.accepts(final_centroid):
                 reasons["location"] += 1
                 continue
-            if _touches(placed.labels, vol_box, lesion > 0):
+            kept = lesion > 0
+            if _touches(placed.labels, vol_box, kept):
                 reasons["touches_other_lesion"] += 1
                 continue
-            region = placed.labels[vol_box]
-            region[lesion > 0] = lesion[lesion > 0]
+            placed.labels[vol_box][kept] = lesion[kept]
+            placed.ids[vol_box][kept] = index + 1
             placed.boxes.append(vol_box)
             placed.records.append(
                 {
