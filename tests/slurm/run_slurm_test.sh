@@ -355,7 +355,9 @@ subject=$(cd "$WORK" && "$SNAKEMAKE" -n --forceall preprocess_all --configfile c
 WEIGHTS="$SCRATCH/synthstrip_random.pt"
 "$REPO/.venv/bin/python" "$REPO/tests/helpers/write_random_synthstrip_weights.py" "$WEIGHTS" \
     > "$LOGDIR/weights.log" 2>&1 || { cat "$LOGDIR/weights.log" >&2; die "could not write SynthStrip weights"; }
-printf 'skullstrip:\n  synthstrip_weights: %s\n' "$WEIGHTS" > "$SCRATCH/synthstrip.yaml"
+# Random weights strip no real brain: the plausible-volume stop is opened wide.
+printf 'skullstrip:\n  synthstrip_weights: %s\n  brain_volume_ml: [0.001, 1000000]\n' "$WEIGHTS" \
+    > "$SCRATCH/synthstrip.yaml"
 
 T2=$(date +%s)
 RUN2=$(run_snakemake run2 "$WORK" "results/preprocess/stripped/$subject/t1n.nii.gz" --force \
