@@ -120,14 +120,15 @@ def head_mask(head: np.ndarray) -> np.ndarray:
     return _largest_component_filled(head > threshold_otsu(head)).astype(bool)
 
 
-def crop_to_head_top(work: ants.ANTsImage) -> ants.ANTsImage:
-    """``work`` (RAS, isotropic) cut :data:`HEAD_HEIGHT_MM` below the top of
-    the head: neck and shoulders in the field of view are dropped."""
-    head = head_mask(work.numpy())
-    rows = np.flatnonzero(head.any(axis=(0, 1)))
+def crop_to_head_top(work: ants.ANTsImage) -> tuple[ants.ANTsImage, ants.ANTsImage]:
+    """``work`` (RAS, isotropic) and its head mask, cut :data:`HEAD_HEIGHT_MM`
+    below the top of the head: neck and shoulders in the field of view are dropped."""
+    head = work.new_image_like(head_mask(work.numpy()).astype(np.float32))
+    rows = np.flatnonzero(head.numpy().any(axis=(0, 1)))
     top = int(rows.max()) + 1
     bottom = max(0, top - round(HEAD_HEIGHT_MM / work.spacing[2]))
-    return ants.crop_indices(work, (0, 0, bottom), (*work.shape[:2], top))
+    lower, upper = (0, 0, bottom), (*work.shape[:2], top)
+    return ants.crop_indices(work, lower, upper), ants.crop_indices(head, lower, upper)
 
 
 def atlas_mask(image: nib.Nifti1Image, type_of_transform: str, seed: int) -> np.ndarray:
@@ -149,9 +150,8 @@ def atlas_mask(image: nib.Nifti1Image, type_of_transform: str, seed: int) -> np.
     # RAS voxel order, so that the third axis points to the top of the head.
     canonical = to_ants(nib.as_closest_canonical(image))
     work = ants.resample_image(canonical, (ATLAS_MM,) * 3, use_voxels=False, interp_type=0)
-    cropped = crop_to_head_top(work)
+    cropped, head = crop_to_head_top(work)
     template, template_brain, metric_mask = mni_template()
-    head = cropped.new_image_like(head_mask(cropped.numpy()).astype(np.float32))
     with tempfile.TemporaryDirectory() as scratch:
         result = ants.registration(
             fixed=template,
@@ -174,6 +174,7 @@ def atlas_mask(image: nib.Nifti1Image, type_of_transform: str, seed: int) -> np.
 
 
 def mask_volume_ml(mask: np.ndarray, affine: np.ndarray) -> float:
+    """Volume of a mask's voxels in ml, from the voxel volume of ``affine``."""
     return float(mask.sum()) * abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
 
 
