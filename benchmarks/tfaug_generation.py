@@ -26,11 +26,11 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from tumorfab.tfaug.controls import Controls
+from tumorfab.synthesis.tfaug.controls import Controls
 from tumorfab.casefolder import save_case
-from tumorfab.tfaug.generate import MassEffect, Settings, make_case
-from tumorfab.tfaug.intensity_fit import load_case_arrays
-from tumorfab.tfaug.masks import MaskAugmentation, MaskBank
+from tumorfab.synthesis.tfaug.generate import MassEffect, Settings, make_case
+from tumorfab.synthesis.tfaug.intensity_fit import load_case_arrays
+from tumorfab.synthesis.tfaug.masks import MaskAugmentation, MaskBank
 
 SHAPE = (240, 240, 155)
 

@@ -1,4 +1,4 @@
-"""CarveMix baseline (tumorfab.baselines.carvemix) and its Snakemake rule."""
+"""CarveMix baseline (tumorfab.synthesis.carvemix) and its Snakemake rule."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from conftest import common_section
 
-from tumorfab.baselines import synthetic_size
-from tumorfab.baselines.carvemix import (
+from tumorfab.synthesis.manifest import synthetic_size
+from tumorfab.synthesis.carvemix import (
     MANIFEST_COLUMNS,
     carve_region,
     check_lambda_range,

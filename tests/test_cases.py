@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import make_brats_case
-from tumorfab.cases import (
+from tumorfab.prepare.cases import (
     DataError,
     case_id_pattern,
     discover_brats,

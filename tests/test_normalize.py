@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tumorfab.normalize import brainmask_from_stripped, normalize_intensity, normalize_real_case
+from tumorfab.preprocess.normalize import brainmask_from_stripped, normalize_intensity, normalize_real_case
 
 from conftest import make_brats_case, write_volume
 

@@ -19,14 +19,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tumorfab.baselines.carvemix import generate_carvemix
-from tumorfab.cases import discover_brats, discover_healthy
-from tumorfab.normalize import normalize_healthy_scan, normalize_real_case
-from tumorfab.registration import register_to_reference
-from tumorfab.skullstrip import skullstrip
-from tumorfab.tfaug import generate_tfaug
-from tumorfab.tfaug.intensity_fit import FitResult, save_intensity
-from tumorfab.validate import prepare_manifests
+from tumorfab.synthesis.carvemix import generate_carvemix
+from tumorfab.prepare.cases import discover_brats, discover_healthy
+from tumorfab.preprocess.normalize import normalize_healthy_scan, normalize_real_case
+from tumorfab.preprocess.registration import register_to_reference
+from tumorfab.preprocess.skullstrip import skullstrip
+from tumorfab.synthesis.tfaug import generate_tfaug
+from tumorfab.synthesis.tfaug.intensity_fit import FitResult, save_intensity
+from tumorfab.prepare.validate import prepare_manifests
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 CASE = "BraTS-GLI-00000-000"

@@ -7,9 +7,9 @@ import torch
 from nibabel.processing import resample_to_output
 from scipy.spatial.transform import Rotation
 
-import tumorfab.skullstrip as skullstrip_module
+import tumorfab.preprocess.skullstrip as skullstrip_module
 from helpers.write_random_synthstrip_weights import write_random_weights
-from tumorfab.skullstrip import load_synthstrip, skullstrip
+from tumorfab.preprocess.skullstrip import load_synthstrip, skullstrip
 
 REAL_HEAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "healthy" / "chris_t1.nii.gz"
 

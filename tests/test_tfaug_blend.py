@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 from test_tfaug_data import CENTRE, SHAPE, healthy_scan, lesion_labels
 
-from tumorfab.tfaug.blend import augment_roi, blur_in_roi, modify_intensity, smooth_noise
+from tumorfab.synthesis.tfaug.blend import augment_roi, blur_in_roi, modify_intensity, smooth_noise
 
 IDENTITY = (np.ones((1, 3)), np.zeros((1, 3)))
 

@@ -10,9 +10,9 @@ import pytest
 from scipy import ndimage
 from test_tfaug_data import AFFINE, CENTRE, CSF, GM, WM, healthy_scan, make_cohort
 
-from tumorfab.tfaug.controls import Controls, LocationSpec, hemisphere_mask, tissue_classes
-from tumorfab.tfaug.generate import MassEffect, Settings, make_case
-from tumorfab.tfaug.masks import Grid, MaskAugmentation, MaskBank, count_lesions
+from tumorfab.synthesis.tfaug.controls import Controls, LocationSpec, hemisphere_mask, tissue_classes
+from tumorfab.synthesis.tfaug.generate import MassEffect, Settings, make_case
+from tumorfab.synthesis.tfaug.masks import Grid, MaskAugmentation, MaskBank, count_lesions
 
 SEEDS = range(6)
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from test_tfaug_data import AFFINE, make_cohort
 
-from tumorfab.tfaug import generate_tfaug
-from tumorfab.tfaug.generate import MANIFEST_COLUMNS
-from tumorfab.tfaug.intensity_fit import FitResult, save_intensity
+from tumorfab.synthesis.tfaug import generate_tfaug
+from tumorfab.synthesis.tfaug.generate import MANIFEST_COLUMNS
+from tumorfab.synthesis.tfaug.intensity_fit import FitResult, save_intensity
 
 FILES = ("t1n.nii.gz", "seg.nii.gz", "brainmask.nii.gz")
 A = np.array([[0.6, 1.2, 1.4]])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_tfaug_data import TinyEncoder, make_cohort
 
-from tumorfab.tfaug.intensity_fit import (
+from tumorfab.synthesis.tfaug.intensity_fit import (
     classwise_pooled,
     crop_patch,
     fit_tfaug_intensity,

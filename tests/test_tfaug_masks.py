@@ -7,8 +7,8 @@ import pytest
 from scipy import ndimage
 from test_tfaug_data import AFFINE, CENTRE, SHAPE, ellipsoid, lesion_labels, make_cohort
 
-from tumorfab.tfaug.controls import LocationRule, LocationSpec
-from tumorfab.tfaug.masks import (
+from tumorfab.synthesis.tfaug.controls import LocationRule, LocationSpec
+from tumorfab.synthesis.tfaug.masks import (
     Component,
     MaskAugmentation,
     MaskBank,

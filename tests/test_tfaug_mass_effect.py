@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from test_tfaug_data import make_cohort
 
-from tumorfab.tfaug import mass_effect as me
-from tumorfab.tfaug.controls import Controls
-from tumorfab.tfaug.generate import MassEffect, Settings, make_case
-from tumorfab.tfaug.masks import MaskAugmentation, MaskBank
+from tumorfab.synthesis.tfaug import mass_effect as me
+from tumorfab.synthesis.tfaug.controls import Controls
+from tumorfab.synthesis.tfaug.generate import MassEffect, Settings, make_case
+from tumorfab.synthesis.tfaug.masks import MaskAugmentation, MaskBank
 
 SHAPE = (48, 48, 48)
 SPACING = (1.0, 1.0, 1.0)

@@ -17,7 +17,7 @@ import yaml
 from conftest import planned_jobs
 from test_tfaug_data import make_cohort
 
-from tumorfab.tfaug.intensity_fit import FitResult, save_intensity
+from tumorfab.synthesis.tfaug.intensity_fit import FitResult, save_intensity
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"

@@ -4,8 +4,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tumorfab.cases import DataError, discover_brats, discover_healthy
-from tumorfab.validate import prepare_manifests
+from tumorfab.prepare.cases import DataError, discover_brats, discover_healthy
+from tumorfab.prepare.validate import prepare_manifests
 
 
 def _prepare(brats_root: Path, healthy_root: Path, out: Path, remap: bool = False):

@@ -3,8 +3,8 @@
 
 from snakemake.exceptions import WorkflowError
 
-from tumorfab.baselines import synthetic_size
-from tumorfab.baselines.carvemix import check_lambda_range
+from tumorfab.synthesis.manifest import synthetic_size
+from tumorfab.synthesis.carvemix import check_lambda_range
 
 # low <= high is beyond the JSON schema: checked here, before any job runs.
 try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, update_config, validate
 
-from tumorfab import cases as tf_cases
+from tumorfab.prepare import cases as tf_cases
 from tumorfab import demo as tf_demo
 from tumorfab.config import typed_command_line_config
 

@@ -56,7 +56,7 @@ rule skullstrip_healthy:
     conda:
         "../../envs/tumorfab.yaml"
     # ANTs (the atlas method) runs on one thread, so that its result is
-    # byte-identical from run to run (tumorfab.antsutil.deterministic_ants).
+    # byte-identical from run to run (tumorfab.preprocess.ants.deterministic_ants).
     threads: 2 if config["skullstrip"]["synthstrip_weights"] else 1
     resources:
         # SynthStrip runs on a GPU when one is there; the atlas method is CPU-only.
@@ -93,7 +93,7 @@ rule register_healthy:
         "results/benchmarks/register_healthy/{subject}.tsv"
     conda:
         "../../envs/tumorfab.yaml"
-    # One thread: a byte-identical result (tumorfab.antsutil.deterministic_ants).
+    # One thread: a byte-identical result (tumorfab.preprocess.ants.deterministic_ants).
     threads: 1
     resources:
         mem_mb=6000,

@@ -4,7 +4,7 @@
 # largest size any tfaug or tf experiment needs (TF-GAN refines these pairs),
 # so smaller sets are nested prefixes.
 
-from tumorfab.baselines import synthetic_size
+from tumorfab.synthesis.manifest import synthetic_size
 
 
 rule fit_tfaug_intensity:

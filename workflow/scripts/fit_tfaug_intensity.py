@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from tumorfab.log import log_to
-from tumorfab.tfaug import fit_tfaug_intensity
+from tumorfab.synthesis.tfaug import fit_tfaug_intensity
 
 
 def folders(files):

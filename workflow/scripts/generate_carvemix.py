@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from tumorfab.baselines.carvemix import generate_carvemix
+from tumorfab.synthesis.carvemix import generate_carvemix
 from tumorfab.log import log_to
 
 with log_to(snakemake.log[0]):

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from tumorfab.log import log_to
-from tumorfab.tfaug import generate_tfaug
+from tumorfab.synthesis.tfaug import generate_tfaug
 
 
 def folders(files):

@@ -1,4 +1,4 @@
-from tumorfab.demo import make_demo_cohort
+from tumorfab.demo.cohort import make_demo_cohort
 from tumorfab.log import log_to
 
 with log_to(snakemake.log[0]):

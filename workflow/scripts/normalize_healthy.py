@@ -1,8 +1,8 @@
 from pathlib import Path
 
 from tumorfab.log import log_to
-from tumorfab.normalize import normalize_healthy_scan
-from tumorfab.qc import orthogonal_slices_png
+from tumorfab.preprocess.normalize import normalize_healthy_scan
+from tumorfab.preprocess.qc import orthogonal_slices_png
 
 with log_to(snakemake.log[0]):
     normalize_healthy_scan(

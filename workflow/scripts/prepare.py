@@ -1,6 +1,6 @@
-from tumorfab.cases import brats_case_files
+from tumorfab.prepare.cases import brats_case_files
 from tumorfab.log import log_to
-from tumorfab.validate import prepare_manifests
+from tumorfab.prepare.validate import prepare_manifests
 
 with log_to(snakemake.log[0]):
     data = snakemake.params.data

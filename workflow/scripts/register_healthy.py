@@ -2,7 +2,7 @@ import pandas as pd
 
 from tumorfab.io import save_csv
 from tumorfab.log import log_to
-from tumorfab.registration import register_to_reference
+from tumorfab.preprocess.registration import register_to_reference
 
 with log_to(snakemake.log[0]):
     similarity = register_to_reference(

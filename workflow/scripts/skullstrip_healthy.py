@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from tumorfab.log import log_to
-from tumorfab.skullstrip import skullstrip
+from tumorfab.preprocess.skullstrip import skullstrip
 
 with log_to(snakemake.log[0]):
     result = skullstrip(

@@ -48,9 +48,10 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from tumorfab.demo import planned_cases, planned_healthy
 from tumorfab.io import save_nifti
 
-__all__ = ["planned_cases", "planned_healthy", "make_demo_cohort"]
+__all__ = ["make_demo_cohort"]
 
 # --- Template -----------------------------------------------------------------
 TEMPLATE_FILES = {
@@ -126,31 +127,6 @@ SCALP_MM = (5.0, 2.0)
 CSF_LEVEL = 0.12
 SKULL_LEVEL = 0.05
 SCALP_LEVEL = 0.9
-
-
-def planned_cases(n_patients: int, n_second_timepoint: int) -> list[str]:
-    """Case ids of the demo cohort, sorted, without touching any file.
-
-    Patients ``0 .. n_patients-1`` get timepoint ``000``; the first
-    ``n_second_timepoint`` of them also get ``001`` (the same anatomy with a
-    grown lesion), so that splits by patient have something to keep together.
-    The workflow calls this when it builds the DAG, before the cohort exists.
-    """
-    if n_patients < 0 or not 0 <= n_second_timepoint <= n_patients:
-        raise ValueError(
-            f"demo: need 0 <= n_second_timepoint ({n_second_timepoint}) <= "
-            f"n_patients ({n_patients})"
-        )
-    cases = [f"BraTS-GLI-{p:05d}-000" for p in range(n_patients)]
-    cases += [f"BraTS-GLI-{p:05d}-001" for p in range(n_second_timepoint)]
-    return sorted(cases)
-
-
-def planned_healthy(n_healthy: int) -> list[str]:
-    """File names of the demo's healthy scans (IXI naming), without touching any file."""
-    if n_healthy < 0:
-        raise ValueError(f"demo: n_healthy must be >= 0, got {n_healthy}")
-    return [f"IXI{100 + i:03d}-Demo-{i:04d}-T1.nii.gz" for i in range(n_healthy)]
 
 
 def make_demo_cohort(

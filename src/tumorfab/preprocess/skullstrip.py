@@ -26,9 +26,9 @@ import torch
 from nilearn import datasets
 from scipy import ndimage
 
-from tumorfab.antsutil import centre_alignment, deterministic_ants, to_ants
+from tumorfab.preprocess.ants import centre_alignment, deterministic_ants, to_ants
 from tumorfab.io import load_nifti, save_nifti
-from tumorfab.qc import orthogonal_slices_png
+from tumorfab.preprocess.qc import orthogonal_slices_png
 
 
 def pick_device() -> torch.device:

@@ -9,7 +9,7 @@
 * ``generate``: the ``generate_tfaug`` rule (case folders + manifest, nested prefixes).
 """
 
-from tumorfab.tfaug.generate import generate_tfaug
-from tumorfab.tfaug.intensity_fit import fit_tfaug_intensity
+from tumorfab.synthesis.tfaug.generate import generate_tfaug
+from tumorfab.synthesis.tfaug.intensity_fit import fit_tfaug_intensity
 
 __all__ = ["fit_tfaug_intensity", "generate_tfaug"]

@@ -2,7 +2,7 @@
 
 These functions only look at file *names*: they run when Snakemake builds the
 DAG, so they must be cheap. Reading and checking the image data is the job of
-:mod:`tumorfab.validate`, run by the ``prepare`` rule.
+:mod:`tumorfab.prepare.validate`, run by the ``prepare`` rule.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ What we do, and what we chose where the paper is silent:
   (``S⁻¹ R S`` with the voxel spacing ``S``), so a non-isotropic grid is not
   sheared.
 * **Shifting / placement**: the lesion's whole-tumour centroid is put at a
-  target drawn by the location control (``tumorfab.tfaug.controls``). The
+  target drawn by the location control (``tumorfab.synthesis.tfaug.controls``). The
   paper's reading (``mode: any``) is the source mask's own centroid on the
   common grid plus a shift uniform in ±``shift_mm`` per axis: the healthy
   scans are registered to that grid, so a real tumour's position is a

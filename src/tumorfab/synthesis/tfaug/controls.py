@@ -57,7 +57,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.cluster.vq import kmeans2
 
-from tumorfab.tfaug.masks import LABEL_NAMES, Grid
+from tumorfab.synthesis.tfaug.masks import LABEL_NAMES, Grid
 
 LOCATION_MODES = ("any", "coordinates", "hemisphere", "tissue")
 TISSUES = {"csf": 1, "gm": 2, "wm": 3}

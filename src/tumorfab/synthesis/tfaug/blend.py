@@ -10,8 +10,8 @@
   values as filtering the whole volume, at a fraction of the cost.
 * ``I`` (:func:`modify_intensity`): "a linear transformation I(x) = ax + b to
   each tumor subregion (ET, ED, NCR), where a and b are learnable parameters"
-  (fitted in ``tumorfab.tfaug.intensity_fit``), one (a, b) per subregion and
-  modality. Then the lesion controls (``tumorfab.tfaug.controls``): the
+  (fitted in ``tumorfab.synthesis.tfaug.intensity_fit``), one (a, b) per subregion and
+  modality. Then the lesion controls (``tumorfab.synthesis.tfaug.controls``): the
   per-subregion offset and the texture. The result is clipped to [-1, 1], the
   range of every pipeline image (docs/architecture.md).
 

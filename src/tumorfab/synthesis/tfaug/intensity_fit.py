@@ -63,9 +63,9 @@ import torch
 import torch.nn.functional as F
 
 from tumorfab.io import load_nifti, save_text
-from tumorfab.tfaug.blend import blur_in_roi
-from tumorfab.tfaug.controls import LocationRule, LocationSpec
-from tumorfab.tfaug.masks import LABEL_NAMES, LESION_LABELS, MaskAugmentation, MaskBank, place_lesions
+from tumorfab.synthesis.tfaug.blend import blur_in_roi
+from tumorfab.synthesis.tfaug.controls import LocationRule, LocationSpec
+from tumorfab.synthesis.tfaug.masks import LABEL_NAMES, LESION_LABELS, MaskAugmentation, MaskBank, place_lesions
 
 log = logging.getLogger(__name__)
 

@@ -47,11 +47,11 @@ import pandas as pd
 
 from tumorfab.casefolder import Case, save_case
 from tumorfab.io import atomic_directory, save_csv
-from tumorfab.tfaug import mass_effect as me
-from tumorfab.tfaug.blend import augment_roi, smooth_noise
-from tumorfab.tfaug.controls import Controls, LocationRule, parse_range
-from tumorfab.tfaug.intensity_fit import load_case_arrays, load_intensity
-from tumorfab.tfaug.masks import LABEL_NAMES, MaskAugmentation, MaskBank, equivalent_radius_mm, place_lesions
+from tumorfab.synthesis.tfaug import mass_effect as me
+from tumorfab.synthesis.tfaug.blend import augment_roi, smooth_noise
+from tumorfab.synthesis.tfaug.controls import Controls, LocationRule, parse_range
+from tumorfab.synthesis.tfaug.intensity_fit import load_case_arrays, load_intensity
+from tumorfab.synthesis.tfaug.masks import LABEL_NAMES, MaskAugmentation, MaskBank, equivalent_radius_mm, place_lesions
 
 log = logging.getLogger(__name__)
 

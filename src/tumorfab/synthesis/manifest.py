@@ -1,6 +1,6 @@
 """Comparison methods that produce synthetic cases in the same format as TF.
 
-SPEC §2 item 7 (paper 002 §3.2.1): CarveMix (``tumorfab.baselines.carvemix``);
+SPEC §2 item 7 (paper 002 §3.2.1): CarveMix (``tumorfab.synthesis.carvemix``);
 3D Pix2Pix lives beside it. Every source writes case folders under
 ``results/synthetic/{source}/cases/`` and a manifest in generation order, and
 is generated once at the largest size any experiment needs (nested prefixes).

@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from tumorfab.cases import BratsCase, DataError
+from tumorfab.prepare.cases import BratsCase, DataError
 from tumorfab.io import load_nifti, save_csv
 
 BRATS_LABELS = {0, 1, 2, 3}

@@ -22,9 +22,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from tumorfab.antsutil import centre_alignment, deterministic_ants, to_ants
+from tumorfab.preprocess.ants import centre_alignment, deterministic_ants, to_ants
 from tumorfab.io import load_nifti, save_nifti
-from tumorfab.qc import orthogonal_slices_png
+from tumorfab.preprocess.qc import orthogonal_slices_png
 
 SIMILARITY_METRIC = "MattesMutualInformation"
 
