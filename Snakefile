@@ -1,8 +1,14 @@
 # tumorfab: Tumor Fabrication study (paper 002) as a Snakemake workflow.
-# Stages: [demo] -> prepare -> preprocess -> synthesize -> segment -> report.
-# See README.md and docs/architecture.md.
-
-
+# See README.md and docs/architecture.md. Stages, one rule file each:
+#
+#   [demo] -> prepare -> preprocess -> synthesize -> segment -> report
+#                                          ^            |
+#                                          +---- F -----+
+#
+# The one backward edge: the baseline model (segment, first seed) is the
+# feature extractor F that TF-Aug's intensity fit (and TF-GAN) need, so the
+# baseline trains before those sources generate; `snakemake feature_extractor`
+# builds F alone (FEATURE_EXTRACTOR_DIR in common.smk).
 # The paper's study by default; a --configfile (e.g. the demo preset) replaces
 # it rather than being merged into it, so that presets do not inherit the
 # paper's experiments.
@@ -12,6 +18,7 @@ if not workflow.overwrite_configfiles:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/paths.smk"
 
 
 if config["demo"]["enabled"]:

@@ -152,3 +152,13 @@ def common_section(stage: str) -> str:
         raise KeyError(f"common.smk has no section {header.strip()!r}")
     section = text.split(header, 1)[1]
     return header + section.split("\n# --- ", 1)[0]
+
+
+def workflow_sections(*stages: str) -> str:
+    """What a harness Snakefile needs from common.smk to include stage rule
+    files on their own: the "experiments" section, the paths (paths.smk) and
+    the named stage sections. The harness defines TRAIN_CASES (and the other
+    case lists) itself; its config needs experiments and segmentation.seeds."""
+    paths = REPO / "workflow" / "rules" / "paths.smk"
+    parts = [common_section("experiments"), f'include: "{paths}"\n']
+    return "\n\n".join([*parts, *(common_section(s) for s in stages)])

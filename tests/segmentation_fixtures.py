@@ -78,7 +78,7 @@ TINY_TRAIN = {
 
 
 def make_study(root: Path, shape=(40, 40, 40)) -> dict:
-    """Real and synthetic case folders, converted images, a raw dataset per experiment.
+    """Real and synthetic case folders, converted images, the raw dataset (real cases).
 
     Returns a dict of the paths the tests use.
     """
@@ -94,55 +94,47 @@ def make_study(root: Path, shape=(40, 40, 40)) -> dict:
     for case, folder in real.items():
         ds.convert_real_case(folder, root / "images" / "real" / case, ["t1n"])
     ds.convert_synthetic(manifest, synthetic_cases, root / "images" / "synthetic", ["t1n"])
-    common = dict(
+    raw = ds.build_raw_dataset(
+        root / "raw",
+        "baseline",
         modalities=["t1n"],
         train_cases=TRAIN_IDS,
         val_cases=VAL_IDS,
         real_image_root=root / "images" / "real",
         real_case_root=root / "real",
     )
-    ds.build_raw_dataset(root / "raw" / "baseline", "baseline", **common)
-    ds.build_raw_dataset(
-        root / "raw" / "syn",
-        "syn",
-        n_synthetic=2,
-        synthetic_manifest=manifest,
-        synthetic_image_root=root / "images" / "synthetic",
-        synthetic_cases_root=synthetic_cases,
-        **common,
-    )
     return {
         "root": root,
         "real": real,
         "manifest": manifest,
         "synthetic_cases": synthetic_cases,
-        "raw_baseline": root / "raw" / "baseline" / ds.dataset_name("baseline"),
-        "raw_syn": root / "raw" / "syn" / ds.dataset_name("syn"),
+        "raw": raw,
     }
 
 
 def plan_and_preprocess(study: dict) -> dict:
-    """Plan on the baseline (in a subprocess: nnU-Net's spawn pool), preprocess, assemble."""
+    """Plan on the raw dataset (in a subprocess: nnU-Net's spawn pool), preprocess, assemble."""
     root = study["root"]
     run_python(
         "from tumorfab.segmentation.plans import plan_experiment\n"
         "if __name__ == '__main__':\n"
-        f"    plan_experiment({str(study['raw_baseline'])!r}, {str(root / 'plans.json')!r}, "
+        f"    plan_experiment({str(study['raw'])!r}, {str(root / 'plans.json')!r}, "
         f"{str(root / 'fingerprint.json')!r}, num_processes=1, **{TINY_PLAN!r})\n",
         env={"nnUNet_def_n_proc": "1"},
     )
     from tumorfab.segmentation import plans as pl
+    from tumorfab.segmentation import preprocessed as pp
 
     configuration = pl.configuration_name(**TINY_PLAN)
-    pl.preprocess_real(root / "plans.json", ["t1n"], TRAIN_IDS, root / "images" / "real", root / "real",
+    pp.preprocess_real(root / "plans.json", ["t1n"], TRAIN_IDS, root / "images" / "real", root / "real",
                        root / "preprocessed" / "real", configuration)
-    pl.preprocess_synthetic(root / "plans.json", ["t1n"], study["manifest"], root / "images" / "synthetic",
+    pp.preprocess_synthetic(root / "plans.json", ["t1n"], study["manifest"], root / "images" / "synthetic",
                             study["synthetic_cases"], root / "preprocessed" / "synthetic", configuration)
     common = dict(plans_file=root / "plans.json", fingerprint_file=root / "fingerprint.json", modalities=["t1n"],
                   train_cases=TRAIN_IDS, real_preprocessed=root / "preprocessed" / "real",
                   configuration=configuration)
-    pl.build_preprocessed_dataset(root / "nnpre" / "baseline", "baseline", **common)
-    pl.build_preprocessed_dataset(root / "nnpre" / "syn", "syn", n_synthetic=2, synthetic_manifest=study["manifest"],
+    pp.build_preprocessed_dataset(root / "nnpre" / "baseline", "baseline", **common)
+    pp.build_preprocessed_dataset(root / "nnpre" / "syn", "syn", n_synthetic=2, synthetic_manifest=study["manifest"],
                                   synthetic_preprocessed=root / "preprocessed" / "synthetic", **common)
     return {**study, "configuration": configuration, "plans": root / "plans.json"}
 
@@ -167,8 +159,7 @@ def train_predict_evaluate(study: dict, experiment: str, run: str, **overrides) 
 
     root = study["root"]
     run_python(train_code(study, experiment, run, **overrides))
-    raw = study["raw_baseline"] if experiment == "baseline" else study["raw_syn"]
-    predict(root / "runs" / run / "model", raw / "imagesTs", root / "runs" / run / "pred", ["t1n"],
+    predict(root / "runs" / run / "model", study["raw"] / "imagesTs", root / "runs" / run / "pred", ["t1n"],
             case_ids=VAL_IDS, device="cpu", use_mirroring=False)
     out = root / "runs" / run / "per_case.csv"
     evaluate(root / "runs" / run / "pred", {c: study["real"][c] / "seg.nii.gz" for c in VAL_IDS}, out)

@@ -15,14 +15,14 @@ import pytest
 from scipy import ndimage
 
 from tumorfab import demo
-from tumorfab.demo import cohort
+from tumorfab.demo import cohort as phantom  # not `cohort`: that name is the fixture below
 
 SETTINGS = dict(n_patients=3, n_second_timepoint=1, n_healthy=2, voxel_mm=4.0)
 SEED = 7
 
 
 def build(root: Path, seed: int = SEED) -> Path:
-    cohort.make_demo_cohort(root / "brats", root / "ixi", seed=seed, **SETTINGS)
+    phantom.make_demo_cohort(root / "brats", root / "ixi", seed=seed, **SETTINGS)
     return root
 
 
@@ -200,7 +200,7 @@ def test_no_image_contains_nan_or_inf(cohort):
 
 
 def test_same_seed_gives_bit_identical_files(cohort, tmp_path):
-    cohort._template.cache_clear()  # nothing carried over from the first build
+    phantom._template.cache_clear()  # nothing carried over from the first build
     again = build(tmp_path)
     files = all_files(cohort)
     assert files == all_files(again)
@@ -216,7 +216,7 @@ def test_different_seed_gives_different_files(cohort, tmp_path):
 
 def test_voxel_too_coarse_for_a_lesion_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="too coarse"):
-        cohort.make_demo_cohort(
+        phantom.make_demo_cohort(
             tmp_path / "brats",
             tmp_path / "ixi",
             n_patients=1,

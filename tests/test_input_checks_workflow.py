@@ -138,3 +138,12 @@ def test_demo_refuses_another_task(tmp_path):
     result = run_snakemake(tmp_path, config, "-n", check=False)
     assert result.returncode != 0
     assert "the demo cohort is of BraTS task GLI: set data.task: GLI" in result.stdout
+
+
+def test_an_unknown_source_is_named_with_the_registry_choices(tmp_path):
+    config = tiny_demo_config()
+    config["experiments"]["carvemix_8"]["source"] = "carvemixx"
+    result = run_snakemake(tmp_path, config, "-n", check=False)
+    assert result.returncode != 0
+    assert "experiments.carvemix_8.source 'carvemixx' is not a synthetic source" in result.stdout
+    assert "['none', 'carvemix', 'pix2pix', 'tfaug', 'tf']" in result.stdout

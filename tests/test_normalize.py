@@ -9,7 +9,8 @@ from tumorfab.preprocess.normalize import brainmask_from_stripped, normalize_int
 from conftest import make_brats_case, write_volume
 
 BRATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "brats" / "BraTS-GLI-00000-000"
-PERCENTILES = {"lower_percentile": 0.5, "upper_percentile": 99.5}
+#: The ``normalize`` settings and ``data.remap_label_4_to_3`` as the config passes them.
+NORMALIZE = {"lower_percentile": 0.5, "upper_percentile": 99.5, "remap_label_4_to_3": False}
 
 
 def load(path: Path) -> np.ndarray:
@@ -34,6 +35,7 @@ def test_real_case_folder_has_image_mask_and_labels(tmp_path):
         out_dir=tmp_path / "case",
         lower_percentile=0.5,
         upper_percentile=99.5,
+        remap_label_4_to_3=False,
     )
     image = nib.load(str(tmp_path / "case" / "t1n.nii.gz")).get_fdata()
     mask = np.asarray(nib.load(str(tmp_path / "case" / "brainmask.nii.gz")).dataobj)
@@ -54,7 +56,7 @@ def test_real_brain_mask_and_images_come_from_the_images_not_the_labels(tmp_path
     for name, labels in {"tumour_outside": seg, "no_tumour": np.zeros_like(seg)}.items():
         seg_file = write_volume(tmp_path / f"{name}-seg.nii.gz", labels)
         outs[name] = tmp_path / name
-        normalize_real_case({"t1n": folder / "BraTS-GLI-00001-000-t1n.nii.gz"}, seg_file, outs[name], **PERCENTILES)
+        normalize_real_case({"t1n": folder / "BraTS-GLI-00001-000-t1n.nii.gz"}, seg_file, outs[name], **NORMALIZE)
     mask = load(outs["tumour_outside"] / "brainmask.nii.gz")
     assert np.array_equal(mask, brainmask_from_stripped([image]))
     assert not mask[:, :, :2].any()
@@ -66,7 +68,7 @@ def test_real_brain_mask_and_images_come_from_the_images_not_the_labels(tmp_path
 @pytest.mark.skipif(not BRATS.is_dir(), reason=f"{BRATS} is not there (CI has it)")
 def test_real_brats_brain_mask_is_plausible_and_holds_the_tumour(tmp_path):
     normalize_real_case(
-        {"t1n": BRATS / "BraTS-GLI-00000-000-t1n.nii.gz"}, BRATS / "BraTS-GLI-00000-000-seg.nii.gz", tmp_path, **PERCENTILES
+        {"t1n": BRATS / "BraTS-GLI-00000-000-t1n.nii.gz"}, BRATS / "BraTS-GLI-00000-000-seg.nii.gz", tmp_path, **NORMALIZE
     )
     mask = nib.load(str(tmp_path / "brainmask.nii.gz"))
     brain = np.asarray(mask.dataobj) > 0

@@ -80,7 +80,9 @@ def stripped(work):
 def real_case(work):
     folder = REAL / "brats" / CASE
     out = work / "preprocess" / "real" / CASE
-    normalize_real_case({"t1n": folder / f"{CASE}-t1n.nii.gz"}, folder / f"{CASE}-seg.nii.gz", out, **NORMALIZE)
+    normalize_real_case(
+        {"t1n": folder / f"{CASE}-t1n.nii.gz"}, folder / f"{CASE}-seg.nii.gz", out, remap_label_4_to_3=False, **NORMALIZE
+    )
     return out
 
 
@@ -172,7 +174,10 @@ def test_normalized_real_and_healthy_cases_are_in_range(real_case, healthy_case)
 def test_tfaug_puts_the_real_mask_into_the_real_healthy_brain(work, real_case, healthy_case):
     save_intensity(FitResult(np.array([[0.6, 1.2, 1.4]]), np.array([[-0.5, 0.1, 0.3]]), 1.0, 0.5), ["t1n"], work / "intensity.json")
     out = work / "tfaug"
-    manifest = generate_tfaug([real_case], [healthy_case], work / "intensity.json", out / "cases", out / "manifest.csv", 1, seed=7)
+    manifest = generate_tfaug(
+        [real_case], [healthy_case], work / "intensity.json", out / "cases", out / "manifest.csv", 1, seed=7,
+        modalities=["t1n"], masks=None, blur_sigma=2.0, controls=None, mass_effect=None,
+    )
     case = out / "cases" / manifest.case_id[0]
     seg, image = load(case / "seg.nii.gz"), load(case / "t1n.nii.gz")
     healthy, brain = load(healthy_case / "t1n.nii.gz"), load(healthy_case / "brainmask.nii.gz") > 0
@@ -191,6 +196,8 @@ def test_carvemix_mixes_the_real_case_with_its_mirror(work, real_case):
         image = nib.load(str(real_case / file))
         nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[::-1].copy(), image.affine, image.header), str(mirror / file))
     out = work / "carvemix"
-    manifest = generate_carvemix({CASE: real_case, mirror.name: mirror}, out / "cases", out / "manifest.csv", 1, ["t1n"], seed=3)
+    manifest = generate_carvemix(
+        {CASE: real_case, mirror.name: mirror}, out / "cases", out / "manifest.csv", 1, ["t1n"], lambda_range=[0.0, 1.0], seed=3
+    )
     seg = load(out / "cases" / manifest.case_id[0] / "seg.nii.gz")
     assert set(np.unique(seg)) <= {0, 1, 2, 3} and seg.any()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import common_section
+from conftest import workflow_sections
 from scipy import stats
 
 from tumorfab.io import save_nifti
@@ -263,8 +263,9 @@ def test_mosaic_shows_the_first_cases_in_manifest_order(tmp_path):
 HARNESS = """
 configfile: "config.yaml"
 
+from snakemake.exceptions import WorkflowError
+
 TRAIN_CASES = []
-EXPERIMENTS = {{k: v for k, v in config["experiments"].items() if v["source"] in ("none", "carvemix")}}
 
 
 rule all:
@@ -272,7 +273,7 @@ rule all:
         lambda wildcards: get_report_outputs(),
 
 
-{common_report}
+{common}
 
 include: "{rules}/report.smk"
 
@@ -292,7 +293,7 @@ def test_report_rules_write_every_output_and_the_html_report(tmp_path):
     make_synthetic_source(workdir / "results" / "synthetic" / "carvemix", 3)
     (workdir / "Snakefile").write_text(
         textwrap.dedent(HARNESS).format(
-            rules=REPO / "workflow" / "rules", common_report=common_section("report")
+            rules=REPO / "workflow" / "rules", common=workflow_sections("report")
         )
     )
     (workdir / "config.yaml").write_text(textwrap.dedent("""
@@ -307,6 +308,7 @@ def test_report_rules_write_every_output_and_the_html_report(tmp_path):
           table1: {title: "Table 1. Methods", experiments: [baseline, carvemix_2, tf_4]}
           table2: {title: "Table 2. Sizes", experiments: [baseline, carvemix_2, carvemix_4]}
         report: {mosaic_cases: 2}
+        segmentation: {seeds: [0, 1, 2]}
     """))
     exe = str(Path(sys.executable).parent / "snakemake")
     done = subprocess.run([exe, "--cores", "1"], cwd=workdir, capture_output=True, text=True)

@@ -1,4 +1,4 @@
-"""Images handed to nnU-Net and the raw datasets built from links."""
+"""Images handed to nnU-Net, the raw dataset built from links, an experiment's training set."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 
 from segmentation_fixtures import SYNTHETIC_IDS, TRAIN_IDS, VAL_IDS, make_case, make_study
 from tumorfab.segmentation import dataset as ds
+from tumorfab.segmentation.preprocessed import build_preprocessed_dataset
+from tumorfab.synthesis.manifest import training_cases
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +29,11 @@ def test_to_nnunet_image_is_shifted_in_the_brain_and_exactly_zero_outside():
 
 
 def test_every_image_handed_to_nnunet_has_background_exactly_zero(study):
-    images = sorted(study["raw_syn"].glob("images*/*.nii.gz")) + sorted(study["raw_baseline"].glob("images*/*.nii.gz"))
-    assert len(images) == 2 * (len(TRAIN_IDS) + len(VAL_IDS)) + 2
-    for path in images:
-        case = path.name[: -len("_0000.nii.gz")]
+    raw = sorted(study["raw"].glob("images*/*.nii.gz"))
+    synthetic = sorted((study["root"] / "images" / "synthetic").glob("*/t1n.nii.gz"))
+    images = [(path.name[: -len("_0000.nii.gz")], path) for path in raw] + [(p.parent.name, p) for p in synthetic]
+    assert len(images) == len(TRAIN_IDS) + len(VAL_IDS) + len(SYNTHETIC_IDS)
+    for case, path in images:
         source = study["real"].get(case) or study["synthetic_cases"] / case
         brain = np.asarray(nib.load(str(source / "brainmask.nii.gz")).dataobj) > 0
         data = nib.load(str(path)).get_fdata(dtype=np.float32)
@@ -38,20 +41,28 @@ def test_every_image_handed_to_nnunet_has_background_exactly_zero(study):
         assert np.all(data[brain] >= 1.0), path  # never 0 inside: nnU-Net's crop is the brain
 
 
-def test_raw_dataset_links_real_cases_then_the_manifest_prefix_in_order(study):
-    raw = study["raw_syn"]
+def test_raw_dataset_links_the_real_training_and_held_out_cases(study):
+    raw = study["raw"]
+    assert raw == study["root"] / "raw" / ds.dataset_name("baseline")
     labels = sorted(p.name for p in (raw / "labelsTr").iterdir())
-    expected = sorted([*TRAIN_IDS, *SYNTHETIC_IDS[:2]])  # first two rows of the manifest, not the sorted ids
-    assert labels == [f"{c}.nii.gz" for c in expected]
+    assert labels == [f"{c}.nii.gz" for c in sorted(TRAIN_IDS)]  # real cases only
     assert sorted(p.name for p in (raw / "imagesTs").iterdir()) == [f"{c}_0000.nii.gz" for c in VAL_IDS]
-    link = raw / "imagesTr" / f"{SYNTHETIC_IDS[0]}_0000.nii.gz"
+    link = raw / "imagesTr" / f"{TRAIN_IDS[0]}_0000.nii.gz"
     assert link.is_symlink() and not os.path.isabs(os.readlink(link))
-    assert link.resolve() == (study["root"] / "images" / "synthetic" / SYNTHETIC_IDS[0] / "t1n.nii.gz").resolve()
+    assert link.resolve() == (study["root"] / "images" / "real" / TRAIN_IDS[0] / "t1n.nii.gz").resolve()
     assert (raw / "labelsTr" / f"{TRAIN_IDS[0]}.nii.gz").resolve() == (study["real"][TRAIN_IDS[0]] / "seg.nii.gz").resolve()
 
 
+def test_training_set_is_the_real_cases_then_the_manifest_prefix_in_order(study):
+    expected = [*TRAIN_IDS, *SYNTHETIC_IDS[:2]]  # first two rows of the manifest, not the sorted ids
+    assert training_cases(TRAIN_IDS, study["manifest"], 2) == expected
+    assert training_cases(TRAIN_IDS, None, 0) == TRAIN_IDS
+    with pytest.raises(ValueError, match="is also a real case id"):
+        training_cases([SYNTHETIC_IDS[0]], study["manifest"], 1)
+
+
 def test_dataset_json_has_brats_regions_in_order(study):
-    meta = json.loads((study["raw_syn"] / "dataset.json").read_text())
+    meta = json.loads((study["raw"] / "dataset.json").read_text())
     assert list(meta["labels"].items()) == [
         ("background", 0),
         ("whole tumor", [1, 2, 3]),
@@ -59,19 +70,19 @@ def test_dataset_json_has_brats_regions_in_order(study):
         ("enhancing tumor", [3]),
     ]
     assert meta["regions_class_order"] == [2, 1, 3]
-    assert meta["numTraining"] == len(TRAIN_IDS) + 2
+    assert meta["numTraining"] == len(TRAIN_IDS)
+    assert ds.dataset_json(["t1n"], len(TRAIN_IDS) + 2)["numTraining"] == len(TRAIN_IDS) + 2
     assert meta["channel_names"] == {"0": "t1n"}
 
 
 def test_asking_for_more_synthetic_cases_than_the_manifest_has_names_the_manifest(study, tmp_path):
     with pytest.raises(ValueError, match="manifest.csv: 5 synthetic cases wanted, the manifest has 3"):
-        ds.build_raw_dataset(
-            tmp_path / "raw", "too_many", ["t1n"], TRAIN_IDS, VAL_IDS,
-            study["root"] / "images" / "real", study["root"] / "real", n_synthetic=5,
-            synthetic_manifest=study["manifest"], synthetic_image_root=study["root"] / "images" / "synthetic",
-            synthetic_cases_root=study["synthetic_cases"],
+        build_preprocessed_dataset(
+            tmp_path / "pre", "too_many", tmp_path / "plans.json", tmp_path / "fingerprint.json", ["t1n"],
+            TRAIN_IDS, tmp_path / "real", n_synthetic=5, synthetic_manifest=study["manifest"],
+            synthetic_preprocessed=tmp_path / "synthetic",
         )
-    assert not (tmp_path / "raw").exists()  # nothing half-built left behind
+    assert not (tmp_path / "pre").exists()  # nothing half-built left behind
 
 
 def test_converted_case_keeps_the_geometry(tmp_path):

@@ -1,9 +1,10 @@
 """The segmentation rules (workflow/rules/segmentation.smk) planned and run for real.
 
 A minimal Snakefile stands in for the rest of the workflow: it defines what
-the top of common.smk provides (config, TRAIN_CASES, VAL_CASES, EXPERIMENTS),
-takes common.smk's real "segmentation" section, and the test writes the files
-earlier stages write (real case folders, a synthetic source).
+the top of common.smk provides (config, TRAIN_CASES, VAL_CASES), takes
+common.smk's real "experiments" and "segmentation" sections and paths.smk, and
+the test writes the files earlier stages write (real case folders, a
+synthetic source).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import common_section, planned_jobs
+from conftest import planned_jobs, workflow_sections
 from segmentation_fixtures import SYNTHETIC_IDS, TINY_PLAN, TINY_TRAIN, TRAIN_IDS, VAL_IDS, make_cases
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,10 +29,9 @@ from snakemake.exceptions import WorkflowError
 configfile: "config.yaml"
 TRAIN_CASES = config["train_cases"]
 VAL_CASES = config["val_cases"]
-EXPERIMENTS = config["experiments"]
 wildcard_constraints:
     case=r"BraTS-[A-Z]+-\\d{{5}}-\\d{{3}}",
-{common_section("segmentation")}
+{workflow_sections("segmentation")}
 include: "{REPO}/workflow/rules/segmentation.smk"
 """
 
@@ -78,7 +78,7 @@ def test_plan_once_preprocess_each_case_once_train_every_experiment_and_seed(tmp
     assert counts == {
         "nnunet_image_real": len(TRAIN_IDS) + len(VAL_IDS),
         "nnunet_images_synthetic": 1,
-        "nnunet_raw_dataset": 2,
+        "nnunet_raw_dataset": 1,
         "nnunet_plan": 1,
         "nnunet_preprocess_real": 1,
         "nnunet_preprocess_synthetic": 1,

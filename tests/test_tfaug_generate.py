@@ -18,6 +18,8 @@ from tumorfab.synthesis.tfaug.intensity_fit import FitResult, save_intensity
 FILES = ("t1n.nii.gz", "seg.nii.gz", "brainmask.nii.gz")
 A = np.array([[0.6, 1.2, 1.4]])
 B = np.array([[-0.5, 0.1, 0.3]])
+#: The settings the config would pass (None: the paper preset of each section).
+PAPER = {"modalities": ["t1n"], "masks": None, "blur_sigma": 2.0, "controls": None, "mass_effect": None}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,9 @@ def inputs(tmp_path_factory):
 def generate(inputs, name: str, n: int, **settings) -> tuple[Path, pd.DataFrame]:
     root, real, healthy = inputs
     out = root / name
-    manifest = generate_tfaug(real, healthy, root / "intensity.json", out / "cases", out / "manifest.csv", n, seed=11, **settings)
+    manifest = generate_tfaug(
+        real, healthy, root / "intensity.json", out / "cases", out / "manifest.csv", n, seed=11, **{**PAPER, **settings}
+    )
     return out, manifest
 
 
@@ -110,7 +114,7 @@ def test_a_smaller_set_is_a_prefix_of_a_larger_one(inputs, paper_set):
 def test_another_seed_gives_other_cases(inputs, paper_set):
     root, real, healthy = inputs
     out, manifest = paper_set
-    other = generate_tfaug(real, healthy, root / "intensity.json", root / "other" / "cases", root / "other" / "m.csv", 2, seed=12)
+    other = generate_tfaug(real, healthy, root / "intensity.json", root / "other" / "cases", root / "other" / "m.csv", 2, seed=12, **PAPER)
     assert list(other.lesions) != list(manifest.lesions[:2])
 
 

@@ -16,7 +16,9 @@ from tumorfab.synthesis.tfaug.intensity_fit import (
     load_intensity,
 )
 
-FIT = {"epochs": 6, "lr": 0.5, "batch_size": 2, "n_pairs": 4, "patch_size": 24}
+FIT = {"epochs": 6, "lr": 0.5, "batch_size": 2, "n_pairs": 4, "patch_size": 24, "n_stages": 3}
+#: The other settings the config would pass (masks None: the paper's augmentation).
+ARGS = {"modalities": ["t1n"], "masks": None, "blur_sigma": 2.0}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def test_patches_are_centred_and_padded_with_background():
 def test_the_fit_lowers_its_loss_and_writes_a_and_b(cohort, tmp_path):
     real, healthy = cohort
     out = tmp_path / "intensity.json"
-    result = fit_tfaug_intensity(real, healthy, None, out, seed=1, intensity_fit=FIT, extractor=TinyEncoder())
+    result = fit_tfaug_intensity(real, healthy, None, out, seed=1, intensity_fit=FIT, extractor=TinyEncoder(), **ARGS)
     assert result.loss_end < result.loss_start
     assert len(result.loss_per_epoch) == FIT["epochs"]
     content = json.loads(out.read_text())
@@ -77,7 +79,7 @@ def test_the_fit_lowers_its_loss_and_writes_a_and_b(cohort, tmp_path):
 def test_the_fit_is_seeded(cohort, tmp_path):
     real, healthy = cohort
     runs = [
-        fit_tfaug_intensity(real, healthy, None, tmp_path / f"{i}.json", seed=3, intensity_fit={**FIT, "epochs": 2}, extractor=TinyEncoder())
+        fit_tfaug_intensity(real, healthy, None, tmp_path / f"{i}.json", seed=3, intensity_fit={**FIT, "epochs": 2}, extractor=TinyEncoder(), **ARGS)
         for i in range(2)
     ]
     assert np.array_equal(runs[0].a, runs[1].a) and np.array_equal(runs[0].b, runs[1].b)
@@ -88,14 +90,14 @@ def test_the_fit_leaves_the_feature_extractor_unchanged(cohort, tmp_path):
     real, healthy = cohort
     encoder = TinyEncoder()
     before = [p.detach().clone() for p in encoder.parameters()]
-    fit_tfaug_intensity(real, healthy, None, tmp_path / "i.json", intensity_fit={**FIT, "epochs": 1}, extractor=encoder)
+    fit_tfaug_intensity(real, healthy, None, tmp_path / "i.json", seed=0, intensity_fit={**FIT, "epochs": 1}, extractor=encoder, **ARGS)
     assert all(torch.equal(p, q) for p, q in zip(before, encoder.parameters()))
 
 
 def test_unknown_fit_settings_are_named(cohort, tmp_path):
     real, healthy = cohort
     with pytest.raises(ValueError, match="epoch"):
-        fit_tfaug_intensity(real, healthy, None, tmp_path / "i.json", intensity_fit={"epoch": 3}, extractor=TinyEncoder())
+        fit_tfaug_intensity(real, healthy, None, tmp_path / "i.json", seed=0, intensity_fit={"epoch": 3}, extractor=TinyEncoder(), **ARGS)
 
 
 def test_the_fit_runs_on_the_nnunet_feature_extractor(cohort, tmp_path):
@@ -117,6 +119,6 @@ def test_the_fit_runs_on_the_nnunet_feature_extractor(cohort, tmp_path):
     )
     result = fit_tfaug_intensity(
         real, healthy, None, tmp_path / "i.json", seed=1,
-        intensity_fit={**FIT, "epochs": 4, "lr": 0.01}, extractor=extractor,
+        intensity_fit={**FIT, "epochs": 4, "lr": 0.01}, extractor=extractor, **ARGS,
     )
     assert result.loss_end < result.loss_start

@@ -1,8 +1,8 @@
 """The TF-Aug rules (workflow/rules/tfaug.smk) in a tiny stand-alone workflow.
 
-A stub Snakefile provides what ``common.smk`` gives the rule file (config,
-TRAIN_CASES, HEALTHY_SUBJECTS, the case-file helpers, ``get_feature_model_dir``)
-and includes the real ``tfaug.smk``; the scripts are the real ones.
+A stand-in Snakefile provides what ``common.smk`` gives the rule file (config,
+the case lists, the baseline's name and seeds, the generation size) and
+includes the real ``paths.smk`` and ``tfaug.smk``; the scripts are the real ones.
 """
 
 from __future__ import annotations
@@ -23,28 +23,16 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 STUB = """
+from tumorfab.synthesis import generation_size
+
 TRAIN_CASES = {train!r}
 HEALTHY_SUBJECTS = {healthy!r}
+BASELINE_EXPERIMENT = "baseline"
+SEEDS = [0]
+GENERATION_SIZE = {{"tfaug": generation_size(config["experiments"], "tfaug")}}
 
 
-def real_case_dir(case):
-    return f"results/preprocess/real/{{case}}"
-
-
-def real_case_files(case):
-    names = [*config["data"]["modalities"], "brainmask", "seg"]
-    return [f"{{real_case_dir(case)}}/{{name}}.nii.gz" for name in names]
-
-
-def healthy_case_files(subject):
-    folder = f"results/preprocess/healthy/{{subject}}"
-    return [f"{{folder}}/t1n.nii.gz", f"{{folder}}/brainmask.nii.gz"]
-
-
-def get_feature_model_dir():
-    return "results/segmentation/feature_model"
-
-
+include: "{paths}"
 include: "{rules}"
 """
 
@@ -71,6 +59,7 @@ def workflow(tmp_path: Path, n_synthetic: int = 3) -> Path:
         STUB.format(
             train=[p.name for p in real],
             healthy=[p.name for p in healthy],
+            paths=REPO / "workflow" / "rules" / "paths.smk",
             rules=REPO / "workflow" / "rules" / "tfaug.smk",
         )
     )
@@ -90,14 +79,14 @@ def snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_the_dry_run_plans_the_fit_then_the_generation(tmp_path):
     work = workflow(tmp_path)
-    (work / "results" / "segmentation" / "feature_model").mkdir(parents=True)
+    (work / "results" / "segmentation" / "models" / "baseline" / "seed0").mkdir(parents=True)
     result = snakemake(work, "-n", "results/synthetic/tfaug/manifest.csv")
     assert planned_jobs(result) == {"fit_tfaug_intensity": 1, "generate_tfaug": 1}
 
 
 def test_generate_tfaug_writes_the_largest_set_any_tfaug_or_tf_experiment_needs(tmp_path):
     work = workflow(tmp_path, n_synthetic=3)
-    (work / "results" / "segmentation" / "feature_model").mkdir(parents=True)
+    (work / "results" / "segmentation" / "models" / "baseline" / "seed0").mkdir(parents=True)
     save_intensity(FitResult(np.ones((1, 3)), np.zeros((1, 3)), 1.0, 1.0), ["t1n"], work / "results/synthetic/tfaug/intensity.json")
     snakemake(work, "results/synthetic/tfaug/manifest.csv")
     manifest = pd.read_csv(work / "results/synthetic/tfaug/manifest.csv")

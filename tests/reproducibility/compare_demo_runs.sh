@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # Two fresh runs of the demo (`make demo`'s workflow, without the HTML report)
-# in two clones of this repository's HEAD, then a comparison of the checksums
-# of every preprocessed scan, synthetic NIfTI, manifest, intensity fit and
-# report table. Exits 1 and lists the files that differ, if any.
+# in two clones of this repository, at revisions A and B (default: HEAD both
+# times), then a comparison of the checksums of every preprocessed scan,
+# synthetic NIfTI, manifest, intensity fit and report table. Exits 1 and lists
+# the files that differ, if any.
 #
-#   bash tests/reproducibility/compare_demo_runs.sh      # ~15 min on 2 cores
+#   bash tests/reproducibility/compare_demo_runs.sh              # rerun = same bytes
+#   bash tests/reproducibility/compare_demo_runs.sh 43daabb HEAD  # a refactoring changes nothing
 #
-# Needs the repository's .venv (`make env`).
+# ~9 min per run on 2 cores. RESULTS_A=<a finished run's repository folder>
+# skips run A. Needs the repository's .venv (`make env`).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+declare -A revision=([a]="${1:-HEAD}" [b]="${2:-HEAD}")
 
 for run in a b; do
+    if [[ $run == a && -n ${RESULTS_A:-} ]]; then
+        ln -s "$RESULTS_A" "$work/a"
+        continue
+    fi
     git clone -q "$repo" "$work/$run"
+    git -C "$work/$run" checkout -q "$(git -C "$repo" rev-parse "${revision[$run]}")"
     ln -s "$repo/.venv" "$work/$run/.venv"
     start=$(date +%s)
     # PYTHONPATH: the clone's own package, not the editable install's.
@@ -22,7 +31,7 @@ for run in a b; do
         tail -n 30 "$work/$run.log"
         exit 1
     }
-    echo "run $run: $(($(date +%s) - start)) s"
+    echo "run $run ($(git -C "$work/$run" rev-parse --short HEAD)): $(($(date +%s) - start)) s"
 done
 
 "$repo/.venv/bin/python" - "$work/a" "$work/b" <<'PYTHON'

@@ -1,34 +1,16 @@
-# Stage 7 (SPEC §2 item 7): comparison methods, written in the same format as
-# TF's synthetic cases: results/synthetic/{source}/cases/{syn_id}/ + manifest.csv.
-
-from snakemake.exceptions import WorkflowError
-
-from tumorfab.synthesis.manifest import synthetic_size
-from tumorfab.synthesis.carvemix import check_lambda_range
-
-# low <= high is beyond the JSON schema: checked here, before any job runs.
-try:
-    check_lambda_range(config["carvemix"]["lambda_range"])
-except ValueError as error:
-    raise WorkflowError(f"Invalid configuration: {error}") from None
+# Stage 3, synthesize: the comparison methods (SPEC §2 item 7; paper 002
+# §3.2.1), each a source of tumorfab.synthesis.SOURCES writing the same outputs
+# as every source: synthetic_cases_dir(source) + synthetic_manifest(source).
 
 
 rule generate_carvemix:
     """CarveMix (Zhang et al. 2023; paper 002 §3.2.1, Table 1) from the real
     training cases only, at the largest size any carvemix experiment needs."""
     input:
-        images=expand(
-            "results/preprocess/real/{case}/{modality}.nii.gz",
-            case=TRAIN_CASES,
-            modality=config["data"]["modalities"],
-        ),
-        brainmasks=expand(
-            "results/preprocess/real/{case}/brainmask.nii.gz", case=TRAIN_CASES
-        ),
-        segs=expand("results/preprocess/real/{case}/seg.nii.gz", case=TRAIN_CASES),
+        [f for case in TRAIN_CASES for f in real_case_files(case)],
     output:
-        cases=directory("results/synthetic/carvemix/cases"),
-        manifest="results/synthetic/carvemix/manifest.csv",
+        cases=directory(synthetic_cases_dir("carvemix")),
+        manifest=synthetic_manifest("carvemix"),
     log:
         "logs/generate_carvemix/carvemix.log",
     benchmark:
@@ -40,9 +22,10 @@ rule generate_carvemix:
         mem_mb=3000,
         runtime=120,
     params:
+        train_case_dirs={case: real_case_dir(case) for case in TRAIN_CASES},
         carvemix=config["carvemix"],
         modalities=config["data"]["modalities"],
-        n_cases=synthetic_size(config["experiments"], "carvemix"),
+        n_cases=GENERATION_SIZE["carvemix"],
         seed=config["seed"],
     script:
         "../scripts/generate_carvemix.py"

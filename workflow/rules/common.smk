@@ -1,6 +1,9 @@
-# Config validation, the case lists the DAG is built from, and input functions;
-# then one section per stage ("# --- segmentation", "# --- report") with the
-# globals and input functions of that stage's rule file.
+# What the stage files share, in this order: the config (validated against
+# workflow/schemas/config.schema.yaml, which holds every default; the checks
+# JSON Schema cannot express are in _check_config), the cases the DAG is built
+# from, the experiments and synthetic sources (tumorfab.synthesis.SOURCES),
+# and the input functions (get_*), one section per stage. Every path below
+# results/ is in paths.smk, included right after this file.
 # Everything here runs when the DAG is built: file names only, no image data
 # (the prepare rule reads and checks the data).
 
@@ -9,19 +12,16 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, update_config, validate
 
-from tumorfab.prepare import cases as tf_cases
 from tumorfab import demo as tf_demo
 from tumorfab.config import typed_command_line_config
+from tumorfab.prepare import cases as tf_cases
+from tumorfab.synthesis.carvemix import check_lambda_range
 
 min_version("9.0")
 
 # --config data='{remap_label_4_to_3: true}' arrives as strings: type it first.
 update_config(config, typed_command_line_config(workflow.config_settings.config))
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
-
-# Sources whose generator exists in this version; experiments of the other
-# sources are skipped (and their table rows left out, never filled).
-IMPLEMENTED_SOURCES = ["none", "carvemix", "tfaug"]
 
 
 def _config_error(message):
@@ -37,11 +37,10 @@ def _check_config():
         _config_error(
             "normalize.lower_percentile must be below normalize.upper_percentile"
         )
-    for name, experiment in config["experiments"].items():
-        if (experiment["source"] == "none") != (experiment["n_synthetic"] == 0):
-            _config_error(
-                f"experiments.{name}: n_synthetic must be 0 exactly when source is 'none'"
-            )
+    try:
+        check_lambda_range(config["carvemix"]["lambda_range"])
+    except ValueError as error:
+        _config_error(str(error))
     for table, spec in config["tables"].items():
         for name in spec["experiments"]:
             if name not in config["experiments"]:
@@ -126,36 +125,67 @@ REFERENCE_FILES = {
     "seg": str(CASES[REFERENCE_CASE].seg),
 }
 
-EXPERIMENTS = {
-    name: experiment
-    for name, experiment in config["experiments"].items()
-    if experiment["source"] in IMPLEMENTED_SOURCES
-}
-_skipped = sorted(set(config["experiments"]) - set(EXPERIMENTS))
-if _skipped:
-    print(f"tumorfab: experiments not available in this version, skipped: {_skipped}")
-
 
 wildcard_constraints:
     case=tf_cases.case_id_pattern(config["data"]["task"]),
     subject=r"[A-Za-z0-9_.-]+",
 
 
-def real_case_dir(case):
-    return f"results/preprocess/real/{case}"
+# --- experiments
+# The experiments (training sets) and synthetic sources (the registry
+# tumorfab.synthesis.SOURCES), the seeds, the baseline that is also F.
+
+from tumorfab.synthesis import NO_SOURCE, SOURCES, generation_size
+
+for _name, _experiment in config["experiments"].items():
+    _source = _experiment["source"]
+    if _source != NO_SOURCE and _source not in SOURCES:
+        raise WorkflowError(
+            f"Invalid configuration: experiments.{_name}.source {_source!r} is not a "
+            f"synthetic source; choose one of {[NO_SOURCE, *SOURCES]}"
+        )
+    if (_source == NO_SOURCE) != (_experiment["n_synthetic"] == 0):
+        raise WorkflowError(
+            f"Invalid configuration: experiments.{_name}: n_synthetic must be 0 "
+            "exactly when source is 'none'"
+        )
+
+# Experiments of a source this version does not generate yet are skipped (and
+# their table rows left out, never filled).
+EXPERIMENTS = {
+    name: experiment
+    for name, experiment in config["experiments"].items()
+    if experiment["source"] == NO_SOURCE or SOURCES[experiment["source"]].available
+}
+_skipped = sorted(set(config["experiments"]) - set(EXPERIMENTS))
+if _skipped:
+    print(f"tumorfab: experiments not available in this version, skipped: {_skipped}")
+_BASELINES = [n for n, e in EXPERIMENTS.items() if e["source"] == NO_SOURCE]
+if not _BASELINES:
+    raise WorkflowError(
+        "Invalid configuration: experiments needs one experiment with source 'none' "
+        "(the real-only baseline: it is planned on, and its encoder is the feature extractor F)"
+    )
+BASELINE_EXPERIMENT = _BASELINES[0]
+# Sources with at least one experiment, and how many cases each generates
+# (the largest size any experiment needs, refining sources included).
+SYNTHETIC_SOURCES = sorted(
+    {e["source"] for e in EXPERIMENTS.values() if e["source"] != NO_SOURCE}
+)
+GENERATION_SIZE = {
+    source: generation_size(config["experiments"], source) for source in SOURCES
+}
+
+SEG = config["segmentation"]
+SEEDS = [int(s) for s in SEG["seeds"]]
 
 
-def real_case_files(case):
-    """The files of a preprocessed real case folder."""
-    folder = real_case_dir(case)
-    names = [*config["data"]["modalities"], "brainmask", "seg"]
-    return [f"{folder}/{name}.nii.gz" for name in names]
+wildcard_constraints:
+    seed=r"\d+",
+    experiment="|".join(EXPERIMENTS) or "(?!)",
 
 
-def healthy_case_files(subject):
-    """The files of a preprocessed healthy case folder."""
-    folder = f"results/preprocess/healthy/{subject}"
-    return [f"{folder}/t1n.nii.gz", f"{folder}/brainmask.nii.gz"]
+# --- input functions
 
 
 def demo_cohort_files():
@@ -184,81 +214,25 @@ def get_all_raw_files(wildcards):
 
 
 # --- segmentation
-# nnU-Net experiments (segmentation.smk); the feature extractor F (tfaug.smk)
-# and the evaluation CSVs (report.smk) are found here too.
+# nnU-Net experiments (segmentation.smk).
 
 from tumorfab.segmentation.plans import configuration_name as _seg_configuration_name
 
-SEG = config["segmentation"]
-SEEDS = [int(s) for s in SEG["seeds"]]
 SEG_MODALITIES = config["data"]["modalities"]
 SEG_CONFIGURATION = _seg_configuration_name(**SEG["plan"])
-_BASELINES = [n for n, e in EXPERIMENTS.items() if e["source"] == "none"]
-if not _BASELINES:
-    raise WorkflowError(
-        "Invalid configuration: experiments needs one experiment with source 'none' "
-        "(the real-only baseline: it is planned on, and its encoder is the feature extractor F)"
-    )
-BASELINE_EXPERIMENT = _BASELINES[0]
-SYNTHETIC_SOURCES = sorted(
-    {e["source"] for e in EXPERIMENTS.values() if e["source"] != "none"}
-)
-
-SEG_DIR = "results/segmentation"
-
-
-wildcard_constraints:
-    seed=r"\d+",
-    experiment="|".join(EXPERIMENTS) or "(?!)",
-
-
-def nnunet_root(experiment, kind):
-    """An experiment's nnU-Net folder: kind = nnUNet_raw | nnUNet_preprocessed | nnUNet_results."""
-    return f"{SEG_DIR}/nnunet/{experiment}/{kind}"
-
-
-def model_dir(experiment, seed):
-    """Exported nnU-Net model folder of one training (plans.json, fold_all/...)."""
-    return f"{SEG_DIR}/models/{experiment}/seed{seed}"
-
-
-def baseline_model_dir(seed):
-    """The baseline model of ``seed``: load F with
-    tumorfab.segmentation.features.load_feature_extractor(baseline_model_dir(seed))."""
-    return model_dir(BASELINE_EXPERIMENT, seed)
-
-
-def case_root_of(files):
-    """The folder holding the case folders of ``files`` (``{root}/{case}/{name}``)."""
-    return str(Path(files[0]).parent.parent)
-
-
-def get_feature_model_dir():
-    """Model folder of the feature extractor F (SPEC §2 item 3): the baseline
-    trained with the first seed (F must exist before TF-Aug/TF-GAN run, so
-    one seed is chosen; the first is the documented choice)."""
-    return baseline_model_dir(SEEDS[0])
 
 
 def get_evaluation_csvs():
     """Every per-case evaluation CSV (all experiments x seeds), for the report."""
-    return [
-        f"{SEG_DIR}/evaluation/{experiment}/seed{seed}/per_case.csv"
-        for experiment in EXPERIMENTS
-        for seed in SEEDS
-    ]
-
-
-def _synthetic_manifest(source):
-    return f"results/synthetic/{source}/manifest.csv"
+    return [evaluation_csv(e, seed) for e in EXPERIMENTS for seed in SEEDS]
 
 
 def get_experiment_synthetic_inputs(wildcards, what):
     """Synthetic inputs of an experiment (none for the baseline)."""
     source = EXPERIMENTS[wildcards.experiment]["source"]
-    if source == "none":
+    if source == NO_SOURCE:
         return {}
-    inputs = {"manifest": _synthetic_manifest(source)}
+    inputs = {"manifest": synthetic_manifest(source)}
     if what == "images":
         inputs["synthetic_images"] = f"{SEG_DIR}/images/synthetic/{source}"
     else:
@@ -280,23 +254,20 @@ def get_experiment_spec(wildcards):
 import re
 
 
-def report_sources():
-    """Synthetic sources with at least one experiment in this version (EXPERIMENTS)."""
-    return sorted({e["source"] for e in EXPERIMENTS.values() if e["source"] != "none"})
-
-
 def get_report_outputs():
     """Every file of the report; the Snakefile's `rule all` requests them."""
     return [
-        "results/report/per_case.csv",
-        "results/report/per_run.csv",
+        f"{REPORT_DIR}/per_case.csv",
+        f"{REPORT_DIR}/per_run.csv",
         *expand(
-            "results/report/{table}.{ext}",
+            f"{REPORT_DIR}/{{table}}.{{ext}}",
             table=list(config["tables"]),
             ext=["csv", "md"],
         ),
-        "results/report/figures/dice_vs_n_synthetic.png",
-        *expand("results/report/figures/mosaic_{source}.png", source=report_sources()),
+        f"{REPORT_DIR}/figures/dice_vs_n_synthetic.png",
+        *expand(
+            f"{REPORT_DIR}/figures/mosaic_{{source}}.png", source=SYNTHETIC_SOURCES
+        ),
     ]
 
 

@@ -5,8 +5,8 @@ rule prepare:
     input:
         get_all_raw_files,
     output:
-        cases="results/prepare/cases.csv",
-        healthy="results/prepare/healthy.csv",
+        cases=PREPARED_CASES,
+        healthy=PREPARED_HEALTHY,
     log:
         "logs/prepare/prepare.log",
     conda:

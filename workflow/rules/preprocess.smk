@@ -6,16 +6,15 @@ rule normalize_real:
     input:
         unpack(get_raw_case_images),
         seg=get_raw_case_seg,
-        manifest="results/prepare/cases.csv",
+        manifest=PREPARED_CASES,
     output:
-        images=expand(
-            "results/preprocess/real/{{case}}/{modality}.nii.gz",
-            modality=config["data"]["modalities"],
-        ),
-        brainmask="results/preprocess/real/{case}/brainmask.nii.gz",
-        seg="results/preprocess/real/{case}/seg.nii.gz",
+        images=[
+            case_file(real_case_dir("{case}"), m) for m in config["data"]["modalities"]
+        ],
+        brainmask=case_file(real_case_dir("{case}"), "brainmask"),
+        seg=case_file(real_case_dir("{case}"), "seg"),
         qc=report(
-            "results/qc/real/{case}.png",
+            qc_png("real", "{case}"),
             category="QC",
             subcategory="Real cases",
             labels={"case": "{case}"},
@@ -32,6 +31,7 @@ rule normalize_real:
         modalities=config["data"]["modalities"],
         normalize=config["normalize"],
         remap_label_4_to_3=config["data"]["remap_label_4_to_3"],
+        case_dir=real_case_dir("{case}"),
     script:
         "../scripts/normalize_real.py"
 
@@ -39,12 +39,12 @@ rule normalize_real:
 rule skullstrip_healthy:
     input:
         image=get_raw_healthy,
-        manifest="results/prepare/healthy.csv",
+        manifest=PREPARED_HEALTHY,
     output:
-        image="results/preprocess/stripped/{subject}/t1n.nii.gz",
-        brainmask="results/preprocess/stripped/{subject}/brainmask.nii.gz",
+        image=case_file(stripped_dir("{subject}"), "t1n"),
+        brainmask=case_file(stripped_dir("{subject}"), "brainmask"),
         qc=report(
-            "results/qc/skullstrip/{subject}.png",
+            qc_png("skullstrip", "{subject}"),
             category="QC",
             subcategory="Skull stripping",
             labels={"subject": "{subject}"},
@@ -72,17 +72,17 @@ rule skullstrip_healthy:
 
 rule register_healthy:
     input:
-        image="results/preprocess/stripped/{subject}/t1n.nii.gz",
-        brainmask="results/preprocess/stripped/{subject}/brainmask.nii.gz",
-        manifest="results/prepare/cases.csv",
+        image=case_file(stripped_dir("{subject}"), "t1n"),
+        brainmask=case_file(stripped_dir("{subject}"), "brainmask"),
+        manifest=PREPARED_CASES,
         reference_image=REFERENCE_FILES["image"],
         reference_seg=REFERENCE_FILES["seg"],
     output:
-        image="results/preprocess/registered/{subject}/t1n.nii.gz",
-        brainmask="results/preprocess/registered/{subject}/brainmask.nii.gz",
-        similarity="results/preprocess/registered/{subject}/similarity.csv",
+        image=case_file(registered_dir("{subject}"), "t1n"),
+        brainmask=case_file(registered_dir("{subject}"), "brainmask"),
+        similarity=f"{registered_dir('{subject}')}/similarity.csv",
         qc=report(
-            "results/qc/registration/{subject}.png",
+            qc_png("registration", "{subject}"),
             category="QC",
             subcategory="Registration onto the reference",
             labels={"subject": "{subject}"},
@@ -110,14 +110,14 @@ rule register_healthy:
 
 rule normalize_healthy:
     input:
-        image="results/preprocess/registered/{subject}/t1n.nii.gz",
-        brainmask="results/preprocess/registered/{subject}/brainmask.nii.gz",
-        reference_brainmask=f"{real_case_dir(REFERENCE_CASE)}/brainmask.nii.gz",
+        image=case_file(registered_dir("{subject}"), "t1n"),
+        brainmask=case_file(registered_dir("{subject}"), "brainmask"),
+        reference_brainmask=case_file(real_case_dir(REFERENCE_CASE), "brainmask"),
     output:
-        image="results/preprocess/healthy/{subject}/t1n.nii.gz",
-        brainmask="results/preprocess/healthy/{subject}/brainmask.nii.gz",
+        image=case_file(healthy_case_dir("{subject}"), "t1n"),
+        brainmask=case_file(healthy_case_dir("{subject}"), "brainmask"),
         qc=report(
-            "results/qc/healthy/{subject}.png",
+            qc_png("healthy", "{subject}"),
             category="QC",
             subcategory="Healthy scans on the reference grid",
             labels={"subject": "{subject}"},
@@ -132,19 +132,17 @@ rule normalize_healthy:
         runtime=10,
     params:
         normalize=config["normalize"],
+        case_dir=healthy_case_dir("{subject}"),
     script:
         "../scripts/normalize_healthy.py"
 
 
 rule registration_table:
     input:
-        expand(
-            "results/preprocess/registered/{subject}/similarity.csv",
-            subject=HEALTHY_SUBJECTS,
-        ),
+        [f"{registered_dir(s)}/similarity.csv" for s in HEALTHY_SUBJECTS],
     output:
         report(
-            "results/preprocess/registration.csv",
+            REGISTRATION_TABLE,
             category="QC",
             caption="../report/registration.rst",
         ),
@@ -161,5 +159,5 @@ rule preprocess_all:
     input:
         [f for case in CASES for f in real_case_files(case)],
         [f for subject in HEALTHY_SUBJECTS for f in healthy_case_files(subject)],
-        "results/preprocess/registration.csv",
+        REGISTRATION_TABLE,
     localrule: True

@@ -21,9 +21,9 @@ rule report_collect:
     input:
         csvs=lambda wildcards: get_evaluation_csvs(),
     output:
-        per_case="results/report/per_case.csv",
+        per_case=f"{REPORT_DIR}/per_case.csv",
         per_run=report(
-            "results/report/per_run.csv",
+            f"{REPORT_DIR}/per_run.csv",
             caption="../report/per_run.rst",
             category="Segmentation",
             subcategory="Per-run metrics",
@@ -42,17 +42,17 @@ rule report_collect:
 
 rule report_tables:
     input:
-        per_run="results/report/per_run.csv",
+        per_run=f"{REPORT_DIR}/per_run.csv",
     output:
         csv=report(
-            "results/report/{table}.csv",
+            f"{REPORT_DIR}/{{table}}.csv",
             caption="../report/table.rst",
             category="Segmentation",
             subcategory="Tables",
             labels={"table": "{table}", "format": "CSV"},
         ),
         md=report(
-            "results/report/{table}.md",
+            f"{REPORT_DIR}/{{table}}.md",
             caption="../report/table.rst",
             category="Segmentation",
             subcategory="Tables",
@@ -77,10 +77,10 @@ rule report_tables:
 
 rule report_dice_vs_synthetic:
     input:
-        per_run="results/report/per_run.csv",
+        per_run=f"{REPORT_DIR}/per_run.csv",
     output:
         figure=report(
-            "results/report/figures/dice_vs_n_synthetic.png",
+            f"{REPORT_DIR}/figures/dice_vs_n_synthetic.png",
             caption="../report/dice_vs_n_synthetic.rst",
             category="Segmentation",
             subcategory="Figures",
@@ -101,11 +101,11 @@ rule report_dice_vs_synthetic:
 
 rule mosaic_synthetic:
     input:
-        cases="results/synthetic/{source}/cases",
-        manifest="results/synthetic/{source}/manifest.csv",
+        cases=synthetic_cases_dir("{source}"),
+        manifest=synthetic_manifest("{source}"),
     output:
         figure=report(
-            "results/report/figures/mosaic_{source}.png",
+            f"{REPORT_DIR}/figures/mosaic_{{source}}.png",
             caption="../report/mosaic.rst",
             category="Synthetic cases",
             labels={"source": "{source}"},
@@ -113,7 +113,7 @@ rule mosaic_synthetic:
     log:
         "logs/mosaic_synthetic/{source}.log",
     wildcard_constraints:
-        source=r"[a-z0-9]+",
+        source="|".join(SYNTHETIC_SOURCES) or "(?!)",
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1

@@ -1,25 +1,20 @@
-# Stage 4: nnU-Net v2 segmentation experiments (paper 002 §3; SPEC §2 items 3, 8).
-# Images converted once per case (background 0) -> one raw dataset per
-# experiment (links) -> one plan on the real training set -> each case
-# preprocessed once, linked into every experiment -> train (fold all) per
-# experiment and seed, resumable -> predict the held-out cases -> evaluate.
-# Uses from common.smk: config, EXPERIMENTS, TRAIN_CASES, VAL_CASES and the
-# "segmentation" section (SEG, SEEDS, SEG_DIR, nnunet_root(), model_dir(), the
-# seed/experiment wildcard constraints, the get_* input functions).
+# Stage 4, segment: nnU-Net v2 experiments (paper 002 §3; SPEC §2 items 3, 8).
+# Images converted once per case (background 0) -> one raw dataset of the real
+# cases (links) -> one plan on the real training set -> each case preprocessed
+# once, linked into every experiment's preprocessed dataset -> train (fold
+# all) per experiment and seed, resumable -> predict the held-out cases ->
+# evaluate. The baseline's first-seed model is also F (rule feature_extractor).
+# Uses from common.smk: config, EXPERIMENTS, TRAIN_CASES, VAL_CASES, SEEDS,
+# the paths (paths.smk), the "segmentation" section (SEG, SEG_MODALITIES,
+# SEG_CONFIGURATION, the get_* input functions).
 
 
 rule nnunet_image_real:
     input:
-        images=expand(
-            "results/preprocess/real/{{case}}/{modality}.nii.gz",
-            modality=SEG_MODALITIES,
-        ),
-        brainmask="results/preprocess/real/{case}/brainmask.nii.gz",
+        [case_file(real_case_dir("{case}"), m) for m in SEG_MODALITIES],
+        brainmask=case_file(real_case_dir("{case}"), "brainmask"),
     output:
-        expand(
-            f"{SEG_DIR}/images/real/{{{{case}}}}/{{modality}}.nii.gz",
-            modality=SEG_MODALITIES,
-        ),
+        [case_file(nnunet_image_dir("real", "{case}"), m) for m in SEG_MODALITIES],
     log:
         "logs/nnunet_image_real/{case}.log",
     conda:
@@ -30,15 +25,17 @@ rule nnunet_image_real:
         runtime=10,
     params:
         modalities=SEG_MODALITIES,
+        case_dir=lambda wildcards: real_case_dir(wildcards.case),
+        out_dir=lambda wildcards: nnunet_image_dir("real", wildcards.case),
     script:
         "../scripts/nnunet_image_real.py"
 
 
 rule nnunet_images_synthetic:
     input:
-        manifest="results/synthetic/{source}/manifest.csv",
+        manifest=synthetic_manifest("{source}"),
     output:
-        directory(f"{SEG_DIR}/images/synthetic/{{source}}"),
+        directory(nnunet_image_dir("synthetic", "{source}")),
     log:
         "logs/nnunet_images_synthetic/{source}.log",
     wildcard_constraints:
@@ -51,47 +48,46 @@ rule nnunet_images_synthetic:
         runtime=60,
     params:
         modalities=SEG_MODALITIES,
-        cases_dir="results/synthetic/{source}/cases",
+        cases_dir=synthetic_cases_dir("{source}"),
     script:
         "../scripts/nnunet_images_synthetic.py"
 
 
 rule nnunet_raw_dataset:
+    """The study's one raw dataset: the real cases (training with labels,
+    held-out without). Training reads the preprocessed datasets only, so no
+    experiment needs a raw dataset of its own."""
     input:
-        unpack(lambda wildcards: get_experiment_synthetic_inputs(wildcards, "images")),
-        real_images=expand(
-            f"{SEG_DIR}/images/real/{{case}}/{{modality}}.nii.gz",
-            case=TRAIN_CASES + VAL_CASES,
-            modality=SEG_MODALITIES,
-        ),
-        real_segs=expand("results/preprocess/real/{case}/seg.nii.gz", case=TRAIN_CASES),
+        real_images=[
+            case_file(nnunet_image_dir("real", case), m)
+            for case in TRAIN_CASES + VAL_CASES
+            for m in SEG_MODALITIES
+        ],
+        real_segs=[case_file(real_case_dir(case), "seg") for case in TRAIN_CASES],
     output:
-        directory(nnunet_root("{experiment}", "nnUNet_raw")),
+        directory(NNUNET_RAW_ROOT),
     log:
-        "logs/nnunet_raw_dataset/{experiment}.log",
+        "logs/nnunet_raw_dataset/nnunet_raw_dataset.log",
     localrule: True
     conda:
         "../../envs/tumorfab.yaml"
     params:
-        experiment=get_experiment_spec,
+        baseline=BASELINE_EXPERIMENT,
         modalities=SEG_MODALITIES,
         train_cases=TRAIN_CASES,
         val_cases=VAL_CASES,
-        real_image_root=lambda wildcards, input: case_root_of(input.real_images),
-        real_case_root=lambda wildcards, input: case_root_of(input.real_segs),
-        synthetic_cases_root=lambda wildcards: (
-            f"results/synthetic/{EXPERIMENTS[wildcards.experiment]['source']}/cases"
-        ),
+        real_image_root=lambda wildcards: nnunet_image_dir("real"),
+        real_case_root=lambda wildcards: REAL_CASES_ROOT,
     script:
         "../scripts/nnunet_raw_dataset.py"
 
 
 rule nnunet_plan:
     input:
-        raw=nnunet_root(BASELINE_EXPERIMENT, "nnUNet_raw"),
+        raw=NNUNET_RAW_ROOT,
     output:
-        plans=f"{SEG_DIR}/plans/tumorfabPlans.json",
-        fingerprint=f"{SEG_DIR}/plans/dataset_fingerprint.json",
+        plans=NNUNET_PLANS,
+        fingerprint=NNUNET_FINGERPRINT,
     log:
         "logs/nnunet_plan/nnunet_plan.log",
     benchmark:
@@ -104,22 +100,22 @@ rule nnunet_plan:
         runtime=60,
     params:
         plan=SEG["plan"],
-        baseline=BASELINE_EXPERIMENT,
+        raw_dataset=NNUNET_RAW_DATASET,
     script:
         "../scripts/nnunet_plan.py"
 
 
 rule nnunet_preprocess_real:
     input:
-        plans=f"{SEG_DIR}/plans/tumorfabPlans.json",
-        images=expand(
-            f"{SEG_DIR}/images/real/{{case}}/{{modality}}.nii.gz",
-            case=TRAIN_CASES,
-            modality=SEG_MODALITIES,
-        ),
-        segs=expand("results/preprocess/real/{case}/seg.nii.gz", case=TRAIN_CASES),
+        plans=NNUNET_PLANS,
+        images=[
+            case_file(nnunet_image_dir("real", case), m)
+            for case in TRAIN_CASES
+            for m in SEG_MODALITIES
+        ],
+        segs=[case_file(real_case_dir(case), "seg") for case in TRAIN_CASES],
     output:
-        directory(f"{SEG_DIR}/preprocessed/real"),
+        directory(nnunet_preprocessed_dir("real")),
     log:
         "logs/nnunet_preprocess_real/nnunet_preprocess_real.log",
     benchmark:
@@ -134,19 +130,19 @@ rule nnunet_preprocess_real:
         modalities=SEG_MODALITIES,
         cases=TRAIN_CASES,
         configuration=SEG_CONFIGURATION,
-        image_root=lambda wildcards, input: case_root_of(input.images),
-        case_root=lambda wildcards, input: case_root_of(input.segs),
+        image_root=lambda wildcards: nnunet_image_dir("real"),
+        case_root=lambda wildcards: REAL_CASES_ROOT,
     script:
         "../scripts/nnunet_preprocess_real.py"
 
 
 rule nnunet_preprocess_synthetic:
     input:
-        plans=f"{SEG_DIR}/plans/tumorfabPlans.json",
-        manifest="results/synthetic/{source}/manifest.csv",
-        images=f"{SEG_DIR}/images/synthetic/{{source}}",
+        plans=NNUNET_PLANS,
+        manifest=synthetic_manifest("{source}"),
+        images=nnunet_image_dir("synthetic", "{source}"),
     output:
-        directory(f"{SEG_DIR}/preprocessed/synthetic/{{source}}"),
+        directory(nnunet_preprocessed_dir("synthetic", "{source}")),
     log:
         "logs/nnunet_preprocess_synthetic/{source}.log",
     benchmark:
@@ -162,7 +158,7 @@ rule nnunet_preprocess_synthetic:
     params:
         modalities=SEG_MODALITIES,
         configuration=SEG_CONFIGURATION,
-        cases_dir="results/synthetic/{source}/cases",
+        cases_dir=synthetic_cases_dir("{source}"),
     script:
         "../scripts/nnunet_preprocess_synthetic.py"
 
@@ -174,9 +170,9 @@ rule nnunet_preprocessed_dataset:
                 wildcards, "preprocessed"
             )
         ),
-        plans=f"{SEG_DIR}/plans/tumorfabPlans.json",
-        fingerprint=f"{SEG_DIR}/plans/dataset_fingerprint.json",
-        real_preprocessed=f"{SEG_DIR}/preprocessed/real",
+        plans=NNUNET_PLANS,
+        fingerprint=NNUNET_FINGERPRINT,
+        real_preprocessed=nnunet_preprocessed_dir("real"),
     output:
         directory(nnunet_root("{experiment}", "nnUNet_preprocessed")),
     log:
@@ -212,9 +208,7 @@ rule nnunet_train:
     params:
         train=SEG["train"],
         configuration=SEG_CONFIGURATION,
-        # checkpoints and nnU-Net's logs: outside the declared output, so that a
-        # killed job's rerun resumes from them (Snakemake deletes failed outputs)
-        work_root=lambda wildcards: f"{nnunet_root(wildcards.experiment, 'nnUNet_results')}/seed{wildcards.seed}",
+        work_root=nnunet_checkpoint_dir("{experiment}", "{seed}"),
     script:
         "../scripts/nnunet_train.py"
 
@@ -222,9 +216,9 @@ rule nnunet_train:
 rule nnunet_predict:
     input:
         model=model_dir("{experiment}", "{seed}"),
-        raw=nnunet_root("{experiment}", "nnUNet_raw"),
+        raw=NNUNET_RAW_ROOT,
     output:
-        directory(f"{SEG_DIR}/predictions/{{experiment}}/seed{{seed}}"),
+        directory(prediction_dir("{experiment}", "{seed}")),
     log:
         "logs/nnunet_predict/{experiment}/seed{seed}.log",
     benchmark:
@@ -241,16 +235,17 @@ rule nnunet_predict:
         device=SEG["train"]["device"],
         modalities=SEG_MODALITIES,
         val_cases=VAL_CASES,
+        images_dir=f"{NNUNET_RAW_DATASET}/imagesTs",
     script:
         "../scripts/nnunet_predict.py"
 
 
 rule nnunet_evaluate:
     input:
-        predictions=f"{SEG_DIR}/predictions/{{experiment}}/seed{{seed}}",
-        references=expand("results/preprocess/real/{case}/seg.nii.gz", case=VAL_CASES),
+        predictions=prediction_dir("{experiment}", "{seed}"),
+        references=[case_file(real_case_dir(case), "seg") for case in VAL_CASES],
     output:
-        f"{SEG_DIR}/evaluation/{{experiment}}/seed{{seed}}/per_case.csv",
+        evaluation_csv("{experiment}", "{seed}"),
     log:
         "logs/nnunet_evaluate/{experiment}/seed{seed}.log",
     conda:
@@ -268,4 +263,12 @@ rule nnunet_evaluate:
 rule segmentation_all:
     input:
         get_evaluation_csvs(),
+    localrule: True
+
+
+rule feature_extractor:
+    """F, the frozen encoder of the baseline model (SPEC §2 item 3): the target
+    that closes the loop segment -> synthesize (see the Snakefile's header)."""
+    input:
+        FEATURE_EXTRACTOR_DIR,
     localrule: True

@@ -1,10 +1,10 @@
-# Stage 4 (SPEC §2 item 4; paper 002 §2.1): TF-Aug coarse synthetic pairs.
-# fit_tfaug_intensity learns I(x) = a*x + b per subregion once (a small JSON);
-# generate_tfaug writes results/synthetic/tfaug/cases/ + manifest.csv at the
-# largest size any tfaug or tf experiment needs (TF-GAN refines these pairs),
-# so smaller sets are nested prefixes.
-
-from tumorfab.synthesis.manifest import synthetic_size
+# Stage 3, synthesize: TF-Aug coarse synthetic pairs (SPEC §2 item 4; paper
+# 002 §2.1), the source "tfaug" of tumorfab.synthesis.SOURCES.
+# fit_tfaug_intensity learns I(x) = a*x + b per subregion once (a small JSON)
+# on the features of F, the baseline's encoder (the backward edge, see the
+# Snakefile); generate_tfaug writes synthetic_cases_dir + synthetic_manifest at
+# the largest size any tfaug or tf experiment needs (TF-GAN refines these
+# pairs), so smaller sets are nested prefixes.
 
 
 rule fit_tfaug_intensity:
@@ -12,9 +12,9 @@ rule fit_tfaug_intensity:
     input:
         real=[f for case in TRAIN_CASES for f in real_case_files(case)],
         healthy=[f for subject in HEALTHY_SUBJECTS for f in healthy_case_files(subject)],
-        model=lambda wildcards: get_feature_model_dir(),
+        feature_extractor=FEATURE_EXTRACTOR_DIR,
     output:
-        "results/synthetic/tfaug/intensity.json",
+        f"{synthetic_dir('tfaug')}/intensity.json",
     log:
         "logs/fit_tfaug_intensity/fit_tfaug_intensity.log",
     benchmark:
@@ -27,6 +27,8 @@ rule fit_tfaug_intensity:
         mem_mb=16000,
         runtime=240,
     params:
+        real_case_dirs=[real_case_dir(case) for case in TRAIN_CASES],
+        healthy_case_dirs=[healthy_case_dir(s) for s in HEALTHY_SUBJECTS],
         modalities=config["data"]["modalities"],
         seed=config["seed"],
         masks=config["tfaug"]["masks"],
@@ -39,12 +41,12 @@ rule fit_tfaug_intensity:
 rule generate_tfaug:
     """Coarse pairs x_s' = I(B(x_h, m_s)) with the lesion controls (§2.1, SPEC §5)."""
     input:
-        intensity="results/synthetic/tfaug/intensity.json",
-        real_segs=expand("results/preprocess/real/{case}/seg.nii.gz", case=TRAIN_CASES),
+        intensity=f"{synthetic_dir('tfaug')}/intensity.json",
+        real_segs=[case_file(real_case_dir(case), "seg") for case in TRAIN_CASES],
         healthy=[f for subject in HEALTHY_SUBJECTS for f in healthy_case_files(subject)],
     output:
-        cases=directory("results/synthetic/tfaug/cases"),
-        manifest="results/synthetic/tfaug/manifest.csv",
+        cases=directory(synthetic_cases_dir("tfaug")),
+        manifest=synthetic_manifest("tfaug"),
     log:
         "logs/generate_tfaug/generate_tfaug.log",
     benchmark:
@@ -56,8 +58,10 @@ rule generate_tfaug:
         mem_mb=4000,
         runtime=240,
     params:
+        real_case_dirs=[real_case_dir(case) for case in TRAIN_CASES],
+        healthy_case_dirs=[healthy_case_dir(s) for s in HEALTHY_SUBJECTS],
         # The largest n_synthetic of the tfaug and tf experiments (TF-GAN refines these).
-        n_cases=max(synthetic_size(config["experiments"], s) for s in ("tfaug", "tf")),
+        n_cases=GENERATION_SIZE["tfaug"],
         modalities=config["data"]["modalities"],
         seed=config["seed"],
         masks=config["tfaug"]["masks"],

@@ -1,5 +1,6 @@
 from tumorfab.log import log_to
-from tumorfab.report.figures import SOURCE_NAMES, plot_mosaic
+from tumorfab.report.figures import plot_mosaic
+from tumorfab.synthesis import source_label
 
 with log_to(snakemake.log[0]):
     source = snakemake.wildcards.source
@@ -9,5 +10,5 @@ with log_to(snakemake.log[0]):
         out_png=snakemake.output.figure,
         modalities=snakemake.params.modalities,
         n_cases=snakemake.params.report["mosaic_cases"],
-        title=SOURCE_NAMES.get(source, source),
+        title=source_label(source),
     )

@@ -1,15 +1,12 @@
 # nnU-Net's fingerprint extraction uses a spawn pool: its workers re-import
 # this script, so the work runs only under the __main__ guard.
-from pathlib import Path
-
 from tumorfab.log import log_to
-from tumorfab.segmentation.dataset import dataset_name
 from tumorfab.segmentation.plans import plan_experiment
 
 if __name__ == "__main__":
     with log_to(snakemake.log[0]):
         plan_experiment(
-            raw_dataset_dir=Path(snakemake.input.raw) / dataset_name(snakemake.params.baseline),
+            raw_dataset_dir=snakemake.params.raw_dataset,
             out_plans=snakemake.output.plans,
             out_fingerprint=snakemake.output.fingerprint,
             num_processes=snakemake.threads,

@@ -1,5 +1,5 @@
 from tumorfab.log import log_to
-from tumorfab.segmentation.plans import preprocess_real
+from tumorfab.segmentation.preprocessed import preprocess_real
 
 with log_to(snakemake.log[0]):
     preprocess_real(

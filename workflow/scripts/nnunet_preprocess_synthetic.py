@@ -1,5 +1,5 @@
 from tumorfab.log import log_to
-from tumorfab.segmentation.plans import preprocess_synthetic
+from tumorfab.segmentation.preprocessed import preprocess_synthetic
 
 with log_to(snakemake.log[0]):
     preprocess_synthetic(

@@ -1,5 +1,5 @@
 from tumorfab.log import log_to
-from tumorfab.segmentation.plans import build_preprocessed_dataset
+from tumorfab.segmentation.preprocessed import build_preprocessed_dataset
 
 with log_to(snakemake.log[0]):
     synthetic = snakemake.params.experiment["n_synthetic"] > 0

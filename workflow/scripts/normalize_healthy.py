@@ -1,5 +1,3 @@
-from pathlib import Path
-
 from tumorfab.log import log_to
 from tumorfab.preprocess.normalize import normalize_healthy_scan
 from tumorfab.preprocess.qc import orthogonal_slices_png
@@ -8,7 +6,7 @@ with log_to(snakemake.log[0]):
     normalize_healthy_scan(
         image=snakemake.input.image,
         brainmask=snakemake.input.brainmask,
-        out_dir=Path(snakemake.output.image).parent,
+        out_dir=snakemake.params.case_dir,
         modality="t1n",
         **snakemake.params.normalize,
     )

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 from tumorfab.log import log_to
 from tumorfab.preprocess.normalize import normalize_real_case
 from tumorfab.preprocess.qc import orthogonal_slices_png
@@ -9,7 +7,7 @@ with log_to(snakemake.log[0]):
     normalize_real_case(
         images={m: snakemake.input[m] for m in modalities},
         seg=snakemake.input.seg,
-        out_dir=Path(snakemake.output.brainmask).parent,
+        out_dir=snakemake.params.case_dir,
         remap_label_4_to_3=snakemake.params.remap_label_4_to_3,
         **snakemake.params.normalize,
     )

@@ -49,7 +49,9 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from tumorfab.demo import planned_cases, planned_healthy
+from tumorfab.fields import SmoothField
 from tumorfab.io import save_nifti
+from tumorfab.labels import ED, ET, LABELS, NCR
 
 __all__ = ["make_demo_cohort"]
 
@@ -60,8 +62,11 @@ TEMPLATE_FILES = {
     "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
 }
 
-#: Random fields are tanh(FIELD_GAIN * B-spline of white noise): see ``_Field``.
-FIELD_GAIN = 2.0
+#: Every random field here is a ``tumorfab.fields.SmoothField`` (smooth, in
+#: (-1, 1)). Fields of a whole brain or head cover the template's brain box plus
+#: this margin (mm): more than any grid here reaches (the widest, a healthy
+#: head's field of view, adds ``HEALTHY_MARGIN_MM`` and a voxel).
+FIELD_MARGIN_MM = 60.0
 
 #: Coarsest supported voxel (mm): a lesion needs about 6 voxels of radius for a
 #: necrotic core, an enhancing rim and oedema, and must fit inside the brain.
@@ -153,7 +158,8 @@ def make_demo_cohort(
       normalised inside the brain so the brain edge does not darken) and sampled
       (trilinear) through a per-patient transform: a scaling of
       +-``PATIENT_SCALE`` per axis and a smooth random displacement of at most
-      ``DEFORM_MM`` (see ``_Field``; control points every ``DEFORM_SPACING_MM``).
+      ``DEFORM_MM`` (a ``tumorfab.fields.SmoothField``; control points every
+      ``DEFORM_SPACING_MM``).
       Brain mask = the sampled template mask > 0.5; outside it the image is
       exactly 0, inside it > 0. Intensities keep the template's units (0-255)
       times a gain in ``PATIENT_GAIN``, plus Gaussian noise (``PATIENT_NOISE``).
@@ -330,56 +336,12 @@ def _reference_grid(voxel_mm: float) -> _Grid:
     return _Grid(tuple(int(n) for n in shape), affine)
 
 
-def _bspline(t: np.ndarray) -> np.ndarray:
-    """The cubic B-spline kernel (non-negative, partition of unity)."""
-    t = np.abs(t)
-    return np.where(t < 1, 2 / 3 - t**2 + t**3 / 2, np.where(t < 2, (2 - t) ** 3 / 6, 0.0))
-
-
-@dataclass(frozen=True)
-class _Field:
-    """A smooth random field in (-1, 1): tanh of a cubic B-spline of white noise.
-
-    Control values on a regular world grid (every ``spacing`` mm, two extra
-    points beyond the box on each side) are standard normal; the field is
-    ``tanh(FIELD_GAIN * s)`` with ``s`` their cubic B-spline approximation
-    (C2, std about 0.33), so it is smooth, bounded by 1 and has a standard
-    deviation of about 0.5: features of about two control spacings.
-    It is evaluated on axis-aligned grids only, as a tensor product (much
-    cheaper than interpolating point by point).
-    """
-
-    values: np.ndarray  # (components, *control_shape)
-    origin: np.ndarray
-    spacing: float
-
-    @classmethod
-    def draw(
-        cls,
-        rng: np.random.Generator,
-        lo: np.ndarray,
-        hi: np.ndarray,
-        spacing: float,
-        components: int = 1,
-    ) -> _Field:
-        origin = np.asarray(lo, dtype=np.float64) - 2 * spacing
-        shape = np.ceil((np.asarray(hi) + 2 * spacing - origin) / spacing).astype(int) + 1
-        return cls(rng.standard_normal((components, *shape)), origin, float(spacing))
-
-    def on_axes(self, axes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-        """Field on the grid of world coordinates ``axes`` (x, y, z vectors, mm).
-
-        Returns (components, len(x), len(y), len(z)).
-        """
-        weights = []
-        for dim, coords in enumerate(axes):
-            u = (np.asarray(coords) - self.origin[dim]) / self.spacing
-            weights.append(_bspline(u[:, None] - np.arange(self.values.shape[dim + 1])[None, :]))
-        # One axis at a time; plain einsum (no BLAS threads on a shared machine).
-        result = np.einsum("cijk,zk->cijz", self.values, weights[2])
-        result = np.einsum("cijz,yj->ciyz", result, weights[1])
-        result = np.einsum("ciyz,xi->cxyz", result, weights[0])
-        return np.tanh(FIELD_GAIN * result)
+def _brain_field(
+    rng: np.random.Generator, template: _Template, spacing: float, components: int = 1
+) -> SmoothField:
+    """A random field over the template's brain box plus ``FIELD_MARGIN_MM``."""
+    lo, hi = template.brain_lo - FIELD_MARGIN_MM, template.brain_hi + FIELD_MARGIN_MM
+    return SmoothField.draw(rng, lo, hi, spacing, components)
 
 
 def _sample(volume: np.ndarray, inverse: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -403,9 +365,7 @@ def _warp(
     """
     centre = (template.brain_lo + template.brain_hi) / 2
     scale = 1.0 + rng.uniform(-scale_range, scale_range, size=3)
-    field = _Field.draw(
-        rng, template.brain_lo - 60, template.brain_hi + 60, DEFORM_SPACING_MM, components=3
-    )
+    field = _brain_field(rng, template, DEFORM_SPACING_MM, components=3)
     displacement = DEFORM_MM * field.on_axes(axes).reshape(3, -1)
     return centre[:, None] + scale[:, None] * (points - centre[:, None]) + displacement
 
@@ -437,8 +397,8 @@ class _Lesion:
     ncr: float  # NCR boundary, in units of the semi-axes
     et_thickness: float  # ET rim, mm (converted per timepoint)
     growth: float
-    shape_field: _Field
-    core_field: _Field  # (2 components: NCR/ET boundary, ET rim thickness)
+    shape_field: SmoothField
+    core_field: SmoothField  # (2 components: NCR/ET boundary, ET rim thickness)
     levels: tuple[float, float, float]  # NCR level, ET level (x white), ED factor
 
 
@@ -477,13 +437,13 @@ def _draw_lesion(
         index = np.array(np.unravel_index(flat, grid.shape), dtype=np.float64)
         centre = grid.affine[:3, :3] @ index + grid.affine[:3, 3]
         reach = axes.max() * growth * (1 + LESION_SHAPE_NOISE) + voxel_mm
-        shape_field = _Field.draw(rng, centre - reach, centre + reach, 6.0)
-        core_field = _Field.draw(rng, centre - reach, centre + reach, 5.0, components=2)
+        shape_field = SmoothField.draw(rng, centre - reach, centre + reach, 6.0)
+        core_field = SmoothField.draw(rng, centre - reach, centre + reach, 5.0, components=2)
         lesion = _Lesion(
             centre, axes, rotation, ncr, et_thickness, growth, shape_field, core_field, levels
         )
         if all(
-            set(np.unique(_rasterise(lesion, anatomy, grid, t)[0])) == {0, 1, 2, 3} for t in (0, 1)
+            set(np.unique(_rasterise(lesion, anatomy, grid, t)[0])) == set(LABELS) for t in (0, 1)
         ):
             return lesion
     raise ValueError(
@@ -514,9 +474,9 @@ def _rasterise(
     ncr = lesion.ncr + (0.1 if timepoint == 1 else 0.0)  # the necrotic fraction grows
     et = ncr + lesion.et_thickness * (1 + 0.5 * np.abs(rim_noise)) / axes.mean()
     labels = np.zeros(points.shape[1], dtype=np.uint8)
-    labels[outer < 1.0] = 2
-    labels[(core < et) & (outer < 1.0)] = 3
-    labels[core < ncr] = 1
+    labels[outer < 1.0] = ED
+    labels[(core < et) & (outer < 1.0)] = ET
+    labels[core < ncr] = NCR
     labels = labels.reshape(tuple(s.stop - s.start for s in region))
     labels[~anatomy.brain[region]] = 0
     return labels, region
@@ -533,12 +493,12 @@ def _patient_scan(
     tissue = anatomy.tissue[region].astype(np.float64)
     points = grid.points(region)
     lo, hi = points.min(1), points.max(1)
-    texture = 1 + LESION_TEXTURE * _Field.draw(rng, lo, hi, 4.0).on_axes(grid.axes(region))[0]
+    texture = 1 + LESION_TEXTURE * SmoothField.draw(rng, lo, hi, 4.0).on_axes(grid.axes(region))[0]
     ncr_level, et_level, ed_factor = lesion.levels
     targets = {
-        1: ncr_level * anatomy.white * texture,
-        3: et_level * anatomy.white * texture,
-        2: ed_factor * tissue * texture,
+        NCR: ncr_level * anatomy.white * texture,
+        ET: et_level * anatomy.white * texture,
+        ED: ed_factor * tissue * texture,
     }
     blended = tissue.copy()
     for label, target in targets.items():
@@ -587,9 +547,7 @@ def _healthy_head(rng: np.random.Generator, voxel_mm: float) -> tuple[np.ndarray
     hull = ndimage.gaussian_filter(brain.astype(np.float32), HULL_SMOOTH_MM / spacing) > 0.3
     hull = ndimage.binary_fill_holes(hull | brain)
     distance = ndimage.distance_transform_edt(~hull, sampling=spacing)
-    thickness = _Field.draw(
-        rng, template.brain_lo - 60, template.brain_hi + 60, 30.0, components=3
-    ).on_axes(grid.axes())
+    thickness = _brain_field(rng, template, 30.0, components=3).on_axes(grid.axes())
     csf_out = (CSF_MM[0] + CSF_MM[1] * thickness[0]).reshape(grid.shape)
     skull_out = csf_out + (SKULL_MM[0] + SKULL_MM[1] * thickness[1]).reshape(grid.shape)
     scalp_out = skull_out + (SCALP_MM[0] + SCALP_MM[1] * thickness[2]).reshape(grid.shape)
@@ -597,13 +555,12 @@ def _healthy_head(rng: np.random.Generator, voxel_mm: float) -> tuple[np.ndarray
     outside[hull | (distance <= csf_out)] = CSF_LEVEL * white
     outside[(distance > csf_out) & (distance <= skull_out)] = SKULL_LEVEL * white
     scalp = (distance > skull_out) & (distance <= scalp_out)
-    texture = _Field.draw(rng, template.brain_lo - 60, template.brain_hi + 60, 8.0)
-    scalp_texture = 1 + 0.1 * texture.on_axes(grid.axes())[0]
+    scalp_texture = 1 + 0.1 * _brain_field(rng, template, 8.0).on_axes(grid.axes())[0]
     outside[scalp] = (SCALP_LEVEL * white * scalp_texture)[scalp]
     outside = ndimage.gaussian_filter(outside, 0.6)
 
     image = brain_weight * tissue + (1 - brain_weight) * outside
-    bias = _Field.draw(rng, scanner.min(1), scanner.max(1), BIAS_SPACING_MM).on_axes(grid.axes())[0]
+    bias = SmoothField.draw(rng, scanner.min(1), scanner.max(1), BIAS_SPACING_MM).on_axes(grid.axes())[0]
     image *= np.exp(BIAS_AMPLITUDE * bias).reshape(grid.shape)
     sigma = HEALTHY_NOISE * white
     real = image + sigma * rng.standard_normal(grid.shape)

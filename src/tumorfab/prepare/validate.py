@@ -16,8 +16,7 @@ import pandas as pd
 
 from tumorfab.prepare.cases import BratsCase, DataError
 from tumorfab.io import load_nifti, save_csv
-
-BRATS_LABELS = {0, 1, 2, 3}
+from tumorfab.labels import ET, LABELS, LEGACY_ET
 #: Affines are compared in mm; BraTS headers differ in rounding only.
 AFFINE_TOLERANCE_MM = 1e-3
 
@@ -77,11 +76,11 @@ def _check_labels(path: Path, seg: nib.Nifti1Image, remap_label_4_to_3: bool) ->
     non_integer = sorted(label for label in labels if label != int(label))
     if non_integer:
         problems.append(f"{path}: non-integer label values {_format_labels(non_integer)}")
-    unexpected = labels - BRATS_LABELS
-    if 4 in unexpected:
-        unexpected.discard(4)
+    unexpected = labels - set(LABELS)
+    if LEGACY_ET in unexpected:
+        unexpected.discard(LEGACY_ET)
         if remap_label_4_to_3:
-            labels = (labels - {4}) | {3}
+            labels = (labels - {LEGACY_ET}) | {ET}
         else:
             problems.append(
                 f"{path}: label 4 (BraTS 2021-style enhancing tumour); BraTS 2023 uses 3. "

@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from tumorfab.io import load_nifti, save_nifti
+from tumorfab.casefolder import Case, save_case
+from tumorfab.io import load_nifti
+from tumorfab.labels import ET, LEGACY_ET
 
 BACKGROUND = -1.0
 
@@ -59,7 +61,7 @@ def normalize_real_case(
     out_dir: str | Path,
     lower_percentile: float,
     upper_percentile: float,
-    remap_label_4_to_3: bool = False,
+    remap_label_4_to_3: bool,
 ) -> None:
     """Write a real BraTS case as a case folder (docs/architecture.md).
 
@@ -74,12 +76,12 @@ def normalize_real_case(
     brainmask = brainmask_from_stripped(list(data.values()))
     labels = np.asarray(load_nifti(seg).dataobj).astype(np.uint8)
     if remap_label_4_to_3:
-        labels[labels == 4] = 3
-    for modality, volume in data.items():
-        normalized = normalize_intensity(volume, brainmask, lower_percentile, upper_percentile)
-        save_nifti(normalized, affine, out_dir / f"{modality}.nii.gz")
-    save_nifti(brainmask, affine, out_dir / "brainmask.nii.gz")
-    save_nifti(labels, affine, out_dir / "seg.nii.gz")
+        labels[labels == LEGACY_ET] = ET
+    normalized = {
+        modality: normalize_intensity(volume, brainmask, lower_percentile, upper_percentile)
+        for modality, volume in data.items()
+    }
+    save_case(Case(normalized, brainmask, labels, affine), out_dir)
 
 
 def normalize_healthy_scan(
@@ -97,5 +99,4 @@ def normalize_healthy_scan(
     normalized = normalize_intensity(
         loaded.get_fdata(dtype=np.float32), mask, lower_percentile, upper_percentile
     )
-    save_nifti(normalized, loaded.affine, out_dir / f"{modality}.nii.gz")
-    save_nifti(mask, loaded.affine, out_dir / "brainmask.nii.gz")
+    save_case(Case({modality: normalized}, mask, None, loaded.affine), out_dir)

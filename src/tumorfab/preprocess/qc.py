@@ -13,9 +13,10 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 from tumorfab.io import atomic_path, load_nifti  # noqa: E402
+from tumorfab.labels import COLOUR_NAMES, LESION_LABELS  # noqa: E402
 
-#: NCR, ED, ET in the colours BraTS figures usually use.
-LABEL_COLOURS = ListedColormap(["red", "green", "yellow"])
+#: NCR, ED, ET (values 1..3) in the colours BraTS figures usually use.
+LABEL_CMAP = ListedColormap([COLOUR_NAMES[k] for k in LESION_LABELS])
 
 
 def _slices(volume: np.ndarray, centre: tuple[int, int, int]) -> list[np.ndarray]:
@@ -55,7 +56,7 @@ def orthogonal_slices_png(
         axis.imshow(_slices(data, centre)[index], cmap="gray")
         if labels is not None:
             overlay = np.ma.masked_equal(_slices(labels, centre)[index], 0)
-            axis.imshow(overlay, cmap=LABEL_COLOURS, vmin=1, vmax=3, alpha=0.45, interpolation="nearest")
+            axis.imshow(overlay, cmap=LABEL_CMAP, vmin=1, vmax=3, alpha=0.45, interpolation="nearest")
         if contour is not None:
             axis.contour(_slices(contour.astype(float), centre)[index], levels=[0.5], colors="cyan", linewidths=0.6)
         axis.set_axis_off()

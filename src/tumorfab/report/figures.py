@@ -19,14 +19,14 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from tumorfab.io import atomic_path, load_nifti
+from tumorfab.casefolder import load_case
+from tumorfab.io import atomic_path
+from tumorfab.labels import COLOUR_NAMES, LABEL_NAMES, LESION_LABELS, REGION_KEYS, REPORT_COLOURS
+from tumorfab.synthesis import source_label
+from tumorfab.synthesis.manifest import manifest_case_ids
 
-#: Display names of the synthetic sources (the paper's names).
-SOURCE_NAMES = {"carvemix": "CarveMix", "pix2pix": "Pix2Pix", "tfaug": "TF-Aug", "tf": "TF"}
-PANELS = [("dice_et", "ET"), ("dice_tc", "TC"), ("dice_wt", "WT"), ("dice_mean", "Mean")]
-#: BraTS label colours: NCR red, ED green, ET yellow.
-LABEL_COLOURS = {1: "#e41a1c", 2: "#4daf4a", 3: "#ffd92f"}
-LABEL_NAMES = {1: "NCR", 2: "ED", 3: "ET"}
+#: (per-run column, title) of each panel: the BraTS regions, then their mean.
+PANELS = [*((f"dice_{r}", r.upper()) for r in REGION_KEYS), ("dice_mean", "Mean")]
 
 
 def _save(figure: Figure, path: str | os.PathLike) -> None:
@@ -93,7 +93,7 @@ def plot_dice_vs_synthetic(
                 yerr=frame[f"{column}_std"].fillna(0.0),
                 marker="o",
                 capsize=3,
-                label=SOURCE_NAMES.get(source, source),
+                label=source_label(source),
             )
         ax.set_title(f"{title} Dice")
         ax.set_xlabel("synthetic cases added")
@@ -140,13 +140,12 @@ def plot_mosaic(
     (NCR red, ED green, ET yellow, with their contours). Returns the case ids
     shown.
     """
-    manifest = pd.read_csv(manifest_path)
-    case_ids = [str(c) for c in manifest["case_id"].head(n_cases)]
+    case_ids = manifest_case_ids(manifest_path)[:n_cases]
     columns = [*modalities, f"{modalities[0]} + labels"]
     n_rows = max(len(case_ids), 1)
     figure = Figure(figsize=(2.6 * len(columns), 2.6 * n_rows + 0.6), layout="constrained")
     axes = np.atleast_2d(figure.subplots(n_rows, len(columns), squeeze=False))
-    label_cmap = ListedColormap([LABEL_COLOURS[k] for k in (1, 2, 3)])
+    label_cmap = ListedColormap([REPORT_COLOURS[k] for k in LESION_LABELS])
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
@@ -155,15 +154,10 @@ def plot_mosaic(
             0.5, 0.5, "no cases", ha="center", va="center", transform=axes[0, 0].transAxes
         )
     for row, case_id in enumerate(case_ids):
-        case_dir = Path(cases_dir) / case_id
-        seg_image = load_nifti(case_dir / "seg.nii.gz")
-        seg = np.rint(seg_image.get_fdata(dtype=np.float32)).astype(np.uint8)
-        zooms = seg_image.header.get_zooms()[:3]
+        case = load_case(Path(cases_dir) / case_id, modalities)
+        seg, images, zooms = case.seg, case.images, case.zooms
         aspect = float(zooms[1]) / float(zooms[0])
         z = _lesion_slice(seg)
-        images = {
-            m: load_nifti(case_dir / f"{m}.nii.gz").get_fdata(dtype=np.float32) for m in modalities
-        }
         for col, modality in enumerate(modalities):
             axes[row, col].imshow(
                 _axial(images[modality], z), cmap="gray", vmin=-1, vmax=1, aspect=aspect
@@ -181,15 +175,13 @@ def plot_mosaic(
             aspect=aspect,
             interpolation="nearest",
         )
-        for label, colour in LABEL_COLOURS.items():
+        for label, colour in REPORT_COLOURS.items():
             if (labels == label).any():
                 ax.contour(labels == label, levels=[0.5], colors=[colour], linewidths=0.8)
         axes[row, 0].set_ylabel(f"{case_id}\nz={z}", fontsize="small")
     for col, name in enumerate(columns):
         axes[0, col].set_title(name, fontsize="small")
-    legend = ", ".join(
-        f"{LABEL_NAMES[k]} {c}" for k, c in [(1, "red"), (2, "green"), (3, "yellow")]
-    )
+    legend = ", ".join(f"{LABEL_NAMES[k]} {COLOUR_NAMES[k]}" for k in LESION_LABELS)
     figure.suptitle(
         f"{title or Path(cases_dir).parent.name}: first {len(case_ids)} cases ({legend})"
     )

@@ -38,19 +38,18 @@ import pandas as pd
 from scipy import stats
 
 from tumorfab.io import save_csv, save_text
+from tumorfab.labels import REGION_KEYS
 
-REGIONS = ("et", "tc", "wt")
 #: Columns every per-case evaluation CSV carries (besides ``case_id``).
 METRIC_COLUMNS = [
-    *(f"dice_{r}" for r in REGIONS),
-    *(f"hd95_{r}" for r in REGIONS),
-    *(f"lesion_sens_{r}" for r in REGIONS),
+    *(f"dice_{r}" for r in REGION_KEYS),
+    *(f"hd95_{r}" for r in REGION_KEYS),
+    *(f"lesion_sens_{r}" for r in REGION_KEYS),
 ]
-#: Table columns: (display header, per-run column, short name of the numeric columns).
+#: Table columns: (display header, per-run column, short name of the numeric columns):
+#: ET, TC, WT, then their mean.
 TABLE_REGIONS = [
-    ("ET (%)", "dice_et", "et"),
-    ("TC (%)", "dice_tc", "tc"),
-    ("WT (%)", "dice_wt", "wt"),
+    *((f"{r.upper()} (%)", f"dice_{r}", r) for r in REGION_KEYS),
     ("Mean (%)", "dice_mean", "mean"),
 ]
 DISPLAY_COLUMNS = ["Method", *(h for h, _, _ in TABLE_REGIONS), "Mean Diff (%)", "p-value"]
@@ -83,7 +82,7 @@ def collect_per_case(csv_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
         missing = [c for c in ["case_id", *METRIC_COLUMNS] if c not in frame.columns]
         if missing:
             raise ValueError(f"{path}: missing columns {missing}")
-        dice = frame[[f"dice_{r}" for r in REGIONS]].to_numpy(dtype=float)
+        dice = frame[[f"dice_{r}" for r in REGION_KEYS]].to_numpy(dtype=float)
         if np.any((dice < 0) | (dice > 1)):
             raise ValueError(f"{path}: Dice outside [0, 1] (expected fractions, not %)")
         frame = frame[["case_id", *METRIC_COLUMNS]].copy()
@@ -118,7 +117,7 @@ def per_run_table(per_case: pd.DataFrame) -> pd.DataFrame:
     grouped = per_case.groupby(["experiment", "seed"], sort=True)
     runs = grouped[METRIC_COLUMNS].mean()
     runs["n_cases"] = grouped["case_id"].count()
-    runs["dice_mean"] = runs[[f"dice_{r}" for r in REGIONS]].mean(axis=1, skipna=False)
+    runs["dice_mean"] = runs[[f"dice_{r}" for r in REGION_KEYS]].mean(axis=1, skipna=False)
     return runs.reset_index()[columns]
 
 

@@ -1,13 +1,16 @@
 """nnU-Net v2 segmentation experiments (paper 002 §3, SPEC §2 items 3 and 8).
 
-One raw dataset per experiment (real training cases + a prefix of one
-synthetic source), one plan made on the real training set and shared by every
-experiment, training on fold ``all`` with a seeded trainer, prediction of the
+One raw dataset of the real cases (the plan is made on its training cases,
+every experiment predicts its held-out cases), one plan shared by every
+experiment, each case preprocessed once and linked into every experiment's
+preprocessed dataset (the real training cases + a prefix of one synthetic
+source), training on fold ``all`` with a seeded trainer, prediction of the
 held-out cases and per-case evaluation. ``features`` exposes the frozen
 encoder of the baseline model (the paper's feature extractor F).
 
-Modules: ``dataset`` (images handed to nnU-Net, raw datasets), ``plans`` (plan
-once, share the plan, the smaller demo network, preprocess each case once),
+Modules: ``dataset`` (images handed to nnU-Net, the raw dataset), ``plans``
+(plan once, share the plan, the smaller demo network), ``preprocessed``
+(preprocess each case once, assemble each experiment's preprocessed dataset),
 ``train`` (fold all, seeds, resume), ``predict``, ``evaluate``, ``features``
 (F), ``environment`` (nnU-Net's environment variables) and
 ``trainers/nnUNetTrainerTumorfab.py`` (found through ``nnUNet_extTrainer``).
@@ -16,7 +19,8 @@ Folders (workflow/rules/segmentation.smk), under results/segmentation/:
 ``images/real/{case}/``, ``images/synthetic/{source}/{case_id}/`` (converted
 images), ``plans/`` (the shared plan), ``preprocessed/real/``,
 ``preprocessed/synthetic/{source}/`` (each case once),
-``nnunet/{experiment}/nnUNet_raw|nnUNet_preprocessed`` (links),
+the one raw dataset (an ``nnUNet_raw`` folder of links),
+``nnunet/{experiment}/nnUNet_preprocessed`` (links),
 ``nnunet/{experiment}/nnUNet_results/seed{seed}/`` (checkpoints, resumable),
 ``models/{experiment}/seed{seed}/`` (the finished model),
 ``predictions/{experiment}/seed{seed}/{case}.nii.gz`` and

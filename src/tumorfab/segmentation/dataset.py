@@ -1,16 +1,19 @@
-"""Images handed to nnU-Net, and one nnU-Net raw dataset per experiment.
+"""Images handed to nnU-Net, and the study's one nnU-Net raw dataset.
 
 Pipeline images live in [-1, 1] with a background of exactly -1 (what a GAN
 sees). nnU-Net crops every case to the non-zero region of its channels and
 z-scores inside it (SPEC §2 item 8), so every image it gets is converted once
 per case by :func:`to_nnunet_image` (brain ``x + 2``, i.e. in [1, 3], and
 exactly 0 outside the brain mask) and written to a per-case folder; the raw
-datasets of the experiments then only *link* those files.
+dataset then only *links* those files.
 
-An experiment's raw dataset (nnU-Net layout) holds the real training cases and
-the first ``n_synthetic`` cases of one synthetic source in ``imagesTr`` /
-``labelsTr``, and the held-out real cases in ``imagesTs`` (their references
-stay with the case folders and are read by the evaluation). Labels are the
+The raw dataset (nnU-Net layout) holds the real training cases in ``imagesTr``
+/ ``labelsTr`` (the shared plan is made on them) and the held-out real cases in
+``imagesTs`` (every experiment predicts them; their references stay with the
+case folders and are read by the evaluation). Synthetic cases never enter it:
+an experiment's training set (real cases plus a manifest prefix,
+``tumorfab.synthesis.manifest.training_cases``) exists only as its
+preprocessed dataset (``tumorfab.segmentation.preprocessed``). Labels are the
 BraTS regions, trained region-based as nnU-Net does for BraTS (sigmoid per
 region: WT, TC, ET).
 """
@@ -24,19 +27,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 
-from tumorfab.io import atomic_directory, load_nifti, save_nifti
+from tumorfab.casefolder import SEG, case_file, read_brainmask, read_image
+from tumorfab.io import atomic_directory, save_nifti
+from tumorfab.labels import NNUNET_REGION_LABELS, NNUNET_REGIONS_CLASS_ORDER
+from tumorfab.synthesis.manifest import manifest_case_ids
 
-#: Region-based BraTS labels, in nnU-Net's dataset.json form (key order matters).
-REGION_LABELS: dict[str, int | list[int]] = {
-    "background": 0,
-    "whole tumor": [1, 2, 3],
-    "tumor core": [1, 3],
-    "enhancing tumor": [3],
-}
-#: Label written where regions overlap: ED (2) for WT only, NCR (1) for TC, ET (3).
-REGIONS_CLASS_ORDER = [2, 1, 3]
 #: Every experiment has its own nnU-Net folders, so the same id never collides.
 DATASET_ID = 1
 FILE_ENDING = ".nii.gz"
@@ -67,11 +63,10 @@ def convert_case(case_dir: str | os.PathLike, out_dir: str | os.PathLike, modali
     The geometry (affine, header) of each image is kept. Returns the written files.
     """
     case_dir, out_dir = Path(case_dir), Path(out_dir)
-    brainmask = load_nifti(case_dir / "brainmask.nii.gz")
-    mask = np.asanyarray(brainmask.dataobj) > 0
+    mask = read_brainmask(case_dir)[0] > 0
     written = []
     for modality in modalities:
-        image = load_nifti(case_dir / f"{modality}.nii.gz")
+        image = read_image(case_dir, modality)
         data = to_nnunet_image(image.get_fdata(dtype=np.float32), mask)
         header = image.header.copy()
         header.set_data_dtype(np.float32)
@@ -80,34 +75,6 @@ def convert_case(case_dir: str | os.PathLike, out_dir: str | os.PathLike, modali
         save_nifti(data, image.affine, target, header=header)
         written.append(target)
     return written
-
-
-def manifest_case_ids(manifest: str | os.PathLike, n: int | None = None) -> list[str]:
-    """The first ``n`` (all if None) ``case_id`` values of a synthetic manifest, in order."""
-    ids = pd.read_csv(manifest, dtype={"case_id": str})["case_id"].tolist()
-    if n is not None:
-        if n > len(ids):
-            raise ValueError(f"{manifest}: {n} synthetic cases wanted, the manifest has {len(ids)}")
-        ids = ids[:n]
-    return ids
-
-
-def convert_synthetic_source(
-    manifest: str | os.PathLike,
-    cases_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    modalities: Sequence[str],
-) -> list[str]:
-    """Convert every case of a synthetic source's manifest into ``out_dir/{case_id}/``.
-
-    Every case of the manifest is converted (the source was generated at the
-    largest size any experiment needs); experiments link prefixes of it.
-    Returns the case ids in manifest order.
-    """
-    ids = manifest_case_ids(manifest)
-    for case_id in ids:
-        convert_case(Path(cases_dir) / case_id, Path(out_dir) / case_id, modalities)
-    return ids
 
 
 @dataclass(frozen=True)
@@ -127,8 +94,8 @@ def dataset_json(modalities: Sequence[str], n_training: int) -> dict:
     """
     return {
         "channel_names": {str(i): m for i, m in enumerate(modalities)},
-        "labels": dict(REGION_LABELS),
-        "regions_class_order": list(REGIONS_CLASS_ORDER),
+        "labels": dict(NNUNET_REGION_LABELS),
+        "regions_class_order": list(NNUNET_REGIONS_CLASS_ORDER),
         "numTraining": n_training,
         "file_ending": FILE_ENDING,
         "overwrite_image_reader_writer": "NibabelIO",
@@ -177,30 +144,12 @@ def write_raw_dataset(
     )
 
 
-def experiment_cases(
-    real_image_dirs: dict[str, Path],
-    real_segs: dict[str, Path],
-    train_cases: Sequence[str],
-    synthetic_manifest: str | os.PathLike | None = None,
-    synthetic_image_root: str | os.PathLike | None = None,
-    synthetic_cases_root: str | os.PathLike | None = None,
-    n_synthetic: int = 0,
+def nnunet_cases(
+    case_ids: Sequence[str], image_root: str | os.PathLike, case_root: str | os.PathLike
 ) -> list[NnunetCase]:
-    """Training cases of an experiment: the real ones, then the first ``n_synthetic``
-    synthetic cases of the manifest (its ``case_id`` column, in order)."""
-    cases = [NnunetCase(c, Path(real_image_dirs[c]), Path(real_segs[c])) for c in train_cases]
-    if n_synthetic:
-        if synthetic_manifest is None or synthetic_image_root is None or synthetic_cases_root is None:
-            raise ValueError("n_synthetic > 0 needs the source's manifest, converted images and case folders")
-        for case_id in manifest_case_ids(synthetic_manifest, n_synthetic):
-            cases.append(
-                NnunetCase(
-                    case_id,
-                    Path(synthetic_image_root) / case_id,
-                    Path(synthetic_cases_root) / case_id / "seg.nii.gz",
-                )
-            )
-    return cases
+    """Cases with labels: converted images ``image_root/{case}``, labels
+    ``case_root/{case}/seg.nii.gz`` (the case folder's)."""
+    return [NnunetCase(c, Path(image_root) / c, case_file(Path(case_root) / c, SEG)) for c in case_ids]
 
 
 def convert_real_case(case_dir: str | os.PathLike, out_dir: str | os.PathLike, modalities: Sequence[str]) -> None:
@@ -215,44 +164,41 @@ def convert_synthetic(
     out_dir: str | os.PathLike,
     modalities: Sequence[str],
 ) -> list[str]:
-    """:func:`convert_synthetic_source` into ``out_dir`` built whole, then renamed."""
+    """Convert every case of a synthetic source's manifest into ``out_dir/{case_id}/``.
+
+    Every case of the manifest is converted (the source was generated at the
+    largest size any experiment needs); experiments use prefixes of it.
+    ``out_dir`` is built whole, then renamed. Returns the case ids in manifest order.
+    """
+    ids = manifest_case_ids(manifest)
     with atomic_directory(out_dir) as tmp:
-        return convert_synthetic_source(manifest, cases_dir, tmp, modalities)
+        for case_id in ids:
+            convert_case(Path(cases_dir) / case_id, tmp / case_id, modalities)
+    return ids
 
 
 def build_raw_dataset(
     out_root: str | os.PathLike,
-    experiment: str,
+    baseline: str,
     modalities: Sequence[str],
     train_cases: Sequence[str],
     val_cases: Sequence[str],
     real_image_root: str | os.PathLike,
     real_case_root: str | os.PathLike,
-    n_synthetic: int = 0,
-    synthetic_manifest: str | os.PathLike | None = None,
-    synthetic_image_root: str | os.PathLike | None = None,
-    synthetic_cases_root: str | os.PathLike | None = None,
 ) -> Path:
-    """The raw dataset of one experiment, under ``out_root`` (which plays ``nnUNet_raw``).
+    """The study's one raw dataset, under ``out_root`` (which plays ``nnUNet_raw``).
 
-    Training: real ``train_cases`` (converted images under
-    ``real_image_root/{case}``, labels ``real_case_root/{case}/seg.nii.gz``)
-    then the first ``n_synthetic`` cases of the synthetic manifest (converted
-    images under ``synthetic_image_root/{case_id}``, labels in
-    ``synthetic_cases_root/{case_id}/seg.nii.gz``). Test: ``val_cases``.
-    Returns the dataset folder ``out_root/Dataset001_{experiment}``.
+    Real cases only: ``imagesTr`` / ``labelsTr`` of the ``train_cases``
+    (converted images under ``real_image_root/{case}``, labels
+    ``real_case_root/{case}/seg.nii.gz``), ``imagesTs`` of the held-out
+    ``val_cases``. It is what the shared plan is made on and what every
+    experiment predicts; training reads only the preprocessed datasets. It
+    carries the name of the real-only ``baseline`` experiment, which nnU-Net
+    writes into the plan. Returns the dataset folder
+    ``out_root/Dataset001_{baseline}`` (``dataset_name(baseline)``).
     """
-    real_image_root, real_case_root = Path(real_image_root), Path(real_case_root)
-    training = experiment_cases(
-        {c: real_image_root / c for c in train_cases},
-        {c: real_case_root / c / "seg.nii.gz" for c in train_cases},
-        train_cases,
-        synthetic_manifest,
-        synthetic_image_root,
-        synthetic_cases_root,
-        n_synthetic,
-    )
-    test = [NnunetCase(c, real_image_root / c) for c in val_cases]
+    training = nnunet_cases(train_cases, real_image_root, real_case_root)
+    test = [NnunetCase(c, Path(real_image_root) / c) for c in val_cases]
     with atomic_directory(out_root) as tmp:
-        write_raw_dataset(tmp / dataset_name(experiment), training, test, modalities)
-    return Path(out_root) / dataset_name(experiment)
+        write_raw_dataset(tmp / dataset_name(baseline), training, test, modalities)
+    return Path(out_root) / dataset_name(baseline)

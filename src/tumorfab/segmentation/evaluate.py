@@ -34,9 +34,8 @@ import pandas as pd
 from scipy import ndimage
 
 from tumorfab.io import save_csv
+from tumorfab.labels import REGIONS
 
-#: Region name -> BraTS labels, in nnU-Net's key form (tuples).
-REGIONS: dict[str, tuple[int, ...]] = {"et": (3,), "tc": (1, 3), "wt": (1, 2, 3)}
 COLUMNS = [
     "case_id",
     *[f"dice_{r}" for r in REGIONS],

@@ -1,11 +1,12 @@
-"""One nnU-Net plan for every experiment, and preprocessing each case once.
+"""One nnU-Net plan for every experiment.
 
 Paper 002 §3 trains nnU-Net (3d_fullres) on each training set; SPEC §2 item 8
 asks that the plan be made once and shared, so that the experiments differ
 only in their data. We run nnU-Net's own fingerprint extraction and
-``ExperimentPlanner`` on the *real training cases* (the baseline experiment's
-raw dataset) and give every experiment a copy of that plan with its own
-dataset name (what ``nnUNetv2_move_plans_between_datasets`` does).
+``ExperimentPlanner`` on the *real training cases* (the study's one raw
+dataset, named after the baseline experiment) and give every experiment a copy
+of that plan with its own dataset name (:func:`plans_for_dataset`, what
+``nnUNetv2_move_plans_between_datasets`` does).
 
 Choices made here (the paper is silent):
 
@@ -22,8 +23,8 @@ Choices made here (the paper is silent):
   ``get_pool_and_conv_props``. It reuses 3d_fullres's preprocessed data.
 - With a shared plan and z-score normalization per image, a case's
   preprocessed files depend only on the case and the plan, so each case is
-  preprocessed once (:func:`preprocess_cases`) and linked into every
-  experiment's preprocessed folder (:func:`write_preprocessed_dataset`).
+  preprocessed once and linked into every experiment's preprocessed folder
+  (``tumorfab.segmentation.preprocessed``).
 """
 
 from __future__ import annotations
@@ -31,19 +32,11 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from tumorfab.io import atomic_directory
-from tumorfab.segmentation.dataset import (
-    NnunetCase,
-    _link,
-    dataset_json,
-    dataset_name,
-    manifest_case_ids,
-)
+from tumorfab.segmentation.dataset import dataset_name
 from tumorfab.segmentation.environment import nnunet_environment
 
 PLANS_NAME = "tumorfabPlans"
@@ -174,70 +167,6 @@ def plans_for_dataset(plans: dict, experiment: str) -> dict:
     return plans
 
 
-def preprocess_cases(
-    plans_file: str | os.PathLike,
-    modalities: Sequence[str],
-    cases: Sequence[NnunetCase],
-    out_dir: str | os.PathLike,
-    configuration: str = BASE_CONFIGURATION,
-) -> None:
-    """nnU-Net-preprocess each case (with labels) once into ``out_dir``.
-
-    Writes nnU-Net's ``{case}.b2nd``, ``{case}_seg.b2nd`` and ``{case}.pkl``
-    (DefaultPreprocessor.run_case_save, run sequentially: no worker pool).
-    The folder is built under a temporary name and renamed when complete.
-    """
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    plans = json.loads(Path(plans_file).read_text())
-    manager = PlansManager(plans)
-    config = manager.get_configuration(configuration)
-    ds_json = dataset_json(modalities, len(cases))
-    with atomic_directory(out_dir) as tmp:
-        preprocessor = config.preprocessor_class(verbose=False)
-        for case in cases:
-            images = [str(case.image_dir / f"{m}.nii.gz") for m in modalities]
-            preprocessor.run_case_save(
-                str(tmp / case.case_id), images, str(case.seg), manager, config, ds_json
-            )
-            print(f"preprocessed {case.case_id}")
-
-
-def write_preprocessed_dataset(
-    root: str | os.PathLike,
-    experiment: str,
-    plans_file: str | os.PathLike,
-    fingerprint_file: str | os.PathLike,
-    modalities: Sequence[str],
-    case_folders: dict[str, Path],
-    configuration: str = BASE_CONFIGURATION,
-) -> Path:
-    """Assemble an experiment's nnU-Net preprocessed folder from links.
-
-    ``root`` plays ``nnUNet_preprocessed``; inside it ``Dataset001_{experiment}``
-    gets the shared plan (renamed), dataset.json, the baseline fingerprint and
-    the data folder with links to each training case's preprocessed files
-    (``case_folders``: case id -> folder written by :func:`preprocess_cases`).
-    Returns the dataset folder.
-    """
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    plans = plans_for_dataset(json.loads(Path(plans_file).read_text()), experiment)
-    identifier = PlansManager(plans).get_configuration(configuration).data_identifier
-    folder = Path(root) / dataset_name(experiment)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{PLANS_NAME}.json").write_text(json.dumps(plans, indent=2, sort_keys=False))
-    (folder / "dataset.json").write_text(json.dumps(dataset_json(modalities, len(case_folders)), indent=2))
-    shutil.copyfile(fingerprint_file, folder / "dataset_fingerprint.json")
-    for case_id, source in case_folders.items():
-        for suffix in (".b2nd", "_seg.b2nd", ".pkl"):
-            target = Path(source) / f"{case_id}{suffix}"
-            if not target.exists():
-                raise FileNotFoundError(f"{target}: preprocessed file missing for case {case_id}")
-            _link(target, folder / identifier / f"{case_id}{suffix}")
-    return folder
-
-
 def _write_json(data: dict, path: str | os.PathLike) -> None:
     _write_text(json.dumps(data, indent=2, sort_keys=False), path)
 
@@ -246,64 +175,3 @@ def _write_text(text: str, path: str | os.PathLike) -> None:
     from tumorfab.io import save_text
 
     save_text(text, path)
-
-
-def preprocess_real(
-    plans_file: str | os.PathLike,
-    modalities: Sequence[str],
-    case_ids: Sequence[str],
-    image_root: str | os.PathLike,
-    case_root: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    configuration: str = BASE_CONFIGURATION,
-) -> None:
-    """Preprocess the real training cases once (images ``image_root/{case}``,
-    labels ``case_root/{case}/seg.nii.gz``) into ``out_dir``."""
-    cases = [NnunetCase(c, Path(image_root) / c, Path(case_root) / c / "seg.nii.gz") for c in case_ids]
-    preprocess_cases(plans_file, modalities, cases, out_dir, configuration)
-
-
-def preprocess_synthetic(
-    plans_file: str | os.PathLike,
-    modalities: Sequence[str],
-    manifest: str | os.PathLike,
-    image_root: str | os.PathLike,
-    cases_root: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    configuration: str = BASE_CONFIGURATION,
-) -> None:
-    """Preprocess every case of a synthetic source once (all experiments link prefixes)."""
-    cases = [
-        NnunetCase(c, Path(image_root) / c, Path(cases_root) / c / "seg.nii.gz")
-        for c in manifest_case_ids(manifest)
-    ]
-    preprocess_cases(plans_file, modalities, cases, out_dir, configuration)
-
-
-def build_preprocessed_dataset(
-    out_root: str | os.PathLike,
-    experiment: str,
-    plans_file: str | os.PathLike,
-    fingerprint_file: str | os.PathLike,
-    modalities: Sequence[str],
-    train_cases: Sequence[str],
-    real_preprocessed: str | os.PathLike,
-    n_synthetic: int = 0,
-    synthetic_manifest: str | os.PathLike | None = None,
-    synthetic_preprocessed: str | os.PathLike | None = None,
-    configuration: str = BASE_CONFIGURATION,
-) -> Path:
-    """An experiment's preprocessed folder (``out_root`` plays ``nnUNet_preprocessed``),
-    linking the real training cases and the first ``n_synthetic`` synthetic ones;
-    built whole, then renamed. Returns the dataset folder."""
-    folders = {c: Path(real_preprocessed) for c in train_cases}
-    if n_synthetic:
-        if synthetic_manifest is None or synthetic_preprocessed is None:
-            raise ValueError("n_synthetic > 0 needs the source's manifest and preprocessed folder")
-        for case_id in manifest_case_ids(synthetic_manifest, n_synthetic):
-            if case_id in folders:
-                raise ValueError(f"synthetic case id {case_id} is also a real case id")
-            folders[case_id] = Path(synthetic_preprocessed)
-    with atomic_directory(out_root) as tmp:
-        write_preprocessed_dataset(tmp, experiment, plans_file, fingerprint_file, modalities, folders, configuration)
-    return Path(out_root) / dataset_name(experiment)

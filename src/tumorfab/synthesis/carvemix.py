@@ -67,12 +67,13 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from tumorfab.casefolder import Case, load_case, save_case
-from tumorfab.io import atomic_directory, load_nifti, save_csv
+from tumorfab.casefolder import Case, load_case, read_seg, save_case
+from tumorfab.io import atomic_directory
+from tumorfab.synthesis.manifest import synthetic_case_id, write_manifest
 
 log = logging.getLogger(__name__)
 
-#: Manifest columns, in order (``case_id`` first, docs/architecture.md).
+#: Manifest columns, in order (the contract: ``tumorfab.synthesis.manifest``).
 MANIFEST_COLUMNS = [
     "case_id",
     "case_a",
@@ -165,7 +166,7 @@ def carvemix(case_a: Case, case_b: Case, region: np.ndarray) -> Case:
 
 
 def _has_lesion(case_dir: Path) -> bool:
-    seg = load_nifti(case_dir / "seg.nii.gz").get_fdata(dtype=np.float32)
+    seg, _ = read_seg(case_dir)
     return bool((seg > 0).any())
 
 
@@ -222,8 +223,8 @@ def generate_carvemix(
     manifest_path: str | os.PathLike,
     n_cases: int,
     modalities: Sequence[str],
-    lambda_range: Sequence[float] = (0.0, 1.0),
-    seed: int = 0,
+    lambda_range: Sequence[float],
+    seed: int,
 ) -> pd.DataFrame:
     """Generate ``n_cases`` CarveMix cases from real training cases (SPEC §2 item 7).
 
@@ -251,7 +252,7 @@ def generate_carvemix(
     rows = []
     with atomic_directory(out_dir) as tmp_dir:
         for i, (a, b, fraction) in enumerate(triples):
-            case_id = f"carvemix_{i:04d}"
+            case_id = synthetic_case_id("carvemix", i)
             case_a = load_case(dirs[a], modalities)
             case_b = load_case(dirs[b], modalities)
             lesion = case_b.seg > 0
@@ -281,6 +282,4 @@ def generate_carvemix(
                 depth,
                 int(region.sum()),
             )
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    save_csv(manifest, manifest_path)
-    return manifest
+    return write_manifest(rows, MANIFEST_COLUMNS, manifest_path, "carvemix")

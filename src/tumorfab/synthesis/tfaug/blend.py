@@ -35,6 +35,9 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from tumorfab.fields import gaussian_noise, standardize
+from tumorfab.labels import LESION_LABELS
+
 #: scipy's default truncation of the Gaussian kernel, in σ.
 TRUNCATE = 4.0
 
@@ -109,7 +112,8 @@ def smooth_noise(
 
     White noise on each lesion's box (grown by the kernel radius) blurred by a
     Gaussian of ``scale_vox`` (per axis), then standardized over the lesion's
-    own voxels (paper 000's "patchy or uniform" control; SPEC §5).
+    own voxels (paper 000's "patchy or uniform" control; SPEC §5): the
+    voxel-lattice variant of ``tumorfab.fields``, one draw per lesion in order.
     ``lesions`` and ``boxes``: see :func:`blur_in_roi`.
     """
     lesions = _as_ids(lesions)
@@ -118,10 +122,9 @@ def smooth_noise(
     for number, box in _numbered_boxes(lesions, boxes):
         region = _grow(box, margin, lesions.shape)
         own = lesions[region] == number
-        noise = ndimage.gaussian_filter(rng.standard_normal(own.shape).astype(np.float32), scale_vox)
-        values = noise[own]
+        values = gaussian_noise(rng, own.shape, scale_vox)[own]
         if values.size > 1:
-            texture[region][own] = (values - values.mean()) / max(float(values.std()), 1e-6)
+            texture[region][own] = standardize(values)
     return texture
 
 
@@ -155,7 +158,7 @@ def modify_intensity(
     lesions = _as_ids(lesions)
     for number, box in _numbered_boxes(lesions, boxes):
         region = np.where(lesions[box] == number, labels[box], 0)
-        for k, label in enumerate((1, 2, 3)):
+        for k, label in enumerate(LESION_LABELS):
             where = region == label
             if not where.any():
                 continue

@@ -57,7 +57,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.cluster.vq import kmeans2
 
-from tumorfab.synthesis.tfaug.masks import LABEL_NAMES, Grid
+from tumorfab.labels import LABEL_KEYS, LABELS
+from tumorfab.synthesis.tfaug.masks import Grid
 
 LOCATION_MODES = ("any", "coordinates", "hemisphere", "tissue")
 TISSUES = {"csf": 1, "gm": 2, "wm": 3}
@@ -137,7 +138,7 @@ class Controls:
     location: LocationSpec = field(default_factory=LocationSpec)
     size_ml: tuple[float, float] | None = None
     n_lesions: tuple[int, int] = (1, 1)
-    offset: dict[int, tuple[float, float]] = field(default_factory=lambda: {c: (0.0, 0.0) for c in LABEL_NAMES})
+    offset: dict[int, tuple[float, float]] = field(default_factory=lambda: {c: (0.0, 0.0) for c in LABEL_KEYS})
     heterogeneity_amplitude: tuple[float, float] = (0.0, 0.0)
     heterogeneity_scale_mm: float = 3.0
 
@@ -157,7 +158,7 @@ class Controls:
         if low < 1 or low != int(low) or high != int(high):
             raise ValueError("tfaug.controls.n_lesions: whole numbers >= 1")
         offsets = dict(settings.get("offset") or {})
-        names = {name: label for label, name in LABEL_NAMES.items()}
+        names = {name: label for label, name in LABEL_KEYS.items()}
         unknown = set(offsets) - set(names)
         if unknown:
             raise ValueError(f"tfaug.controls.offset: unknown subregions {sorted(unknown)} (ncr, ed, et)")
@@ -191,7 +192,7 @@ class Controls:
         Always four draws from ``rng``, whatever the values, so a change of one
         control does not shift the others' draws.
         """
-        offsets = np.zeros(4, dtype=np.float32)
+        offsets = np.zeros(len(LABELS), dtype=np.float32)
         for label in sorted(self.offset):
             offsets[label] = rng.uniform(*self.offset[label])
         amplitude = float(rng.uniform(*self.heterogeneity_amplitude))

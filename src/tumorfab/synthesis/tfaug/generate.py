@@ -30,7 +30,8 @@ warped mask when the mass effect is on) on the healthy scan's grid and header
 (docs/architecture.md), written by the same case-folder writer as CarveMix
 (``tumorfab.casefolder.save_case``). ``manifest.csv`` has
 one row per case in generation order, ``case_id`` first, then the provenance
-(:data:`MANIFEST_COLUMNS`); list-valued columns are JSON.
+(:data:`MANIFEST_COLUMNS`); list-valued columns are JSON. The manifest is
+written and checked by ``tumorfab.synthesis.manifest.write_manifest``.
 """
 
 from __future__ import annotations
@@ -45,13 +46,15 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from tumorfab.casefolder import Case, save_case
-from tumorfab.io import atomic_directory, save_csv
+from tumorfab.casefolder import Case, load_case, save_case
+from tumorfab.io import atomic_directory
+from tumorfab.synthesis.manifest import synthetic_case_id, write_manifest
 from tumorfab.synthesis.tfaug import mass_effect as me
 from tumorfab.synthesis.tfaug.blend import augment_roi, smooth_noise
 from tumorfab.synthesis.tfaug.controls import Controls, LocationRule, parse_range
-from tumorfab.synthesis.tfaug.intensity_fit import load_case_arrays, load_intensity
-from tumorfab.synthesis.tfaug.masks import LABEL_NAMES, MaskAugmentation, MaskBank, equivalent_radius_mm, place_lesions
+from tumorfab.labels import LABEL_KEYS
+from tumorfab.synthesis.tfaug.intensity_fit import load_intensity
+from tumorfab.synthesis.tfaug.masks import MaskAugmentation, MaskBank, equivalent_radius_mm, place_lesions
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +131,7 @@ def case_streams(seed: int, index: int) -> list[np.random.Generator]:
 
 
 def _subregions(values: np.ndarray) -> dict:
-    return {LABEL_NAMES[label]: round(float(values[label]), 6) for label in LABEL_NAMES}
+    return {LABEL_KEYS[label]: round(float(values[label]), 6) for label in LABEL_KEYS}
 
 
 def make_case(index: int, bank: MaskBank, healthy: Mapping[str, Path], settings: Settings) -> SyntheticCase:
@@ -136,9 +139,10 @@ def make_case(index: int, bank: MaskBank, healthy: Mapping[str, Path], settings:
     geometry, appearance, texture_rng = case_streams(settings.seed, index)
     subjects = list(healthy)
     subject = subjects[int(geometry.integers(len(subjects)))]
-    images, brain, _, brain_image = load_case_arrays(healthy[subject], settings.modalities, with_seg=False)
+    healthy_case = load_case(healthy[subject], settings.modalities, with_seg=False)
+    images, brain = healthy_case.stacked(settings.modalities), healthy_case.brainmask > 0
     grid = bank.grid
-    grid.check_same(brain.shape, brain_image.affine, str(healthy[subject]))
+    grid.check_same(brain.shape, healthy_case.affine, str(healthy[subject]))
 
     controls = settings.controls
     needs_image = controls.location.mode == "tissue"
@@ -175,7 +179,7 @@ def make_case(index: int, bank: MaskBank, healthy: Mapping[str, Path], settings:
     )
 
     row = {
-        "case_id": f"tfaug_{index:04d}",
+        "case_id": synthetic_case_id("tfaug", index),
         "healthy_subject": subject,
         "n_lesions": len(placed.records),
         "source_cases": ";".join(c["source"] for r in placed.records for c in r["components"]),
@@ -195,7 +199,7 @@ def make_case(index: int, bank: MaskBank, healthy: Mapping[str, Path], settings:
         "seed_index": index,
     }
     images = {modality: image[c] for c, modality in enumerate(settings.modalities)}
-    case = Case(images, brain.astype(np.uint8), labels.astype(np.uint8), brain_image.affine, brain_image.header.copy())
+    case = Case(images, brain.astype(np.uint8), labels.astype(np.uint8), healthy_case.affine, healthy_case.header)
     return SyntheticCase(case, row)
 
 
@@ -223,12 +227,12 @@ def generate_tfaug(
     out_dir: str | os.PathLike,
     manifest_path: str | os.PathLike,
     n_cases: int,
-    seed: int = 0,
-    modalities: Sequence[str] = ("t1n",),
-    masks: Mapping | None = None,
-    blur_sigma: float = 2.0,
-    controls: Mapping | None = None,
-    mass_effect: Mapping | None = None,
+    seed: int,
+    modalities: Sequence[str],
+    masks: Mapping | None,
+    blur_sigma: float,
+    controls: Mapping | None,
+    mass_effect: Mapping | None,
 ) -> pd.DataFrame:
     """The ``generate_tfaug`` rule: ``n_cases`` coarse pairs and their manifest.
 
@@ -237,7 +241,9 @@ def generate_tfaug(
     folders (subject id = folder name; drawn from in sorted order, so the
     order given does not matter). ``out_dir`` is written as a whole: built in
     a hidden temporary folder beside it and renamed into place, so a killed
-    job leaves no partial set; the manifest is written after it.
+    job leaves no partial set; the manifest is written after it. The other
+    arguments are the validated config's (``seed``, ``data.modalities``,
+    ``tfaug.*``; their defaults live in the config schema).
     """
     if n_cases < 0:
         raise ValueError(f"n_cases must be >= 0, got {n_cases}")
@@ -260,6 +266,4 @@ def generate_tfaug(
                 row["case_id"], row["healthy_subject"], row["n_lesions"],
                 row["volume_ml"], row["source_cases"], row["mass_effect_peak_mm"],
             )
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    save_csv(manifest, manifest_path)
-    return manifest
+    return write_manifest(rows, MANIFEST_COLUMNS, manifest_path, "tfaug")

@@ -62,15 +62,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tumorfab.io import load_nifti, save_text
+from tumorfab.casefolder import load_case
+from tumorfab.io import save_text
+from tumorfab.labels import LABEL_KEYS, LESION_LABELS
 from tumorfab.synthesis.tfaug.blend import blur_in_roi
 from tumorfab.synthesis.tfaug.controls import LocationRule, LocationSpec
-from tumorfab.synthesis.tfaug.masks import LABEL_NAMES, LESION_LABELS, MaskAugmentation, MaskBank, place_lesions
+from tumorfab.synthesis.tfaug.masks import MaskAugmentation, MaskBank, place_lesions
 
 log = logging.getLogger(__name__)
 
 #: Spawn key of the fit's random stream (generation uses SeedSequence([seed, i])).
 FIT_STREAM = 7
+#: The keys of ``tfaug.intensity_fit`` (defaults: the config schema), in the
+#: order they are written into the JSON file.
+FIT_SETTINGS = ("epochs", "lr", "batch_size", "n_pairs", "patch_size", "n_stages")
 
 
 # --- Pooling and loss -------------------------------------------------------------
@@ -149,20 +154,6 @@ def _centroid(mask: np.ndarray) -> np.ndarray:
     return np.argwhere(mask).mean(axis=0)
 
 
-def load_case_arrays(case_dir: str | os.PathLike, modalities: Sequence[str], with_seg: bool):
-    """Images (C, D, H, W) float32, brain mask (bool), labels (uint8 or None), and the
-    brain mask's NIfTI image (for the grid) of a case folder."""
-    case_dir = Path(case_dir)
-    # load_nifti decompresses the data once to check it; get_fdata returns that cached copy.
-    images = np.stack([load_nifti(case_dir / f"{m}.nii.gz").get_fdata(dtype=np.float32) for m in modalities])
-    brain_image = load_nifti(case_dir / "brainmask.nii.gz")
-    brain = brain_image.get_fdata(dtype=np.float32) > 0
-    seg = None
-    if with_seg:
-        seg = np.rint(load_nifti(case_dir / "seg.nii.gz").get_fdata(dtype=np.float32)).astype(np.uint8)
-    return images, brain, seg, brain_image
-
-
 def real_data(case_dirs: Sequence[str | os.PathLike], modalities: Sequence[str], patch_size: int) -> tuple[MaskBank, Patches]:
     """The mask bank and the tumour-centred patches of the real training cases, read once.
 
@@ -172,7 +163,8 @@ def real_data(case_dirs: Sequence[str | os.PathLike], modalities: Sequence[str],
 
     def cases():
         for case_dir in case_dirs:
-            images, brain, seg, image = load_case_arrays(case_dir, modalities, with_seg=True)
+            case = load_case(case_dir, modalities)
+            images, brain, seg = case.stacked(modalities), case.brainmask > 0, case.seg
             if (seg > 0).any():
                 centre = _centroid(seg > 0)
                 items.append(
@@ -182,7 +174,7 @@ def real_data(case_dirs: Sequence[str | os.PathLike], modalities: Sequence[str],
                         crop_patch(seg, centre, patch_size, 0),
                     )
                 )
-            yield Path(case_dir).name, seg, image.affine
+            yield Path(case_dir).name, seg, case.affine
 
     bank = MaskBank.from_arrays(cases())  # one full volume in memory at a time
     if not items:
@@ -205,8 +197,9 @@ def synthetic_pool(
     for j in range(n_pairs):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(FIT_STREAM, j)))
         healthy_dir = healthy_dirs[int(rng.integers(len(healthy_dirs)))]
-        images, brain, _, header_image = load_case_arrays(healthy_dir, modalities, with_seg=False)
-        bank.grid.check_same(brain.shape, header_image.affine, str(healthy_dir))
+        case = load_case(healthy_dir, modalities, with_seg=False)
+        images, brain = case.stacked(modalities), case.brainmask > 0
+        bank.grid.check_same(brain.shape, case.affine, str(healthy_dir))
         rule = LocationRule(LocationSpec(), bank.grid, brain, None, settings.shift_mm)
         placed = place_lesions(bank, brain, rng, settings, rule)
         base = blur_in_roi(images, brain, placed.labels > 0, sigma, placed.boxes)
@@ -271,10 +264,10 @@ def fit_intensity(
     extractor: torch.nn.Module,
     real: Patches,
     pool: Patches,
-    epochs: int = 200,
-    lr: float = 1e-2,
-    batch_size: int = 2,
-    seed: int = 0,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
 ) -> FitResult:
     """Fit (a, b) per subregion and modality by SGD on the pooled L1 loss (§2.1).
 
@@ -325,7 +318,7 @@ def fit_intensity(
 def save_intensity(result: FitResult, modalities: Sequence[str], path: str | os.PathLike, settings: Mapping | None = None) -> None:
     """Write a, b per modality and subregion, the losses and the settings as JSON."""
     def table(values: np.ndarray) -> dict:
-        return {m: {LABEL_NAMES[l]: float(values[c, k]) for k, l in enumerate(LESION_LABELS)} for c, m in enumerate(modalities)}
+        return {m: {LABEL_KEYS[l]: float(values[c, k]) for k, l in enumerate(LESION_LABELS)} for c, m in enumerate(modalities)}
 
     content = {
         "method": "TF-Aug intensity modification I(x) = a*x + b per subregion (paper 002, section 2.1)",
@@ -346,8 +339,8 @@ def load_intensity(path: str | os.PathLike, modalities: Sequence[str]) -> tuple[
     missing = [m for m in modalities if m not in content["a"]]
     if missing:
         raise ValueError(f"{path}: no intensity parameters for modalities {missing}")
-    a = np.array([[content["a"][m][LABEL_NAMES[l]] for l in LESION_LABELS] for m in modalities], dtype=np.float32)
-    b = np.array([[content["b"][m][LABEL_NAMES[l]] for l in LESION_LABELS] for m in modalities], dtype=np.float32)
+    a = np.array([[content["a"][m][LABEL_KEYS[l]] for l in LESION_LABELS] for m in modalities], dtype=np.float32)
+    b = np.array([[content["b"][m][LABEL_KEYS[l]] for l in LESION_LABELS] for m in modalities], dtype=np.float32)
     return a, b
 
 
@@ -356,24 +349,27 @@ def fit_tfaug_intensity(
     healthy_case_dirs: Sequence[str | os.PathLike],
     model_dir: str | os.PathLike,
     out_json: str | os.PathLike,
-    modalities: Sequence[str] = ("t1n",),
-    seed: int = 0,
-    masks: Mapping | None = None,
-    blur_sigma: float = 2.0,
-    intensity_fit: Mapping | None = None,
+    modalities: Sequence[str],
+    seed: int,
+    masks: Mapping | None,
+    blur_sigma: float,
+    intensity_fit: Mapping,
     extractor: torch.nn.Module | None = None,
 ) -> FitResult:
     """The ``fit_tfaug_intensity`` rule: build the data, load F, fit, write the JSON.
 
-    ``intensity_fit`` holds ``epochs``, ``lr``, ``batch_size``, ``n_pairs``,
-    ``patch_size``, ``n_stages``. ``extractor`` replaces the nnU-Net encoder
-    read from ``model_dir`` (tests).
+    ``intensity_fit`` is the validated config's ``tfaug.intensity_fit``: every
+    key of :data:`FIT_SETTINGS` (their defaults live in the config schema
+    only). ``extractor`` replaces the nnU-Net encoder read from ``model_dir``
+    (tests).
     """
-    settings = {"epochs": 200, "lr": 1e-2, "batch_size": 2, "n_pairs": 100, "patch_size": 128, "n_stages": 3}
-    settings.update(intensity_fit or {})
-    unknown = set(settings) - {"epochs", "lr", "batch_size", "n_pairs", "patch_size", "n_stages"}
+    unknown = set(intensity_fit) - set(FIT_SETTINGS)
     if unknown:
         raise ValueError(f"tfaug.intensity_fit: unknown keys {sorted(unknown)}")
+    missing = [key for key in FIT_SETTINGS if key not in intensity_fit]
+    if missing:
+        raise ValueError(f"tfaug.intensity_fit: missing keys {missing}")
+    settings = {key: intensity_fit[key] for key in FIT_SETTINGS}
     augmentation = MaskAugmentation.from_config(masks)
     torch.manual_seed(seed)
     if extractor is None:

@@ -57,16 +57,17 @@ from monai.transforms import Affine
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from tumorfab.io import load_nifti
+from tumorfab.casefolder import read_seg
+from tumorfab.labels import ED, ET, LABELS, NCR
 
 log = logging.getLogger(__name__)
 
-#: Tumour labels (BraTS): 1 NCR, 2 ED, 3 ET.
-LESION_LABELS = (1, 2, 3)
-LABEL_NAMES = {1: "ncr", 2: "ed", 3: "et"}
-#: Rank of each label value where masks overlap (higher wins): NCR > ET > ED.
-_RANK = np.array([0, 3, 1, 2], dtype=np.uint8)
-_LABEL_OF_RANK = np.array([0, 2, 3, 1], dtype=np.uint8)
+#: Where masks overlap the inner structure wins: NCR over ET over ED (lowest first).
+_PRECEDENCE = (ED, ET, NCR)
+#: Rank of each label value (higher wins; background 0), and the label of each rank.
+_RANK = np.zeros(len(LABELS), dtype=np.uint8)
+_RANK[list(_PRECEDENCE)] = np.arange(1, len(_PRECEDENCE) + 1)
+_LABEL_OF_RANK = np.array([0, *_PRECEDENCE], dtype=np.uint8)
 #: 26-connectivity, the adjacency used to keep lesions apart and to count them.
 CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 
@@ -157,8 +158,8 @@ class MaskBank:
             else:
                 grid.check_same(seg.shape, affine, case_id)
             seg = np.rint(np.asarray(seg)).astype(np.int16)
-            if seg.min() < 0 or seg.max() > 3:
-                raise ValueError(f"{case_id}: labels outside {{0, 1, 2, 3}}")
+            if seg.min() < min(LABELS) or seg.max() > max(LABELS):
+                raise ValueError(f"{case_id}: labels outside {set(LABELS)}")
             boxes = ndimage.find_objects((seg > 0).astype(np.uint8))
             if not boxes:
                 log.info("mask bank: %s has no lesion, skipped", case_id)
@@ -173,8 +174,8 @@ class MaskBank:
     def from_case_dirs(cls, case_dirs: Sequence[str | os.PathLike]) -> MaskBank:
         """Bank of the ``seg.nii.gz`` of case folders (id = folder name), in the given order."""
         def read(case_dir):
-            image = load_nifti(Path(case_dir) / "seg.nii.gz")
-            return Path(case_dir).name, image.get_fdata(dtype=np.float32), image.affine
+            seg, image = read_seg(case_dir)
+            return Path(case_dir).name, seg, image.affine
 
         # A generator: one full volume in memory at a time, only crops are kept.
         return cls.from_arrays(read(case_dir) for case_dir in case_dirs)

@@ -1,0 +1,92 @@
+"""Stage 3, synthesize: the synthetic sources and the contract they share.
+
+A *synthetic source* turns real training cases and/or healthy scans into
+annotated case folders (``tumorfab.casefolder``) under
+``results/synthetic/{source}/cases/`` plus a manifest in generation order
+(``tumorfab.synthesis.manifest``). :data:`SOURCES` is the registry: the
+workflow's list of sources, the check of each experiment's ``source`` and the
+names in tables and figures all come from it. This module imports nothing
+heavy: the workflow reads it while it builds the DAG.
+
+Adding a source (docs/architecture.md, "A new synthetic source"): its module
+here, with a generator taking ``out_dir``, ``manifest_path``, ``n_cases``,
+``modalities`` and ``seed``; one :class:`SyntheticSource` entry below; its rules
+in ``workflow/rules/`` writing ``synthetic_cases_dir(source)`` and
+``synthetic_manifest(source)`` (``common.smk``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+
+@dataclass(frozen=True)
+class SyntheticSource:
+    """One synthetic source of the study (a value of ``experiments.*.source``).
+
+    ``generator`` is ``"module:function"``, the function its generating rule
+    calls; None means the paper's study has this source but this version does
+    not generate it yet, so its experiments are skipped with a message.
+    ``needs_feature_extractor``: its generation uses the baseline's encoder F,
+    the study's one backward edge (segment -> synthesize -> segment).
+    ``refines``: the source whose cases this one refines case by case; that
+    source is then generated at the largest size either of them needs.
+    """
+
+    name: str
+    label: str
+    generator: str | None
+    needs_feature_extractor: bool = False
+    refines: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.generator is not None
+
+    def load_generator(self) -> Callable:
+        if self.generator is None:
+            raise NotImplementedError(f"synthetic source {self.name!r} is not in this version")
+        module, function = self.generator.split(":")
+        return getattr(importlib.import_module(module), function)
+
+
+#: The registry, in the order of the paper's Table 1 (paper 002 §3.2.1).
+SOURCES: dict[str, SyntheticSource] = {
+    source.name: source
+    for source in (
+        SyntheticSource("carvemix", "CarveMix", "tumorfab.synthesis.carvemix:generate_carvemix"),
+        SyntheticSource("pix2pix", "Pix2Pix", None),
+        SyntheticSource(
+            "tfaug",
+            "TF-Aug",
+            "tumorfab.synthesis.tfaug.generate:generate_tfaug",
+            needs_feature_extractor=True,
+        ),
+        SyntheticSource("tf", "TF", None, needs_feature_extractor=True, refines="tfaug"),
+    )
+}
+
+#: The ``source`` of the real-only baseline's experiments: no synthetic cases.
+NO_SOURCE = "none"
+
+
+def source_label(name: str) -> str:
+    """The name tables and figures show for a source (the registry key if unknown)."""
+    return SOURCES[name].label if name in SOURCES else name
+
+
+def generation_size(experiments: Mapping[str, Mapping], source: str) -> int:
+    """How many cases ``source`` generates: the largest ``n_synthetic`` of its
+    experiments and of the experiments of every source that refines it.
+
+    ``experiments`` is the config's mapping (name -> {source, n_synthetic}).
+    An experiment with ``n`` synthetic cases takes the first ``n`` rows of the
+    manifest (``tumorfab.synthesis.manifest.first_cases``), so one generation
+    at this size serves them all (nested sets, SPEC §2 item 6). 0 when no
+    experiment needs the source.
+    """
+    users = {source} | {s.name for s in SOURCES.values() if s.refines == source}
+    sizes = [int(e["n_synthetic"]) for e in experiments.values() if e["source"] in users]
+    return max(sizes, default=0)
