@@ -19,7 +19,7 @@ Folders (workflow/rules/segmentation.smk), under results/segmentation/:
 ``images/real/{case}/``, ``images/synthetic/{source}/{case_id}/`` (converted
 images), ``plans/`` (the shared plan), ``preprocessed/real/``,
 ``preprocessed/synthetic/{source}/`` (each case once),
-the one raw dataset (an ``nnUNet_raw`` folder of links),
+``nnunet/nnUNet_raw/`` (the one raw dataset, links),
 ``nnunet/{experiment}/nnUNet_preprocessed`` (links),
 ``nnunet/{experiment}/nnUNet_results/seed{seed}/`` (checkpoints, resumable),
 ``models/{experiment}/seed{seed}/`` (the finished model),
