@@ -70,3 +70,20 @@ def test_changed_trainer_setting_reruns_training_to_report_and_nothing_upstream(
     assert {"report_collect", "report_tables", "report_dice_vs_synthetic"} <= set(jobs)
     assert not UPSTREAM_OF_TRAINING & set(jobs)
     assert jobs["fit_tfaug_intensity"] == jobs["nnunet_preprocess_synthetic"] == 1  # tfaug's only
+
+
+def test_the_feature_extractor_target_is_the_baseline_first_seed_and_nothing_synthetic(
+    brats_root, healthy_root, tmp_path
+):
+    config = workflow_config(
+        data={"brats_root": str(brats_root), "healthy_root": str(healthy_root)},
+        split={"n_real_train": 4, "n_val": 2},
+    )
+    result = run_snakemake(tmp_path, config, "-n", "feature_extractor")
+    jobs = planned_jobs(result)
+    assert jobs["nnunet_train"] == 1
+    assert re.search(r"wildcards: experiment=baseline, seed=" + str(config["segmentation"]["seeds"][0]), result.stdout)
+    assert not {"generate_carvemix", "generate_tfaug", "fit_tfaug_intensity", "nnunet_preprocess_synthetic"} & set(jobs)
+    # The loop: TF-Aug's fit reads F.
+    full = run_snakemake(tmp_path, config, "-n", "results/synthetic/tfaug/intensity.json")
+    assert planned_jobs(full)["nnunet_train"] == 1

@@ -66,6 +66,8 @@ rule skullstrip_healthy:
     params:
         skullstrip=config["skullstrip"],
         seed=config["seed"],
+        # A refused mask's picture goes beside the log, which stays on failure.
+        failure_qc="logs/skullstrip_healthy/{subject}.png",
     script:
         "../scripts/skullstrip_healthy.py"
 

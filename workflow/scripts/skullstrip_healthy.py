@@ -1,5 +1,3 @@
-from pathlib import Path
-
 from tumorfab.log import log_to
 from tumorfab.preprocess.skullstrip import skullstrip
 
@@ -9,7 +7,7 @@ with log_to(snakemake.log[0]):
         out_image=snakemake.output.image,
         out_mask=snakemake.output.brainmask,
         out_qc=snakemake.output.qc,
-        failure_qc=Path(snakemake.log[0]).with_suffix(".png"),
+        failure_qc=snakemake.params.failure_qc,
         seed=snakemake.params.seed,
         threads=snakemake.threads,
         **snakemake.params.skullstrip,
