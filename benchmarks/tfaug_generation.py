@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,10 +28,12 @@ import numpy as np
 from scipy import ndimage
 
 from tumorfab.synthesis.tfaug.controls import Controls
-from tumorfab.casefolder import save_case
+from tumorfab.casefolder import load_case, save_case
 from tumorfab.synthesis.tfaug.generate import MassEffect, Settings, make_case
-from tumorfab.synthesis.tfaug.intensity_fit import load_case_arrays
 from tumorfab.synthesis.tfaug.masks import MaskAugmentation, MaskBank
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers.schema_defaults import schema_defaults  # noqa: E402  (the config schema's defaults)
 
 SHAPE = (240, 240, 155)
 
@@ -81,18 +84,22 @@ def main() -> None:
         bank_seconds = time.perf_counter() - start
         subjects = {healthy.name: healthy}
 
-        def settings(controls=None, mass_effect=MassEffect()) -> Settings:
+        def settings(controls=None, mass_effect=None) -> Settings:
+            """The schema's defaults of tfaug (the paper preset) with ``controls``, ``mass_effect`` overrides."""
+            overrides = {"controls": controls or {}, "mass_effect": mass_effect or {}}
+            tfaug = schema_defaults({"tfaug": overrides})["tfaug"]
             return Settings(
                 ("t1n",), np.array([[0.7, 1.1, 1.3]], np.float32), np.array([[-0.4, 0.1, 0.35]], np.float32),
-                2025, MaskAugmentation(), 2.0, Controls.from_config(controls), mass_effect,
+                2025, MaskAugmentation.from_config(tfaug["masks"]), tfaug["blur_sigma"],
+                Controls.from_config(tfaug["controls"]), MassEffect.from_config(tfaug["mass_effect"]),
             )
 
         paper = settings()
         example = make_case(0, bank, subjects, paper)
 
         def load_and_save():
-            images, brain, _, _ = load_case_arrays(healthy, ["t1n"], with_seg=False)
-            example.case.images, example.case.brainmask = {"t1n": images[0]}, brain.astype(np.uint8)
+            case = load_case(healthy, ["t1n"], with_seg=False)
+            example.case.images, example.case.brainmask = case.images, case.brainmask
             save_case(example.case, root / "io_only")
 
         def generate(case_settings):
@@ -102,7 +109,7 @@ def main() -> None:
         runs = {
             "paper preset": generate(paper),
             "+ texture": generate(settings({"heterogeneity": {"amplitude": 0.1, "scale_mm": 3.0}})),
-            "+ mass effect": generate(settings(mass_effect=MassEffect(True, (5.0, 5.0)))),
+            "+ mass effect": generate(settings(mass_effect={"enabled": True, "magnitude_mm": [5.0, 5.0]})),
         }
         print(f"grid {SHAPE}, lesion {example.row['volume_ml']:.1f} ml, repeats {args.repeats} (median)")
         print(f"mask bank (1 case, once per run): {bank_seconds:.2f} s")

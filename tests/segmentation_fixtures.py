@@ -154,13 +154,15 @@ def train_code(study: dict, experiment: str, run: str, **overrides) -> str:
 
 def train_predict_evaluate(study: dict, experiment: str, run: str, **overrides) -> Path:
     """Train in a fresh interpreter, predict the held-out cases, evaluate; returns the CSV."""
+    from helpers.schema_defaults import schema_defaults
     from tumorfab.segmentation.evaluate import evaluate
     from tumorfab.segmentation.predict import predict
 
     root = study["root"]
     run_python(train_code(study, experiment, run, **overrides))
     predict(root / "runs" / run / "model", study["raw"] / "imagesTs", root / "runs" / run / "pred", ["t1n"],
-            case_ids=VAL_IDS, device="cpu", use_mirroring=False)
+            case_ids=VAL_IDS, device="cpu", threads=1,
+            **{**schema_defaults()["segmentation"]["predict"], "use_mirroring": False})
     out = root / "runs" / run / "per_case.csv"
     evaluate(root / "runs" / run / "pred", {c: study["real"][c] / "seg.nii.gz" for c in VAL_IDS}, out)
     return out

@@ -43,11 +43,11 @@ def test_missing_t1n_names_the_file(brats_root: Path):
     missing = brats_root / "BraTS-GLI-00003-000" / "BraTS-GLI-00003-000-t1n.nii.gz"
     missing.unlink()
     with pytest.raises(DataError, match=str(missing)):
-        discover_brats(brats_root, ["t1n"])
+        discover_brats(brats_root, ["t1n"], task="GLI")
 
 
 def test_discovery_finds_every_case_folder(brats_root: Path):
-    assert len(discover_brats(brats_root, ["t1n"])) == 7
+    assert len(discover_brats(brats_root, ["t1n"], task="GLI")) == 7
 
 
 def test_healthy_subject_ids_drop_the_modality_suffix(healthy_root: Path):
@@ -76,7 +76,7 @@ def test_misnamed_case_folders_are_all_named_with_the_fix(brats_root: Path):
     for name in MISNAMED:
         _copy_case(brats_root, "BraTS-GLI-00003-000", name)
     with pytest.raises(DataError, match=rf"{len(MISNAMED)} problem\(s\) in data\.brats_root") as error:
-        discover_brats(brats_root, ["t1n"])
+        discover_brats(brats_root, ["t1n"], task="GLI")
     for name in MISNAMED:
         message = f"{str(brats_root / name)!r}: looks like a case folder but is not named BraTS-GLI-XXXXX-YYY"
         assert message in str(error.value)
@@ -88,7 +88,7 @@ def test_misnamed_folders_and_missing_files_are_reported_together(brats_root: Pa
     missing = brats_root / "BraTS-GLI-00004-000" / "BraTS-GLI-00004-000-seg.nii.gz"
     missing.unlink()
     with pytest.raises(DataError, match=r"2 problem\(s\)") as error:
-        discover_brats(brats_root, ["t1n"])
+        discover_brats(brats_root, ["t1n"], task="GLI")
     assert f"{missing}: missing file" in str(error.value)
     assert "BraTS-GLI-00003-000 copy'" in str(error.value)
 
@@ -98,12 +98,12 @@ def test_hidden_and_unrelated_folders_and_files_are_ignored(brats_root: Path):
     (brats_root / "notes").mkdir()
     (brats_root / "notes" / "readme.txt").write_text("not a case")
     (brats_root / "BraTS-GLI-00009-000.zip").write_bytes(b"an archive")
-    assert len(discover_brats(brats_root, ["t1n"])) == 7
+    assert len(discover_brats(brats_root, ["t1n"], task="GLI")) == 7
 
 
 def test_folder_holding_the_case_folders_says_to_point_brats_root_at_it(tmp_path: Path, brats_root: Path):
     with pytest.raises(DataError, match=r"holds BraTS case folders itself; point data\.brats_root at it"):
-        discover_brats(tmp_path, ["t1n"])
+        discover_brats(tmp_path, ["t1n"], task="GLI")
 
 
 def test_other_task_folders_are_left_out_with_a_warning(brats_root: Path, caplog):
@@ -111,7 +111,7 @@ def test_other_task_folders_are_left_out_with_a_warning(brats_root: Path, caplog
     make_brats_case(brats_root, "BraTS-MEN-00010-000", rng)
     for patient in range(5):
         make_brats_case(brats_root, f"BraTS-PED-{patient:05d}-000", rng)
-    cases = discover_brats(brats_root, ["t1n"])
+    cases = discover_brats(brats_root, ["t1n"], task="GLI")
     assert len(cases) == 7 and all(c.case_id.startswith("BraTS-GLI-") for c in cases)
     warning = caplog.records[-1]
     assert warning.levelname == "WARNING"

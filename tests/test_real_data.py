@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.schema_defaults import schema_defaults
 
 from tumorfab.synthesis.carvemix import generate_carvemix
 from tumorfab.prepare.cases import discover_brats, discover_healthy
@@ -51,7 +52,7 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def manifests(work):
-    cases = discover_brats(REAL / "brats", ["t1n"])
+    cases = discover_brats(REAL / "brats", ["t1n"], task="GLI")
     prepare_manifests(
         cases=cases,
         split={c.case_id: "train" for c in cases},
@@ -174,9 +175,11 @@ def test_normalized_real_and_healthy_cases_are_in_range(real_case, healthy_case)
 def test_tfaug_puts_the_real_mask_into_the_real_healthy_brain(work, real_case, healthy_case):
     save_intensity(FitResult(np.array([[0.6, 1.2, 1.4]]), np.array([[-0.5, 0.1, 0.3]]), 1.0, 0.5), ["t1n"], work / "intensity.json")
     out = work / "tfaug"
+    tfaug = schema_defaults()["tfaug"]  # the paper preset
     manifest = generate_tfaug(
         [real_case], [healthy_case], work / "intensity.json", out / "cases", out / "manifest.csv", 1, seed=7,
-        modalities=["t1n"], masks=None, blur_sigma=2.0, controls=None, mass_effect=None,
+        modalities=["t1n"], masks=tfaug["masks"], blur_sigma=tfaug["blur_sigma"], controls=tfaug["controls"],
+        mass_effect=tfaug["mass_effect"],
     )
     case = out / "cases" / manifest.case_id[0]
     seg, image = load(case / "seg.nii.gz"), load(case / "t1n.nii.gz")

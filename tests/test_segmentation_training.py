@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers.schema_defaults import schema_defaults
 from segmentation_fixtures import (
     TRAIN_IDS,
     VAL_IDS,
@@ -178,7 +179,8 @@ def test_feature_extractor_normalizes_like_nnunet_preprocessing(study, run_a):
     from tumorfab.segmentation.features import load_feature_extractor
 
     model = study["root"] / "runs" / "a" / "model"
-    extractor = load_feature_extractor(model, device="cpu")
+    n_stages = schema_defaults()["tfaug"]["intensity_fit"]["n_stages"]
+    extractor = load_feature_extractor(model, n_stages=n_stages, device="cpu")
     case = VAL_IDS[1]
     folder = study["real"][case]
     image = torch.from_numpy(nib.load(str(folder / "t1n.nii.gz")).get_fdata(dtype=np.float32))[None, None]

@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers.schema_defaults import schema_defaults
 from scipy import ndimage
 from test_tfaug_data import AFFINE, CENTRE, CSF, GM, WM, healthy_scan, make_cohort
 
@@ -24,9 +25,12 @@ def cohort(tmp_path_factory):
 
 
 def settings(controls: dict | None = None, masks: dict | None = None, seed: int = 0) -> Settings:
+    """The schema's defaults of tfaug, with ``controls`` and ``masks`` overriding them."""
+    tfaug = schema_defaults({"tfaug": {"controls": controls or {}, "masks": masks or {}}})["tfaug"]
     return Settings(
         ("t1n",), np.ones((1, 3), np.float32), np.zeros((1, 3), np.float32), seed,
-        MaskAugmentation.from_config(masks), 2.0, Controls.from_config(controls), MassEffect(),
+        MaskAugmentation.from_config(tfaug["masks"]), 2.0, Controls.from_config(tfaug["controls"]),
+        MassEffect.from_config(tfaug["mass_effect"]),
     )
 
 
@@ -140,18 +144,21 @@ def test_heterogeneity_raises_the_std_inside_the_lesion(cohort):
 
 
 def test_unknown_or_invalid_controls_are_named():
+    # Dicts the schema would refuse or cannot check (low <= high), passed as a caller might.
+    defaults = schema_defaults()["tfaug"]["controls"]
     with pytest.raises(ValueError, match="colour"):
-        Controls.from_config({"colour": 1})
+        Controls.from_config({**defaults, "colour": 1})
     with pytest.raises(ValueError, match="side"):
         LocationSpec.from_config({"mode": "hemisphere"})
     with pytest.raises(ValueError, match="offset"):
-        Controls.from_config({"offset": {"tumour": 0.1}})
+        Controls.from_config({**defaults, "offset": {**defaults["offset"], "tumour": 0.1}})
     with pytest.raises(ValueError, match="size_ml"):
-        Controls.from_config({"size_ml": [5, 1]})
+        Controls.from_config({**defaults, "size_ml": [5, 1]})
 
 
 def test_the_paper_defaults_are_no_control_at_all():
-    controls = Controls.from_config(None)
+    """The schema's defaults of tfaug.controls are the paper's TF-Aug: no control."""
+    controls = Controls.from_config(schema_defaults()["tfaug"]["controls"])
     assert controls.location.mode == "any" and controls.size_ml is None
     assert controls.n_lesions == (1, 1)
     assert all(v == (0.0, 0.0) for v in controls.offset.values())

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.schema_defaults import schema_defaults
 from test_tfaug_data import AFFINE, make_cohort
 
 from tumorfab.synthesis.tfaug import generate_tfaug
@@ -18,8 +19,9 @@ from tumorfab.synthesis.tfaug.intensity_fit import FitResult, save_intensity
 FILES = ("t1n.nii.gz", "seg.nii.gz", "brainmask.nii.gz")
 A = np.array([[0.6, 1.2, 1.4]])
 B = np.array([[-0.5, 0.1, 0.3]])
-#: The settings the config would pass (None: the paper preset of each section).
-PAPER = {"modalities": ["t1n"], "masks": None, "blur_sigma": 2.0, "controls": None, "mass_effect": None}
+#: The settings the validated config passes: the schema's defaults, the paper preset of each section.
+_TFAUG = schema_defaults()["tfaug"]
+PAPER = {"modalities": ["t1n"], **{key: _TFAUG[key] for key in ("masks", "blur_sigma", "controls", "mass_effect")}}
 
 
 @pytest.fixture(scope="module")

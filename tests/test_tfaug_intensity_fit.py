@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers.schema_defaults import schema_defaults
 from test_tfaug_data import TinyEncoder, make_cohort
 
 from tumorfab.synthesis.tfaug.intensity_fit import (
@@ -17,8 +18,9 @@ from tumorfab.synthesis.tfaug.intensity_fit import (
 )
 
 FIT = {"epochs": 6, "lr": 0.5, "batch_size": 2, "n_pairs": 4, "patch_size": 24, "n_stages": 3}
-#: The other settings the config would pass (masks None: the paper's augmentation).
-ARGS = {"modalities": ["t1n"], "masks": None, "blur_sigma": 2.0}
+#: The other settings the validated config passes (the schema's defaults: the paper's augmentation).
+_TFAUG = schema_defaults()["tfaug"]
+ARGS = {"modalities": ["t1n"], "masks": _TFAUG["masks"], "blur_sigma": _TFAUG["blur_sigma"]}
 
 
 @pytest.fixture(scope="module")

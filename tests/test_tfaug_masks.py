@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.schema_defaults import schema_defaults
 from scipy import ndimage
 from test_tfaug_data import AFFINE, CENTRE, SHAPE, ellipsoid, lesion_labels, make_cohort
 
@@ -16,7 +17,14 @@ from tumorfab.synthesis.tfaug.masks import (
     rasterize,
 )
 
-NO_AUGMENT = MaskAugmentation(scale=(1.0, 1.0), rotation_deg=0.0, flip_prob=0.0, shift_mm=0.0, combine_prob=0.0)
+
+
+def masks(**overrides) -> MaskAugmentation:
+    """The schema's defaults of tfaug.masks with ``overrides``."""
+    return MaskAugmentation.from_config(schema_defaults({"tfaug": {"masks": overrides}})["tfaug"]["masks"])
+
+
+NO_AUGMENT = masks(scale=[1.0, 1.0], rotation_deg=0.0, flip_prob=0.0, shift_mm=0.0, combine_prob=0.0)
 
 
 def bank_of(*segs: np.ndarray) -> MaskBank:
@@ -99,7 +107,7 @@ def test_placement_puts_the_lesion_centroid_on_the_target():
     bank = bank_of(lesion_labels(CENTRE, radius=4))
     brain = np.ones(SHAPE, bool)
     target = CENTRE + [5.3, -4.2, 2.0]
-    placed = place_lesions(bank, brain, np.random.default_rng(0), NO_AUGMENT, FixedTarget(target))
+    placed = place_lesions(bank, brain, np.random.default_rng(0), NO_AUGMENT, FixedTarget(target), None, 1)
     centroid = np.asarray(ndimage.center_of_mass(placed.labels > 0))
     assert np.all(np.abs(centroid - target) <= 0.5 + 1e-6)
     assert placed.records[0]["centroid_vox"] == pytest.approx(centroid.tolist(), abs=1e-3)
@@ -110,10 +118,10 @@ def test_voxels_outside_the_brain_are_dropped_and_heavy_losses_redrawn():
     bank = bank_of(*real)
     brain = np.zeros(SHAPE, bool)
     brain[: SHAPE[0] // 2 + 2] = True  # half the grid: many masks straddle the edge
-    settings = MaskAugmentation(shift_mm=20.0, max_outside_fraction=0.3)
-    rule = LocationRule(LocationSpec(), bank.grid, brain, None, settings.shift_mm)
+    settings = masks(shift_mm=20.0, max_outside_fraction=0.3)
+    rule = LocationRule(LocationSpec("any"), bank.grid, brain, None, settings.shift_mm)
     for seed in range(10):
-        placed = place_lesions(bank, brain, np.random.default_rng(seed), settings, rule)
+        placed = place_lesions(bank, brain, np.random.default_rng(seed), settings, rule, None, 1)
         assert placed.labels.any()
         assert not placed.labels[~brain].any()
         assert all(r["outside_fraction"] <= 0.3 for r in placed.records)
@@ -123,21 +131,21 @@ def test_a_lesion_that_cannot_be_placed_fails_with_the_reasons():
     bank = bank_of(lesion_labels(CENTRE, radius=6))
     brain = np.zeros(SHAPE, bool)
     brain[0, 0, 0] = True
-    settings = MaskAugmentation(max_tries=5)
+    settings = masks(max_tries=5)
     with pytest.raises(RuntimeError, match="outside_brain"):
-        place_lesions(bank, brain, np.random.default_rng(0), settings, FixedTarget(CENTRE))
+        place_lesions(bank, brain, np.random.default_rng(0), settings, FixedTarget(CENTRE), None, 1)
 
 
 def test_mask_settings_reject_unknown_keys():
     with pytest.raises(ValueError, match="sclae"):
-        MaskAugmentation.from_config({"sclae": [1, 2]})
+        MaskAugmentation.from_config({**schema_defaults()["tfaug"]["masks"], "sclae": [1, 2]})
 
 
 def test_placed_lesions_number_their_voxels_inside_their_own_boxes():
     bank = bank_of(lesion_labels(CENTRE, radius=4))
     brain = np.ones(SHAPE, bool)
-    rule = LocationRule(LocationSpec(), bank.grid, brain, None, 20.0)
-    placed = place_lesions(bank, brain, np.random.default_rng(0), NO_AUGMENT, rule, n_lesions=3)
+    rule = LocationRule(LocationSpec("any"), bank.grid, brain, None, 20.0)
+    placed = place_lesions(bank, brain, np.random.default_rng(0), NO_AUGMENT, rule, size_ml=None, n_lesions=3)
     assert np.array_equal(placed.ids > 0, placed.labels > 0)
     for number, (box, record) in enumerate(zip(placed.boxes, placed.records), start=1):
         voxels = int((placed.ids == number).sum())

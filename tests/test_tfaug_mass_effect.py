@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.schema_defaults import schema_defaults
 from test_tfaug_data import make_cohort
 
 from tumorfab.synthesis.tfaug import mass_effect as me
@@ -15,6 +16,8 @@ SHAPE = (48, 48, 48)
 SPACING = (1.0, 1.0, 1.0)
 CENTROID = (24.0, 23.0, 25.0)
 RADIUS = 8.0
+#: tfaug.mass_effect.steps of the schema's defaults.
+STEPS = schema_defaults()["tfaug"]["mass_effect"]["steps"]
 
 
 def distances() -> np.ndarray:
@@ -24,7 +27,7 @@ def distances() -> np.ndarray:
 
 @pytest.mark.parametrize("magnitude", [2.0, 5.0, 8.0])
 def test_jacobian_determinant_is_positive_everywhere(magnitude):
-    ddf, box = me.inverse_displacement(SHAPE, SPACING, [CENTROID], [RADIUS], [magnitude])
+    ddf, box = me.inverse_displacement(SHAPE, SPACING, [CENTROID], [RADIUS], [magnitude], STEPS)
     jacobian = me.jacobian_determinant(ddf, SPACING)
     assert jacobian.min() > 0
 
@@ -32,13 +35,13 @@ def test_jacobian_determinant_is_positive_everywhere(magnitude):
 def test_jacobian_stays_positive_with_a_coarse_integration_grid():
     # A large lesion (radius 20 mm) is integrated on a 5x coarser grid and upsampled.
     shape, centroid = (96, 96, 80), (48.0, 48.0, 40.0)
-    ddf, _ = me.inverse_displacement(shape, SPACING, [centroid], [20.0], [10.0])
+    ddf, _ = me.inverse_displacement(shape, SPACING, [centroid], [20.0], [10.0], STEPS)
     assert me.jacobian_determinant(ddf, SPACING).min() > 0
     assert me.displacement_mm(ddf, SPACING).max() == pytest.approx(10.0, rel=0.2)
 
 
 def test_displacement_peaks_near_the_lesion_edge_and_decays_with_distance():
-    ddf, box = me.inverse_displacement(SHAPE, SPACING, [CENTROID], [RADIUS], [5.0])
+    ddf, box = me.inverse_displacement(SHAPE, SPACING, [CENTROID], [RADIUS], [5.0], STEPS)
     full = np.zeros((3, *SHAPE), np.float32)
     full[(slice(None), *box)] = ddf
     length = me.displacement_mm(full, SPACING)
@@ -53,7 +56,7 @@ def test_displacement_peaks_near_the_lesion_edge_and_decays_with_distance():
 
 
 def test_tissue_moves_away_from_the_lesion():
-    ddf, box = me.inverse_displacement(SHAPE, SPACING, [CENTROID], [RADIUS], [5.0])
+    ddf, box = me.inverse_displacement(SHAPE, SPACING, [CENTROID], [RADIUS], [5.0], STEPS)
     full = np.zeros((3, *SHAPE), np.float32)
     full[(slice(None), *box)] = ddf
     outward = np.indices(SHAPE, dtype=np.float64) - np.asarray(CENTROID).reshape(3, 1, 1, 1)
@@ -69,9 +72,11 @@ def cohort(tmp_path_factory):
 
 
 def settings(enabled: bool) -> Settings:
+    tfaug = schema_defaults({"tfaug": {"mass_effect": {"enabled": enabled, "magnitude_mm": [4.0, 4.0]}}})["tfaug"]
     return Settings(
         ("t1n",), np.ones((1, 3), np.float32), np.zeros((1, 3), np.float32), 5,
-        MaskAugmentation(), 2.0, Controls(), MassEffect(enabled, (4.0, 4.0)),
+        MaskAugmentation.from_config(tfaug["masks"]), 2.0, Controls.from_config(tfaug["controls"]),
+        MassEffect.from_config(tfaug["mass_effect"]),
     )
 
 

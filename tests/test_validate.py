@@ -9,7 +9,7 @@ from tumorfab.prepare.validate import prepare_manifests
 
 
 def _prepare(brats_root: Path, healthy_root: Path, out: Path, remap: bool = False):
-    cases = discover_brats(brats_root, ["t1n"])
+    cases = discover_brats(brats_root, ["t1n"], task="GLI")
     prepare_manifests(
         cases=cases,
         split={c.case_id: "train" for c in cases},

@@ -97,7 +97,7 @@ def _warn_other_tasks(root: Path, task: str, other: dict[str, list[str]]) -> Non
     )
 
 
-def discover_brats(root: str | Path, modalities: list[str], task: str = "GLI") -> list[BratsCase]:
+def discover_brats(root: str | Path, modalities: list[str], task: str) -> list[BratsCase]:
     """The case folders of BraTS task ``task`` (``data.task``) under ``root``, sorted by id.
 
     Nothing that looks like a case is dropped silently: that would change the

@@ -151,7 +151,7 @@ class FeatureExtractor(nn.Module):
 
 
 def load_feature_extractor(
-    model_dir: str | os.PathLike, n_stages: int = 3, device: str | torch.device | None = None
+    model_dir: str | os.PathLike, n_stages: int, device: str | torch.device | None = None
 ) -> FeatureExtractor:
     """F from a trained model folder (the baseline model of one seed).
 

@@ -47,10 +47,10 @@ MIN_FEATURE_MAP_EDGE = 4
 
 
 def configuration_name(
-    patch_size: Sequence[int] | None = None,
-    base_features: int | None = None,
-    max_features: int | None = None,
-    batch_size: int | None = None,
+    patch_size: Sequence[int] | None,
+    base_features: int | None,
+    max_features: int | None,
+    batch_size: int | None,
 ) -> str:
     """The configuration trained: 3d_fullres, or 3d_fullres_tumorfab when any override is set."""
     overrides = (patch_size, base_features, max_features, batch_size)
@@ -104,10 +104,10 @@ def plan_experiment(
     raw_dataset_dir: str | os.PathLike,
     out_plans: str | os.PathLike,
     out_fingerprint: str | os.PathLike,
-    patch_size: Sequence[int] | None = None,
-    base_features: int | None = None,
-    max_features: int | None = None,
-    batch_size: int | None = None,
+    patch_size: Sequence[int] | None,
+    base_features: int | None,
+    max_features: int | None,
+    batch_size: int | None,
     num_processes: int = 1,
 ) -> dict:
     """Plan nnU-Net on a raw dataset (the real training cases) and write the shared plan.

@@ -30,16 +30,16 @@ def predict(
     images_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     modalities: Sequence[str],
-    case_ids: Sequence[str] | None = None,
-    device: str = "auto",
-    tile_step_size: float = 0.5,
-    use_mirroring: bool = True,
-    threads: int = 1,
+    case_ids: Sequence[str] | None,
+    device: str,
+    tile_step_size: float,
+    use_mirroring: bool,
+    threads: int,
 ) -> list[Path]:
     """Segment ``{case}_{channel:04d}.nii.gz`` images of ``images_dir`` into ``out_dir/{case}.nii.gz``.
 
     ``model_dir`` is an exported model folder (see ``train.export_model``).
-    ``case_ids`` defaults to every case in ``images_dir``. ``out_dir`` is
+    ``case_ids`` None: every case in ``images_dir``. ``out_dir`` is
     written under a temporary name and renamed when all cases are done.
     Returns the prediction files.
     """

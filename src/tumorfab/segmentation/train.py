@@ -41,7 +41,7 @@ FOLD = "all"
 KEY_FILE = "tumorfab_training.json"
 
 
-def resolve_device(device: str = "auto"):
+def resolve_device(device: str):
     """``auto``: the GPU when there is one, else the CPU."""
     import torch
 
@@ -76,10 +76,10 @@ def train(
     epochs: int,
     iterations_per_epoch: int,
     val_iterations_per_epoch: int,
-    checkpoint_every: int = 1,
-    device: str = "auto",
-    data_augmentation_workers: int | None = None,
-    threads: int = 1,
+    checkpoint_every: int,
+    device: str,
+    data_augmentation_workers: int | None,
+    threads: int,
 ) -> Path:
     """Train (or resume) nnU-Net on ``experiment`` and export the model to ``model_dir``.
 

@@ -2,10 +2,11 @@
 
 SPEC §5 / paper 000 (configurable location, size, intensity and heterogeneity,
 "how many lesions"); paper 002 §4 names control of "location, size, shape" as
-a possibility of TF-Aug it did not explore. The defaults (:data:`PAPER`)
-reproduce the paper's TF-Aug: any location (the real mask's own position plus
-the paper's shift), no size constraint, one lesion per case (itself possibly a
-combination of masks), no offset, no texture.
+a possibility of TF-Aug it did not explore. The defaults (in the config
+schema, the only place they live) reproduce the paper's TF-Aug: any location
+(the real mask's own position plus the paper's shift), no size constraint, one
+lesion per case (itself possibly a combination of masks), no offset, no
+texture.
 
 ``tfaug.controls`` in the config::
 
@@ -50,7 +51,7 @@ lesion; a lesion that breaks them is re-drawn, see ``masks.place_lesions``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -77,18 +78,21 @@ def parse_range(value, what: str) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class LocationSpec:
-    """The location control (see the module docstring)."""
+    """The location control (see the module docstring); the fields of other modes are None."""
 
-    mode: str = "any"
+    mode: str
     center_mm: tuple[float, float, float] | None = None
-    radius_mm: float = 10.0
+    radius_mm: float | None = None
     side: str | None = None
     tissue: str | None = None
 
     @classmethod
-    def from_config(cls, settings: Mapping | None) -> LocationSpec:
-        settings = dict(settings or {"mode": "any"})
-        mode = settings.pop("mode", "any")
+    def from_config(cls, settings: Mapping) -> LocationSpec:
+        """From the validated config's ``tfaug.controls.location``."""
+        settings = dict(settings)
+        if "mode" not in settings:
+            raise ValueError(f"tfaug.controls.location: mode missing (one of {LOCATION_MODES})")
+        mode = settings.pop("mode")
         allowed = {
             "any": set(),
             "coordinates": {"center_mm", "radius_mm"},
@@ -104,10 +108,12 @@ class LocationSpec:
             center = settings.get("center_mm")
             if center is None or len(center) != 3:
                 raise ValueError("tfaug.controls.location: mode coordinates needs center_mm: [x, y, z]")
-            radius = float(settings.get("radius_mm", 10.0))
+            if "radius_mm" not in settings:
+                raise ValueError("tfaug.controls.location: mode coordinates needs radius_mm")
+            radius = float(settings["radius_mm"])
             if radius <= 0:
                 raise ValueError("tfaug.controls.location.radius_mm must be > 0")
-            return cls(mode, tuple(float(v) for v in center), radius)
+            return cls(mode, center_mm=tuple(float(v) for v in center), radius_mm=radius)
         if mode == "hemisphere":
             side = settings.get("side")
             if side not in ("left", "right"):
@@ -133,48 +139,61 @@ class LocationSpec:
 
 @dataclass(frozen=True)
 class Controls:
-    """``tfaug.controls``: what the user asks of every lesion (SPEC §5)."""
+    """``tfaug.controls``: what the user asks of every lesion (SPEC §5).
 
-    location: LocationSpec = field(default_factory=LocationSpec)
-    size_ml: tuple[float, float] | None = None
-    n_lesions: tuple[int, int] = (1, 1)
-    offset: dict[int, tuple[float, float]] = field(default_factory=lambda: {c: (0.0, 0.0) for c in LABEL_KEYS})
-    heterogeneity_amplitude: tuple[float, float] = (0.0, 0.0)
-    heterogeneity_scale_mm: float = 3.0
+    No defaults here: they live in the config schema only.
+    """
+
+    location: LocationSpec
+    size_ml: tuple[float, float] | None
+    n_lesions: tuple[int, int]
+    offset: dict[int, tuple[float, float]]
+    heterogeneity_amplitude: tuple[float, float]
+    heterogeneity_scale_mm: float
 
     @classmethod
-    def from_config(cls, settings: Mapping | None) -> Controls:
-        settings = dict(settings or {})
+    def from_config(cls, settings: Mapping) -> Controls:
+        """From the validated config's ``tfaug.controls`` (every key present)."""
+        settings = dict(settings)
         known = {"location", "size_ml", "n_lesions", "offset", "heterogeneity"}
         unknown = set(settings) - known
         if unknown:
             raise ValueError(f"tfaug.controls: unknown keys {sorted(unknown)}")
-        size = settings.get("size_ml")
+        missing = sorted(known - set(settings))
+        if missing:
+            raise ValueError(f"tfaug.controls: missing keys {missing}")
+        size = settings["size_ml"]
         if size is not None:
             size = parse_range(size, "tfaug.controls.size_ml")
             if size[0] <= 0:
                 raise ValueError("tfaug.controls.size_ml must be > 0 ml")
-        low, high = parse_range(settings.get("n_lesions", 1), "tfaug.controls.n_lesions")
+        low, high = parse_range(settings["n_lesions"], "tfaug.controls.n_lesions")
         if low < 1 or low != int(low) or high != int(high):
             raise ValueError("tfaug.controls.n_lesions: whole numbers >= 1")
-        offsets = dict(settings.get("offset") or {})
+        offsets = dict(settings["offset"])
         names = {name: label for label, name in LABEL_KEYS.items()}
         unknown = set(offsets) - set(names)
         if unknown:
             raise ValueError(f"tfaug.controls.offset: unknown subregions {sorted(unknown)} (ncr, ed, et)")
-        offset = {label: parse_range(offsets.get(name, 0.0), f"tfaug.controls.offset.{name}") for name, label in names.items()}
-        texture = dict(settings.get("heterogeneity") or {})
+        missing = [name for name in names if name not in offsets]
+        if missing:
+            raise ValueError(f"tfaug.controls.offset: missing subregions {missing}")
+        offset = {label: parse_range(offsets[name], f"tfaug.controls.offset.{name}") for name, label in names.items()}
+        texture = dict(settings["heterogeneity"])
         unknown = set(texture) - {"amplitude", "scale_mm"}
         if unknown:
             raise ValueError(f"tfaug.controls.heterogeneity: unknown keys {sorted(unknown)}")
-        amplitude = parse_range(texture.get("amplitude", 0.0), "tfaug.controls.heterogeneity.amplitude")
+        missing = [key for key in ("amplitude", "scale_mm") if key not in texture]
+        if missing:
+            raise ValueError(f"tfaug.controls.heterogeneity: missing keys {missing}")
+        amplitude = parse_range(texture["amplitude"], "tfaug.controls.heterogeneity.amplitude")
         if amplitude[0] < 0:
             raise ValueError("tfaug.controls.heterogeneity.amplitude must be >= 0")
-        scale_mm = float(texture.get("scale_mm", 3.0))
+        scale_mm = float(texture["scale_mm"])
         if scale_mm <= 0:
             raise ValueError("tfaug.controls.heterogeneity.scale_mm must be > 0")
         return cls(
-            LocationSpec.from_config(settings.get("location")),
+            LocationSpec.from_config(settings["location"]),
             size,
             (int(low), int(high)),
             offset,
@@ -288,6 +307,3 @@ class LocationRule:
         voxel = tuple(int(v) for v in np.clip(np.rint(centroid), 0, np.asarray(self.allowed.shape) - 1))
         return bool(self.allowed[voxel])
 
-
-#: The paper's TF-Aug (§2.1): no user controls beyond its own augmentation.
-PAPER = Controls()

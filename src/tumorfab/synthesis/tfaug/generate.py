@@ -82,25 +82,33 @@ MANIFEST_COLUMNS = [
 
 @dataclass(frozen=True)
 class MassEffect:
-    """``tfaug.mass_effect``: off in the paper preset; magnitude (mm) a number or [low, high]."""
+    """``tfaug.mass_effect``: off in the paper preset; magnitude (mm) a number or [low, high].
 
-    enabled: bool = False
-    magnitude_mm: tuple[float, float] = (2.0, 6.0)
-    steps: int = 7
+    No defaults here: they live in the config schema only.
+    """
+
+    enabled: bool
+    magnitude_mm: tuple[float, float]
+    steps: int
 
     @classmethod
-    def from_config(cls, settings: Mapping | None) -> MassEffect:
-        settings = dict(settings or {})
-        unknown = set(settings) - {"enabled", "magnitude_mm", "steps"}
+    def from_config(cls, settings: Mapping) -> MassEffect:
+        """From the validated config's ``tfaug.mass_effect`` (every key present)."""
+        settings = dict(settings)
+        known = {"enabled", "magnitude_mm", "steps"}
+        unknown = set(settings) - known
         if unknown:
             raise ValueError(f"tfaug.mass_effect: unknown keys {sorted(unknown)}")
-        magnitude = parse_range(settings.get("magnitude_mm", (2.0, 6.0)), "tfaug.mass_effect.magnitude_mm")
+        missing = sorted(known - set(settings))
+        if missing:
+            raise ValueError(f"tfaug.mass_effect: missing keys {missing}")
+        magnitude = parse_range(settings["magnitude_mm"], "tfaug.mass_effect.magnitude_mm")
         if magnitude[0] < 0:
             raise ValueError("tfaug.mass_effect.magnitude_mm must be >= 0")
-        steps = int(settings.get("steps", 7))
+        steps = int(settings["steps"])
         if steps < 1:
             raise ValueError("tfaug.mass_effect.steps must be >= 1")
-        return cls(bool(settings.get("enabled", False)), magnitude, steps)
+        return cls(bool(settings["enabled"]), magnitude, steps)
 
 
 @dataclass(frozen=True)
@@ -207,12 +215,12 @@ def make_settings(
     intensity_json: str | os.PathLike,
     seed: int,
     modalities: Sequence[str],
-    masks: Mapping | None,
+    masks: Mapping,
     blur_sigma: float,
-    controls: Mapping | None,
-    mass_effect: Mapping | None,
+    controls: Mapping,
+    mass_effect: Mapping,
 ) -> Settings:
-    """Validate the config slices and read (a, b)."""
+    """Check the validated config's slices and read (a, b)."""
     a, b = load_intensity(intensity_json, modalities)
     return Settings(
         tuple(modalities), a, b, int(seed), MaskAugmentation.from_config(masks), float(blur_sigma),
@@ -229,10 +237,10 @@ def generate_tfaug(
     n_cases: int,
     seed: int,
     modalities: Sequence[str],
-    masks: Mapping | None,
+    masks: Mapping,
     blur_sigma: float,
-    controls: Mapping | None,
-    mass_effect: Mapping | None,
+    controls: Mapping,
+    mass_effect: Mapping,
 ) -> pd.DataFrame:
     """The ``generate_tfaug`` rule: ``n_cases`` coarse pairs and their manifest.
 

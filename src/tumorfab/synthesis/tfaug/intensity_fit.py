@@ -200,8 +200,9 @@ def synthetic_pool(
         case = load_case(healthy_dir, modalities, with_seg=False)
         images, brain = case.stacked(modalities), case.brainmask > 0
         bank.grid.check_same(brain.shape, case.affine, str(healthy_dir))
-        rule = LocationRule(LocationSpec(), bank.grid, brain, None, settings.shift_mm)
-        placed = place_lesions(bank, brain, rng, settings, rule)
+        # The paper's placement, whatever tfaug.controls says: one lesion, any location, any size.
+        rule = LocationRule(LocationSpec("any"), bank.grid, brain, None, settings.shift_mm)
+        placed = place_lesions(bank, brain, rng, settings, rule, size_ml=None, n_lesions=1)
         base = blur_in_roi(images, brain, placed.labels > 0, sigma, placed.boxes)
         centre = _centroid(placed.labels > 0)
         items.append(
@@ -351,7 +352,7 @@ def fit_tfaug_intensity(
     out_json: str | os.PathLike,
     modalities: Sequence[str],
     seed: int,
-    masks: Mapping | None,
+    masks: Mapping,
     blur_sigma: float,
     intensity_fit: Mapping,
     extractor: torch.nn.Module | None = None,

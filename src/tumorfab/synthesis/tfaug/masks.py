@@ -184,25 +184,31 @@ class MaskBank:
 # --- Augmentation settings ---------------------------------------------------------
 @dataclass(frozen=True)
 class MaskAugmentation:
-    """``tfaug.masks`` of the config: the paper's mask augmentation (§2.1) and re-draw rule."""
+    """``tfaug.masks`` of the config: the paper's mask augmentation (§2.1) and re-draw rule.
 
-    scale: tuple[float, float] = (0.8, 1.2)
-    rotation_deg: float = 15.0
-    flip_prob: float = 0.5
-    shift_mm: float = 20.0
-    combine_prob: float = 0.5
-    combine_max: int = 2
-    max_outside_fraction: float = 0.5
-    max_tries: int = 200
+    No defaults here: they live in the config schema only.
+    """
+
+    scale: tuple[float, float]
+    rotation_deg: float
+    flip_prob: float
+    shift_mm: float
+    combine_prob: float
+    combine_max: int
+    max_outside_fraction: float
+    max_tries: int
 
     @classmethod
-    def from_config(cls, settings: Mapping | None) -> MaskAugmentation:
-        settings = dict(settings or {})
+    def from_config(cls, settings: Mapping) -> MaskAugmentation:
+        """From the validated config's ``tfaug.masks`` (every key present)."""
+        settings = dict(settings)
         unknown = set(settings) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"tfaug.masks: unknown keys {sorted(unknown)}")
-        if "scale" in settings:
-            settings["scale"] = tuple(float(v) for v in settings["scale"])
+        missing = [key for key in cls.__dataclass_fields__ if key not in settings]
+        if missing:
+            raise ValueError(f"tfaug.masks: missing keys {missing}")
+        settings["scale"] = tuple(float(v) for v in settings["scale"])
         made = cls(**settings)
         low, high = made.scale
         if not 0 < low <= high:
@@ -393,16 +399,17 @@ def place_lesions(
     rng: np.random.Generator,
     settings: MaskAugmentation,
     location,
-    size_ml: tuple[float, float] | None = None,
-    n_lesions: int = 1,
+    size_ml: tuple[float, float] | None,
+    n_lesions: int,
 ) -> PlacedLesions:
     """Draw ``n_lesions`` separate lesions inside ``brain`` (the mask m_s of §2.1).
 
     ``location`` is a bound location rule (``controls.LocationRule``) with
     ``sample(rng, source_centroid) -> target index`` and
     ``accepts(centroid index) -> bool``. ``size_ml`` (whole-tumour volume per
-    lesion, after the brain clip): the lesion is rescaled about its reference
-    point to a volume drawn uniformly in the range, then checked. Re-draw
+    lesion, after the brain clip; None: no constraint): the lesion is rescaled
+    about its reference point to a volume drawn uniformly in the range, then
+    checked. Re-draw
     rules: see the module docstring.
     """
     grid = bank.grid

@@ -84,7 +84,7 @@ def velocity_field(
     return velocity.astype(np.float32)
 
 
-def integrate(velocity: np.ndarray, steps: int = 7) -> np.ndarray:
+def integrate(velocity: np.ndarray, steps: int) -> np.ndarray:
     """``exp(v)`` by scaling and squaring (MONAI ``DVF2DDF``): displacement in voxels."""
     with torch.no_grad(), _native_grid_sample():
         ddf = DVF2DDF(num_steps=int(steps), mode="bilinear", padding_mode="border")(
@@ -112,7 +112,7 @@ def inverse_displacement(
     centroids_vox: Sequence[Sequence[float]],
     radii_mm: Sequence[float],
     magnitudes_mm: Sequence[float],
-    steps: int = 7,
+    steps: int,
 ) -> tuple[np.ndarray, tuple[slice, ...]]:
     """Sampling displacement ``φ⁻¹(p) − p = exp(−v)(p) − p`` (voxels) on its box, and the box.
 
