@@ -31,6 +31,7 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/tfaug.smk"
+include: "workflow/rules/tfgan.smk"
 include: "workflow/rules/report.smk"
 
 

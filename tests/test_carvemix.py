@@ -261,6 +261,7 @@ configfile: "config.yaml"
 from snakemake.exceptions import WorkflowError
 
 TRAIN_CASES = {train_cases!r}
+VAL_CASES = []
 
 {common}
 
@@ -294,6 +295,7 @@ def write_harness(workdir: Path, train_cases: list[str], n_carvemix: int) -> Non
         carvemix: {{lambda_range: [0.0, 1.0]}}
         report: {{mosaic_cases: 2}}
         segmentation: {{seeds: [0]}}
+        tfgan: {{n_stages: 3}}
     """))
 
 

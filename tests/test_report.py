@@ -266,6 +266,7 @@ configfile: "config.yaml"
 from snakemake.exceptions import WorkflowError
 
 TRAIN_CASES = []
+VAL_CASES = []
 
 
 rule all:
@@ -309,6 +310,7 @@ def test_report_rules_write_every_output_and_the_html_report(tmp_path):
           table2: {title: "Table 2. Sizes", experiments: [baseline, carvemix_2, carvemix_4]}
         report: {mosaic_cases: 2}
         segmentation: {seeds: [0, 1, 2]}
+        tfgan: {n_stages: 3}
     """))
     exe = str(Path(sys.executable).parent / "snakemake")
     done = subprocess.run([exe, "--cores", "1"], cwd=workdir, capture_output=True, text=True)

@@ -56,8 +56,14 @@ def test_demo_runs_through_the_tables_and_report(tiny_demo):
     workdir, _ = tiny_demo
     table = (workdir / "results/report/table1.md").read_text()
     assert "Baseline" in table and "CarveMix" in table and "TF-Aug" in table
+    assert "TF (ours)" in table
     assert (workdir / "results/synthetic/tfaug/intensity.json").exists()
     assert (workdir / "results/report/figures/mosaic_tfaug.png").exists()
+    for name in ("refinement.png", "realism.png", "mosaic_tf.png"):
+        assert (workdir / "results/report/figures" / name).exists()
+    realism = (workdir / "results/report/realism.csv").read_text()
+    assert "tf," in realism and "tfaug," in realism and "carvemix," in realism
+    assert (workdir / "results/synthetic/tf/losses.png").exists()
 
 
 @pytest.mark.slow
@@ -66,10 +72,24 @@ def test_changed_trainer_setting_reruns_training_to_report_and_nothing_upstream(
     changed = {**config, "segmentation": {**config["segmentation"]}}
     changed["segmentation"]["train"] = {**config["segmentation"]["train"], "epochs": 3}
     jobs = planned_jobs(run_snakemake(workdir, changed, "-n"))
-    assert jobs["nnunet_train"] == jobs["nnunet_predict"] == jobs["nnunet_evaluate"] == 3
+    assert jobs["nnunet_train"] == jobs["nnunet_predict"] == jobs["nnunet_evaluate"] == 4
     assert {"report_collect", "report_tables", "report_dice_vs_synthetic"} <= set(jobs)
     assert not UPSTREAM_OF_TRAINING & set(jobs)
-    assert jobs["fit_tfaug_intensity"] == jobs["nnunet_preprocess_synthetic"] == 1  # tfaug's only
+    assert jobs["fit_tfaug_intensity"] == 1
+    assert jobs["nnunet_preprocess_synthetic"] == 2  # tfaug's and tf's (TF-GAN uses F too)
+    assert jobs["train_tfgan"] == jobs["generate_tf"] == 1
+
+
+@pytest.mark.slow
+def test_changed_gan_setting_reruns_gan_refinement_tf_experiments_and_report_only(tiny_demo):
+    workdir, config = tiny_demo
+    changed = {**config, "tfgan": {**config["tfgan"], "hinge_margin": 0.2}}
+    jobs = planned_jobs(run_snakemake(workdir, changed, "-n"))
+    assert jobs["train_tfgan"] == jobs["generate_tf"] == 1
+    assert jobs["nnunet_train"] == 1  # tf_8 alone
+    assert re.findall(r"wildcards: experiment=(\S+), seed=0", run_snakemake(workdir, changed, "-n").stdout) == ["tf_8"] * 3
+    assert {"report_collect", "report_tables", "report_realism", "mosaic_refinement"} <= set(jobs)
+    assert not (UPSTREAM_OF_TRAINING | {"fit_tfaug_intensity", "generate_tfaug"}) & set(jobs)
 
 
 def test_the_feature_extractor_target_is_the_baseline_first_seed_and_nothing_synthetic(

@@ -268,6 +268,17 @@ def get_report_outputs():
         *expand(
             f"{REPORT_DIR}/figures/mosaic_{{source}}.png", source=SYNTHETIC_SOURCES
         ),
+        *(
+            [f"{REPORT_DIR}/figures/refinement.png"]
+            if "tf" in SYNTHETIC_SOURCES
+            else []
+        ),
+        *(
+            [f"{REPORT_DIR}/realism.{ext}" for ext in ("csv", "md")]
+            + [f"{REPORT_DIR}/figures/realism.png"]
+            if SYNTHETIC_SOURCES
+            else []
+        ),
     ]
 
 

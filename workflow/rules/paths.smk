@@ -74,6 +74,12 @@ def synthetic_manifest(source):
     return f"{synthetic_dir(source)}/manifest.csv"
 
 
+# TF-GAN's generator (the source tf) and the checkpoint a rerun resumes from:
+# outside the rule's outputs, which Snakemake deletes when a job fails.
+TFGAN_GENERATOR = f"{synthetic_dir('tf')}/generator.pt"
+TFGAN_CHECKPOINT_DIR = "results/checkpoints/train_tfgan"
+
+
 SEG_DIR = "results/segmentation"
 
 

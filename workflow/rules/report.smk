@@ -125,3 +125,69 @@ rule mosaic_synthetic:
         modalities=config["data"]["modalities"],
     script:
         "../scripts/mosaic_synthetic.py"
+
+
+rule mosaic_refinement:
+    input:
+        coarse_cases=synthetic_cases_dir("tfaug"),
+        refined_cases=synthetic_cases_dir("tf"),
+        refined_manifest=synthetic_manifest("tf"),
+    output:
+        figure=report(
+            f"{REPORT_DIR}/figures/refinement.png",
+            caption="../report/refinement.rst",
+            category="Synthetic cases",
+            subcategory="TF-GAN refinement",
+        ),
+    log:
+        "logs/mosaic_refinement/mosaic_refinement.log",
+    localrule: True
+    conda:
+        "../../envs/tumorfab.yaml"
+    params:
+        report=config["report"],
+        modalities=config["data"]["modalities"],
+    script:
+        "../scripts/mosaic_refinement.py"
+
+
+rule report_realism:
+    """Realism before training (issue #9 item 7): Fréchet distance of F's
+    features, synthetic vs real training tumours and brains, per source."""
+    input:
+        feature_extractor=FEATURE_EXTRACTOR_DIR,
+        real=[f for case in TRAIN_CASES + VAL_CASES for f in real_case_files(case)],
+        manifests=[synthetic_manifest(s) for s in SYNTHETIC_SOURCES],
+        cases=[synthetic_cases_dir(s) for s in SYNTHETIC_SOURCES],
+    output:
+        csv=f"{REPORT_DIR}/realism.csv",
+        md=f"{REPORT_DIR}/realism.md",
+        figure=report(
+            f"{REPORT_DIR}/figures/realism.png",
+            caption="../report/realism.rst",
+            category="Synthetic cases",
+            subcategory="Realism",
+        ),
+    log:
+        "logs/report_realism/report_realism.log",
+    benchmark:
+        "results/benchmarks/report_realism/report_realism.tsv"
+    conda:
+        "../../envs/tumorfab.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    params:
+        real_case_dirs=[real_case_dir(case) for case in TRAIN_CASES],
+        # Held-out cases only as the "real vs real" reference row.
+        reference_case_dirs=[real_case_dir(case) for case in VAL_CASES],
+        sources={
+            s: {"manifest": synthetic_manifest(s), "cases_dir": synthetic_cases_dir(s)}
+            for s in SYNTHETIC_SOURCES
+        },
+        modalities=config["data"]["modalities"],
+        n_stages=config["tfgan"]["n_stages"],
+    script:
+        "../scripts/report_realism.py"

@@ -130,7 +130,7 @@ def plot_mosaic(
     manifest_path: str | os.PathLike,
     out_png: str | os.PathLike,
     modalities: Sequence[str],
-    n_cases: int = 4,
+    n_cases: int,
     title: str | None = None,
 ) -> list[str]:
     """A grid of the first ``n_cases`` synthetic cases of a source (manifest order).
@@ -187,3 +187,49 @@ def plot_mosaic(
     )
     _save(figure, out_png)
     return case_ids
+
+
+def plot_refinement(
+    coarse_cases_dir: str | os.PathLike,
+    refined_cases_dir: str | os.PathLike,
+    refined_manifest: str | os.PathLike,
+    out_png: str | os.PathLike,
+    modality: str,
+    n_cases: int,
+) -> list[str]:
+    """The same inputs before and after TF-GAN, side by side (paper 002 Fig. 3).
+
+    A row per refined case (manifest order, its ``coarse_case`` column names
+    the TF-Aug pair it refines): the coarse image, the refined image, their
+    difference (refined - coarse, on [-0.5, 0.5]) and the labels' outlines,
+    on the axial slice through the lesion. Returns the case ids shown.
+    """
+    manifest = pd.read_csv(refined_manifest, dtype={"case_id": str, "coarse_case": str}).head(n_cases)
+    columns = ["coarse (TF-Aug)", "refined (TF-GAN)", "refined - coarse"]
+    n_rows = max(len(manifest), 1)
+    figure = Figure(figsize=(2.8 * len(columns), 2.8 * n_rows + 0.6), layout="constrained")
+    axes = np.atleast_2d(figure.subplots(n_rows, len(columns), squeeze=False))
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for row, (case_id, coarse_id) in enumerate(zip(manifest["case_id"], manifest["coarse_case"])):
+        refined = load_case(Path(refined_cases_dir) / case_id, [modality])
+        coarse = load_case(Path(coarse_cases_dir) / coarse_id, [modality])
+        aspect = float(refined.zooms[1]) / float(refined.zooms[0])
+        z = _lesion_slice(refined.seg)
+        before, after = _axial(coarse.images[modality], z), _axial(refined.images[modality], z)
+        labels = _axial(refined.seg, z)
+        for col, (picture, cmap, limits) in enumerate(
+            [(before, "gray", (-1, 1)), (after, "gray", (-1, 1)), (after - before, "coolwarm", (-0.5, 0.5))]
+        ):
+            ax = axes[row, col]
+            ax.imshow(picture, cmap=cmap, vmin=limits[0], vmax=limits[1], aspect=aspect)
+            for label, colour in REPORT_COLOURS.items():
+                if (labels == label).any():
+                    ax.contour(labels == label, levels=[0.5], colors=[colour], linewidths=0.6)
+        axes[row, 0].set_ylabel(f"{coarse_id} -> {case_id}\nz={z}", fontsize="small")
+    for col, name in enumerate(columns):
+        axes[0, col].set_title(name, fontsize="small")
+    figure.suptitle(f"TF-GAN refinement of TF-Aug's coarse pairs ({modality}; label outlines)")
+    _save(figure, out_png)
+    return list(manifest["case_id"])

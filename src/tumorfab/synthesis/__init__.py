@@ -64,7 +64,13 @@ SOURCES: dict[str, SyntheticSource] = {
             "tumorfab.synthesis.tfaug.generate:generate_tfaug",
             needs_feature_extractor=True,
         ),
-        SyntheticSource("tf", "TF", None, needs_feature_extractor=True, refines="tfaug"),
+        SyntheticSource(
+            "tf",
+            "TF",
+            "tumorfab.synthesis.tfgan.refine:generate_tf",
+            needs_feature_extractor=True,
+            refines="tfaug",
+        ),
     )
 }
 

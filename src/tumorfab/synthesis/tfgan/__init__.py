@@ -1,0 +1,11 @@
+"""TF-GAN: region-aware refinement of TF-Aug's coarse pairs (paper 002 §2.2; SPEC §2 item 5).
+
+* ``networks``: G (a six-level 3D U-Net, nearest-neighbour upsampling and a
+  convolution, no transposed convolution) and D (a five-stage encoder with a
+  PatchGAN head and a global head), both conditioned on the one-hot mask;
+* ``losses``: Eq. 2 (hinge L1 outside the ROI), Eq. 3 (class-wise perceptual
+  loss on F), Eq. 4 (adversarial log loss on both heads), Eq. 5 (the total);
+* ``train``: the ``train_tfgan`` rule (crops, mixed precision, checkpoints, resume, loss curves);
+* ``refine``: the ``generate_tf`` rule (sliding-window refinement with
+  Gaussian blending; the source ``tf`` of ``tumorfab.synthesis.SOURCES``).
+"""

@@ -1,0 +1,235 @@
+"""TF-GAN training and refinement (tumorfab.synthesis.tfgan.train / refine) on tiny volumes.
+
+Coarse pairs and real cases are small case folders with a spherical lesion;
+F is a frozen stand-in of three conv stages (the nnU-Net encoder's interface:
+``F(image, brainmask) -> [stage features]``); G and D are narrow.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tumorfab.casefolder import Case, load_case, save_case
+from tumorfab.synthesis.manifest import write_manifest
+from tumorfab.synthesis.tfgan.refine import generate_tf, load_generator, refine_volume
+from tumorfab.synthesis.tfgan.train import CHECKPOINT, train_tfgan
+
+SHAPE = (48, 56, 44)
+AFFINE = np.diag([3.0, 3.0, 3.0, 1.0])
+TFGAN = {
+    "generator_widths": [2, 2, 4, 4, 4, 4],
+    "discriminator_width": 2,
+    "discriminator_max_channels": 4,
+    "epochs": 2,
+    "batch_size": 1,
+    "crop": 64,
+    "lr_generator": 2e-4,
+    "lr_discriminator": 1e-4,
+    "betas": [0.5, 0.999],
+    "hinge_margin": 0.1,
+    "lambda_patch": 10.0,
+    "lambda_global": 1.0,
+    "lambda_c": [10.0, 1.0],
+    "lambda_percep": 1.0,
+    "n_stages": 3,
+    "checkpoint_every": 1,
+    "mixed_precision": "off",
+    "window": 64,
+    "overlap": 0.5,
+}
+
+
+class StandInF(torch.nn.Module):
+    """Three frozen conv stages (strides 1, 2, 2), like F's first three."""
+
+    def __init__(self, channels: int = 1):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stages = torch.nn.ModuleList(
+            [
+                torch.nn.Conv3d(channels, 4, 3, stride=1, padding=1),
+                torch.nn.Conv3d(4, 4, 3, stride=2, padding=1),
+                torch.nn.Conv3d(4, 4, 3, stride=2, padding=1),
+            ]
+        )
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+
+    def forward(self, image, brainmask):
+        x, features = image, []
+        for stage in self.stages:
+            x = torch.relu(stage(x))
+            features.append(x)
+        return features
+
+
+def _case(rng: np.random.Generator, centre, radius: float, tumour: bool) -> Case:
+    grid = np.indices(SHAPE).astype(np.float32)
+    brain = (((grid - (np.asarray(SHAPE)[:, None, None, None] / 2)) ** 2).sum(0) < 19**2).astype(np.uint8)
+    image = np.where(brain > 0, rng.uniform(-0.6, 0.4, SHAPE), -1.0).astype(np.float32)
+    seg = np.zeros(SHAPE, dtype=np.uint8)
+    if tumour:
+        distance = np.sqrt(((grid - np.asarray(centre)[:, None, None, None]) ** 2).sum(0))
+        seg[(distance < radius) & (brain > 0)] = 2
+        seg[(distance < radius * 0.6) & (brain > 0)] = 3
+        seg[(distance < radius * 0.3) & (brain > 0)] = 1
+        image[seg == 3] = 0.7
+    header = nib.Nifti1Header()
+    return Case({"t1n": image}, brain, seg, AFFINE, header)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tfgan")
+    rng = np.random.default_rng(3)
+    coarse_dir, real_dirs = root / "tfaug" / "cases", []
+    rows = []
+    for i in range(3):
+        save_case(_case(rng, (20 + 3 * i, 28, 22), 7.0, True), coarse_dir / f"tfaug_{i:04d}")
+        rows.append({"case_id": f"tfaug_{i:04d}", "seed": 1})
+    write_manifest(rows, ["case_id", "seed"], root / "tfaug" / "manifest.csv", "tfaug")
+    for i in range(2):
+        real_dirs.append(root / "real" / f"BraTS-GLI-0000{i}-000")
+        save_case(_case(rng, (26, 26 + 4 * i, 20), 8.0, True), real_dirs[-1])
+    return root, coarse_dir, real_dirs
+
+
+def _train(cohort, out: Path, **overrides):
+    root, coarse_dir, real_dirs = cohort
+    return train_tfgan(
+        coarse_manifest=root / "tfaug" / "manifest.csv",
+        coarse_cases_dir=coarse_dir,
+        real_case_dirs=real_dirs,
+        feature_extractor_dir=None,
+        work_dir=out / "work",
+        out_generator=out / "generator.pt",
+        out_losses=out / "losses.csv",
+        out_curves=out / "losses.png",
+        modalities=["t1n"],
+        tfgan={**TFGAN, **overrides},
+        seed=5,
+        threads=1,
+        device="cpu",
+        extractor=StandInF(),
+    )
+
+
+def test_training_writes_the_generator_the_loss_rows_and_the_curves(cohort, tmp_path):
+    rows = _train(cohort, tmp_path)
+    assert len(rows) == 2 * 3  # epochs x coarse pairs (batch 1)
+    assert (tmp_path / "generator.pt").exists() and (tmp_path / "losses.png").stat().st_size > 0
+    table = pd.read_csv(tmp_path / "losses.csv")
+    assert list(table["step"]) == list(range(6))
+    assert table["lambda_c"].iloc[0] == pytest.approx(10.0) and table["lambda_c"].iloc[-1] == pytest.approx(1.0)
+    assert np.isfinite(table[["d_loss", "g_total", "adv_patch", "adv_global", "hinge", "percep"]].to_numpy()).all()
+
+
+def test_the_autocast_path_runs_on_the_cpu(cohort, tmp_path):
+    rows = _train(cohort, tmp_path, mixed_precision="on", epochs=1)
+    assert np.isfinite(rows[["d_loss", "g_total"]].to_numpy()).all()
+
+
+_KILLED_RUN = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import test_tfgan_training as t
+from tumorfab.synthesis.tfgan import train
+
+step = train.Trainer.step
+def slow_step(self, *args):  # time for the test to kill the job between steps
+    time.sleep(1.0)
+    return step(self, *args)
+train.Trainer.step = slow_step
+t._train((t.Path({root!r}), t.Path({coarse!r}), {real!r}), t.Path({out!r}))
+"""
+
+
+def test_a_killed_training_resumes_and_ends_with_the_uninterrupted_weights(cohort, tmp_path):
+    root, coarse_dir, real_dirs = cohort
+    torch.set_num_threads(1)
+    _train(cohort, tmp_path / "whole")
+    killed = tmp_path / "killed"
+    script = _KILLED_RUN.format(
+        tests=str(Path(__file__).parent), root=str(root), coarse=str(coarse_dir), real=[str(d) for d in real_dirs], out=str(killed)
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    job = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True)
+    checkpoint = killed / "work" / CHECKPOINT
+    deadline = time.time() + 300
+    while time.time() < deadline and job.poll() is None:
+        if checkpoint.exists() and torch.load(checkpoint, weights_only=False)["step"] >= 2:
+            break
+        time.sleep(0.2)
+    assert job.poll() is None, "the training ended before it could be killed"
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    saved = torch.load(checkpoint, weights_only=False)["step"]
+    assert 2 <= saved < 6 and not (killed / "generator.pt").exists()
+
+    rows = _train(cohort, killed)
+    assert list(rows["step"]) == list(range(6))
+    whole = torch.load(tmp_path / "whole" / "generator.pt", weights_only=False)["generator"]
+    resumed = torch.load(killed / "generator.pt", weights_only=False)["generator"]
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert pd.read_csv(tmp_path / "whole" / "losses.csv").equals(pd.read_csv(killed / "losses.csv"))
+
+
+@pytest.fixture(scope="module")
+def trained(cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained")
+    _train(cohort, out, epochs=1)
+    return out / "generator.pt"
+
+
+def test_refinement_keeps_labels_and_brain_and_writes_the_provenance(cohort, trained, tmp_path):
+    root, coarse_dir, _ = cohort
+    manifest = generate_tf(
+        coarse_manifest=root / "tfaug" / "manifest.csv",
+        coarse_cases_dir=coarse_dir,
+        generator_path=trained,
+        out_dir=tmp_path / "cases",
+        manifest_path=tmp_path / "manifest.csv",
+        n_cases=2,
+        modalities=["t1n"],
+        seed=5,
+        window=64,
+        overlap=0.5,
+        hinge_margin=0.1,
+        mixed_precision="off",
+        threads=1,
+        device="cpu",
+    )
+    assert list(manifest["case_id"]) == ["tf_0000", "tf_0001"]
+    assert list(manifest["coarse_case"]) == ["tfaug_0000", "tfaug_0001"]
+    assert manifest["generator_sha256"].nunique() == 1 and len(manifest["generator_sha256"][0]) == 64
+    assert ((manifest["within_margin_fraction"] >= 0) & (manifest["within_margin_fraction"] <= 1)).all()
+    for case_id, coarse_id in zip(manifest["case_id"], manifest["coarse_case"]):
+        refined, coarse = load_case(tmp_path / "cases" / case_id, ["t1n"]), load_case(coarse_dir / coarse_id, ["t1n"])
+        assert np.array_equal(refined.seg, coarse.seg) and np.array_equal(refined.brainmask, coarse.brainmask)
+        image = refined.images["t1n"]
+        assert image.shape == SHAPE and (image[refined.brainmask == 0] == -1).all()
+        assert image.min() >= -1 and image.max() <= 1
+
+
+def test_sliding_windows_leave_no_seams_on_a_constant_input(trained):
+    generator, _ = load_generator(trained, torch.device("cpu"))
+    shape = (160, 64, 64)  # several windows of 64 along x
+    image = np.zeros((1, *shape), dtype=np.float32)
+    labels = np.zeros(shape, dtype=np.uint8)
+    refined = refine_volume(generator, image, labels, np.ones(shape, np.uint8), 64, 0.5, torch.device("cpu"), "off")[0]
+    steps = np.abs(np.diff(refined, axis=0)).max(axis=(1, 2))  # largest jump between x and x+1
+    # Windows start every 32 voxels (overlap 0.5): their borders are at multiples of 32.
+    borders = [x for x in range(31, shape[0] - 1, 32)]
+    inside = [x for x in range(shape[0] - 1) if x not in borders and 8 <= x % 32 <= 24]
+    assert steps[borders].max() <= steps[inside].max()
