@@ -42,3 +42,17 @@ def _typed(value: Any) -> Any:
     except yaml.YAMLError:  # e.g. "*.nii.gz" reads as an alias
         return value
     return typed if typed is None or isinstance(typed, (bool, int, float)) else value
+
+
+def config_section(settings: Mapping[str, Any], keys: Any, section: str) -> dict[str, Any]:
+    """``settings`` (a validated config section, named ``section``) as a dict
+    holding exactly ``keys``: a caller outside the workflow that passes an
+    unknown or incomplete section gets an error naming the keys."""
+    settings, keys = dict(settings), list(keys)
+    unknown = sorted(set(settings) - set(keys))
+    if unknown:
+        raise ValueError(f"{section}: unknown keys {unknown}")
+    missing = [key for key in keys if key not in settings]
+    if missing:
+        raise ValueError(f"{section}: missing keys {missing}")
+    return settings

@@ -160,7 +160,12 @@ rule report_realism:
         manifests=[synthetic_manifest(s) for s in SYNTHETIC_SOURCES],
         cases=[synthetic_cases_dir(s) for s in SYNTHETIC_SOURCES],
     output:
-        csv=f"{REPORT_DIR}/realism.csv",
+        csv=report(
+            f"{REPORT_DIR}/realism.csv",
+            caption="../report/realism.rst",
+            category="Synthetic cases",
+            subcategory="Realism",
+        ),
         md=f"{REPORT_DIR}/realism.md",
         figure=report(
             f"{REPORT_DIR}/figures/realism.png",

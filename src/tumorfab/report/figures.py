@@ -34,6 +34,13 @@ def _save(figure: Figure, path: str | os.PathLike) -> None:
         figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
+def _outline_labels(ax, labels: np.ndarray, linewidth: float) -> None:
+    """Each tumour label's outline on a slice, in its report colour."""
+    for label, colour in REPORT_COLOURS.items():
+        if (labels == label).any():
+            ax.contour(labels == label, levels=[0.5], colors=[colour], linewidths=linewidth)
+
+
 def dice_vs_synthetic_points(
     per_run: pd.DataFrame, experiments: Mapping[str, Mapping]
 ) -> dict[str, pd.DataFrame]:
@@ -175,9 +182,7 @@ def plot_mosaic(
             aspect=aspect,
             interpolation="nearest",
         )
-        for label, colour in REPORT_COLOURS.items():
-            if (labels == label).any():
-                ax.contour(labels == label, levels=[0.5], colors=[colour], linewidths=0.8)
+        _outline_labels(ax, labels, 0.8)
         axes[row, 0].set_ylabel(f"{case_id}\nz={z}", fontsize="small")
     for col, name in enumerate(columns):
         axes[0, col].set_title(name, fontsize="small")
@@ -224,9 +229,7 @@ def plot_refinement(
         ):
             ax = axes[row, col]
             ax.imshow(picture, cmap=cmap, vmin=limits[0], vmax=limits[1], aspect=aspect)
-            for label, colour in REPORT_COLOURS.items():
-                if (labels == label).any():
-                    ax.contour(labels == label, levels=[0.5], colors=[colour], linewidths=0.6)
+            _outline_labels(ax, labels, 0.6)
         axes[row, 0].set_ylabel(f"{coarse_id} -> {case_id}\nz={z}", fontsize="small")
     for col, name in enumerate(columns):
         axes[0, col].set_title(name, fontsize="small")

@@ -58,6 +58,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.cluster.vq import kmeans2
 
+from tumorfab.config import config_section
 from tumorfab.labels import LABEL_KEYS, LABELS
 from tumorfab.synthesis.tfaug.masks import Grid
 
@@ -154,14 +155,9 @@ class Controls:
     @classmethod
     def from_config(cls, settings: Mapping) -> Controls:
         """From the validated config's ``tfaug.controls`` (every key present)."""
-        settings = dict(settings)
-        known = {"location", "size_ml", "n_lesions", "offset", "heterogeneity"}
-        unknown = set(settings) - known
-        if unknown:
-            raise ValueError(f"tfaug.controls: unknown keys {sorted(unknown)}")
-        missing = sorted(known - set(settings))
-        if missing:
-            raise ValueError(f"tfaug.controls: missing keys {missing}")
+        settings = config_section(
+            settings, ("location", "size_ml", "n_lesions", "offset", "heterogeneity"), "tfaug.controls"
+        )
         size = settings["size_ml"]
         if size is not None:
             size = parse_range(size, "tfaug.controls.size_ml")

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from tumorfab.casefolder import Case, load_case, save_case
+from tumorfab.config import config_section
 from tumorfab.io import atomic_directory
 from tumorfab.synthesis.manifest import synthetic_case_id, write_manifest
 from tumorfab.synthesis.tfaug import mass_effect as me
@@ -94,14 +95,7 @@ class MassEffect:
     @classmethod
     def from_config(cls, settings: Mapping) -> MassEffect:
         """From the validated config's ``tfaug.mass_effect`` (every key present)."""
-        settings = dict(settings)
-        known = {"enabled", "magnitude_mm", "steps"}
-        unknown = set(settings) - known
-        if unknown:
-            raise ValueError(f"tfaug.mass_effect: unknown keys {sorted(unknown)}")
-        missing = sorted(known - set(settings))
-        if missing:
-            raise ValueError(f"tfaug.mass_effect: missing keys {missing}")
+        settings = config_section(settings, ("enabled", "magnitude_mm", "steps"), "tfaug.mass_effect")
         magnitude = parse_range(settings["magnitude_mm"], "tfaug.mass_effect.magnitude_mm")
         if magnitude[0] < 0:
             raise ValueError("tfaug.mass_effect.magnitude_mm must be >= 0")

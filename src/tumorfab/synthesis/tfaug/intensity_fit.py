@@ -63,6 +63,7 @@ import torch
 import torch.nn.functional as F
 
 from tumorfab.casefolder import load_case
+from tumorfab.config import config_section
 from tumorfab.io import save_text
 from tumorfab.labels import LABEL_KEYS, LESION_LABELS
 from tumorfab.synthesis.tfaug.blend import blur_in_roi
@@ -364,13 +365,8 @@ def fit_tfaug_intensity(
     only). ``extractor`` replaces the nnU-Net encoder read from ``model_dir``
     (tests).
     """
-    unknown = set(intensity_fit) - set(FIT_SETTINGS)
-    if unknown:
-        raise ValueError(f"tfaug.intensity_fit: unknown keys {sorted(unknown)}")
-    missing = [key for key in FIT_SETTINGS if key not in intensity_fit]
-    if missing:
-        raise ValueError(f"tfaug.intensity_fit: missing keys {missing}")
-    settings = {key: intensity_fit[key] for key in FIT_SETTINGS}
+    settings = config_section(intensity_fit, FIT_SETTINGS, "tfaug.intensity_fit")
+    settings = {key: settings[key] for key in FIT_SETTINGS}
     augmentation = MaskAugmentation.from_config(masks)
     torch.manual_seed(seed)
     if extractor is None:

@@ -58,6 +58,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from tumorfab.casefolder import read_seg
+from tumorfab.config import config_section
 from tumorfab.labels import ED, ET, LABELS, NCR
 
 log = logging.getLogger(__name__)
@@ -201,13 +202,7 @@ class MaskAugmentation:
     @classmethod
     def from_config(cls, settings: Mapping) -> MaskAugmentation:
         """From the validated config's ``tfaug.masks`` (every key present)."""
-        settings = dict(settings)
-        unknown = set(settings) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"tfaug.masks: unknown keys {sorted(unknown)}")
-        missing = [key for key in cls.__dataclass_fields__ if key not in settings]
-        if missing:
-            raise ValueError(f"tfaug.masks: missing keys {missing}")
+        settings = config_section(settings, cls.__dataclass_fields__, "tfaug.masks")
         settings["scale"] = tuple(float(v) for v in settings["scale"])
         made = cls(**settings)
         low, high = made.scale
