@@ -67,11 +67,19 @@ from torch import nn
 from tumorfab.labels import ED, ET, NCR
 from tumorfab.synthesis.tfgan.networks import (
     N_MASK_CHANNELS,
-    PAPER_GENERATOR_WIDTHS,
     Discriminator,
     Generator,
     generator_input,
     one_hot_labels,
+)
+
+from pathlib import Path
+
+import yaml
+
+#: G's widths in the paper config (config/config.yaml: tfgan.generator_widths).
+PAPER_GENERATOR_WIDTHS = tuple(
+    yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["tfgan"]["generator_widths"]
 )
 
 try:  # the real losses (another helper's module); stand-ins otherwise
@@ -395,7 +403,7 @@ def sliding_part(precisions, mode: str, force_bf16: bool) -> None:
     print(f"\n== Sliding-window refinement of one {'x'.join(map(str, VOLUME))} volume "
           f"(ROI 128³, overlap {overlap}, gaussian; {windows} windows; {torch.get_num_threads()} threads)")
     torch.manual_seed(0)
-    G = Generator().eval()
+    G = Generator(in_channels=N_MODALITIES + N_MASK_CHANNELS, out_channels=N_MODALITIES, widths=PAPER_GENERATOR_WIDTHS).eval()
     labels = torch.zeros(1, 1, *VOLUME, dtype=torch.long)
     labels[..., 100:140, 100:140, 60:100] = ED
     image = torch.rand(1, N_MODALITIES, *VOLUME) * 2 - 1

@@ -9,16 +9,29 @@ from torch import nn
 from tumorfab.labels import ED, ET, LABELS, NCR
 from tumorfab.synthesis.tfgan.networks import (
     N_MASK_CHANNELS,
-    PAPER_GENERATOR_WIDTHS,
     Discriminator,
     Generator,
     generator_input,
     one_hot_labels,
 )
 
+from pathlib import Path
+
+import yaml
+
+#: G's widths in the paper config (config/config.yaml: tfgan.generator_widths).
+PAPER_GENERATOR_WIDTHS = tuple(
+    yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["tfgan"]["generator_widths"]
+)
+
 TINY_WIDTHS = [4, 4, 8, 8, 8, 8]
 SIZE = 64
 
+
+
+def paper_generator() -> Generator:
+    """G at the paper config's widths (config/config.yaml), for one modality."""
+    return Generator(in_channels=1 + N_MASK_CHANNELS, out_channels=1, widths=PAPER_GENERATOR_WIDTHS)
 
 def tiny_generator(n_modalities: int = 1) -> Generator:
     return Generator(in_channels=n_modalities + N_MASK_CHANNELS, out_channels=n_modalities, widths=TINY_WIDTHS)
@@ -86,7 +99,7 @@ def test_generator_has_six_levels_and_paper_defaults():
     G = tiny_generator()
     assert G.n_levels == 6 and len(G.encoder) == 6 and len(G.decoder) == 5
     assert len(stride2_convs(G)) == 5  # five down-samplings
-    assert Generator().widths == tuple(PAPER_GENERATOR_WIDTHS) == (32, 64, 128, 256, 320, 320)
+    assert paper_generator().widths == tuple(PAPER_GENERATOR_WIDTHS) == (32, 64, 128, 256, 320, 320)
     assert G.size_multiple == 32 and G.min_size == 64
 
 
@@ -142,7 +155,7 @@ def test_discriminator_stages_heads_and_channel_cap():
     assert [c.out_channels for c in convs] == [4, 8, 16, 16, 16]  # min(4 * 2**i, 16)
     assert max(m.out_channels for m in D.modules() if isinstance(m, nn.Conv3d)) <= 16
     # paper widths: 32 .. 256, never 512 or 1024
-    assert Discriminator(width=32).channels == (32, 64, 128, 256, 256)
+    assert Discriminator(in_channels=5, width=32, max_channels=256).channels == (32, 64, 128, 256, 256)
     # instance norm in every stage but the first
     norms = [any(isinstance(m, nn.InstanceNorm3d) for m in stage.modules()) for stage in D.encoder]
     assert norms == [False, True, True, True, True]
@@ -199,7 +212,7 @@ def test_same_seed_gives_identical_weights():
 
 def test_parameter_counts_at_paper_widths():
     # G: a six-level nnU-Net-sized U-Net; D: capped at 256 channels (~7.0 M; uncapped 512 and ~11.2 M)
-    assert 30e6 < Generator().parameter_count() < 40e6
-    assert Discriminator().parameter_count() < 8e6
-    uncapped = Discriminator(max_channels=10**6)
+    assert 30e6 < paper_generator().parameter_count() < 40e6
+    assert Discriminator(in_channels=5, width=32, max_channels=256).parameter_count() < 8e6
+    uncapped = Discriminator(in_channels=5, width=32, max_channels=10**6)
     assert uncapped.channels[-1] == 512 and uncapped.parameter_count() > 11e6

@@ -58,8 +58,6 @@ from tumorfab.labels import LABELS
 
 #: Channels of the one-hot mask (background, NCR, ED, ET).
 N_MASK_CHANNELS = len(LABELS)
-#: Paper default generator widths (six resolution levels).
-PAPER_GENERATOR_WIDTHS = (32, 64, 128, 256, 320, 320)
 #: LeakyReLU slopes: nnU-Net's 0.01 in G, the usual GAN discriminator 0.2 in D.
 GENERATOR_NEGATIVE_SLOPE = 0.01
 DISCRIMINATOR_NEGATIVE_SLOPE = 0.2
@@ -214,9 +212,9 @@ class Generator(nn.Module):
 
     def __init__(
         self,
-        in_channels: int = 1 + N_MASK_CHANNELS,
-        out_channels: int = 1,
-        widths: Sequence[int] = PAPER_GENERATOR_WIDTHS,
+        in_channels: int,
+        out_channels: int,
+        widths: Sequence[int],
         norm: str | None = "instance",
         negative_slope: float = GENERATOR_NEGATIVE_SLOPE,
     ):
@@ -304,9 +302,9 @@ class Discriminator(nn.Module):
 
     def __init__(
         self,
-        in_channels: int = 1 + N_MASK_CHANNELS,
-        width: int = 32,
-        max_channels: int = 256,
+        in_channels: int,
+        width: int,
+        max_channels: int,
         n_stages: int = 5,
         norm: str | None = "instance",
         negative_slope: float = DISCRIMINATOR_NEGATIVE_SLOPE,
