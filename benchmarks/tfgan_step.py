@@ -437,6 +437,7 @@ def sliding_part(precisions, mode: str, force_bf16: bool) -> None:
             print(f"{precision}: one window {per_window[precision]:.1f} s; whole volume (estimated: "
                   f"{windows} x window + overhead) {estimate:.0f} s ({estimate / 60:.1f} min; target 3 min)")
     if "fp32" in per_window:
+        brain_box_part(per_window["fp32"], overhead, mode, G)
         print("\nOther window choices (fp32 estimate = windows x window voxels / 128³ x one 128³ window; "
               "G's cost is linear in voxels):")
         print(f"{'ROI':>13} {'overlap':>7} {'windows':>7} {'voxels / 128³':>13} {'est. s':>7}")
@@ -446,6 +447,40 @@ def sliding_part(precisions, mode: str, force_bf16: bool) -> None:
             units = n * math.prod(choice) / 128**3
             print(f"{'x'.join(map(str, choice)):>13} {ov:>7} {n:>7} {units:>13.1f} "
                   f"{units * per_window['fp32'] + overhead:>7.0f}")
+
+
+REAL_CASE = Path(__file__).resolve().parents[2] / "shared/data/real/brats/BraTS-GLI-00000-000"
+
+
+def brain_box_part(per_window: float, overhead: float, mode: str, G) -> None:
+    """``refine_volume`` runs its windows over the brain's bounding box only:
+    the count for the real BraTS case in ../shared (its brain = t1n > 0)."""
+    import nibabel as nib
+    import numpy as np
+
+    from tumorfab.synthesis.tfgan.refine import BRAIN_MARGIN, refine_volume
+
+    path = REAL_CASE / f"{REAL_CASE.name}-t1n.nii.gz"
+    if not path.exists():
+        print(f"\n(no real case at {REAL_CASE}: brain-box estimate skipped)")
+        return
+    t1n = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+    brain = (t1n > 0).astype(np.uint8)
+    inside = np.argwhere(brain)
+    lo, hi = np.maximum(inside.min(0) - BRAIN_MARGIN, 0), np.minimum(inside.max(0) + 1 + BRAIN_MARGIN, brain.shape)
+    box = tuple(int(b - a) for a, b in zip(lo, hi))
+    windows = n_windows(tuple(max(s, 128) for s in box), (128,) * 3, 0.5)
+    estimate = windows * per_window + overhead
+    print(f"\nrefine_volume on {REAL_CASE.name} ({'x'.join(map(str, t1n.shape))}): brain box "
+          f"{'x'.join(map(str, box))} (+{BRAIN_MARGIN} voxels), {windows} windows of 128³ at overlap 0.5: "
+          f"estimated {estimate:.0f} s ({estimate / 60:.1f} min; target 3 min)")
+    if mode == "full":
+        image = (t1n / max(float(t1n.max()), 1.0) * 2 - 1)[None].astype(np.float32)
+        labels = np.zeros(t1n.shape, np.uint8)
+        start = time.perf_counter()
+        refine_volume(G, image, labels, brain, 128, 0.5, torch.device("cpu"), "off")
+        seconds = time.perf_counter() - start
+        print(f"refine_volume measured: {seconds:.0f} s ({seconds / 60:.1f} min)")
 
 
 def main() -> None:

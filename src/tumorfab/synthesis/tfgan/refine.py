@@ -34,6 +34,10 @@ from tumorfab.synthesis.tfgan.train import autocast_dtype, make_generator
 
 log = logging.getLogger(__name__)
 
+#: Voxels kept around the brain's bounding box, so that G sees the brain's
+#: edge with background around it, as in its training crops.
+BRAIN_MARGIN = 8
+
 MANIFEST_COLUMNS = [
     "case_id",
     "coarse_case",
@@ -80,10 +84,19 @@ def refine_volume(
 ) -> np.ndarray:
     """G over a whole volume: ``image`` [C, X, Y, Z] in [-1, 1], ``labels`` and
     ``brainmask`` [X, Y, Z]. Windows of ``window``³ voxels overlapping by
-    ``overlap`` (a fraction), blended with Gaussian weights. Returns the
-    refined image [C, X, Y, Z] float32, -1 outside the brain."""
-    x = torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32)).to(device)
-    m = torch.from_numpy(np.ascontiguousarray(labels[None, None]).astype(np.int64)).to(device)
+    ``overlap`` (a fraction), blended with Gaussian weights, over the brain's
+    bounding box plus :data:`BRAIN_MARGIN` voxels (outside it the image is
+    background, -1, and so is the result: a BraTS volume needs 8 windows of
+    128³ instead of 18). Returns the refined image [C, X, Y, Z] float32, -1
+    outside the brain."""
+    inside = np.argwhere(brainmask > 0)
+    if not len(inside):
+        raise ValueError("refine_volume: the brain mask is empty")
+    lo = np.maximum(inside.min(0) - BRAIN_MARGIN, 0)
+    hi = np.minimum(inside.max(0) + 1 + BRAIN_MARGIN, brainmask.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    x = torch.from_numpy(np.ascontiguousarray(image[(slice(None), *box)][None], dtype=np.float32)).to(device)
+    m = torch.from_numpy(np.ascontiguousarray(labels[box][None, None]).astype(np.int64)).to(device)
     x, m, keep = _padded(x, m, window)
     inputs = generator_input(x, m)
     dtype = autocast_dtype(mixed_precision, device)
@@ -91,8 +104,9 @@ def refine_volume(
         refined = sliding_window_inference(
             inputs, roi_size=(window,) * 3, sw_batch_size=1, predictor=generator, overlap=overlap, mode="gaussian"
         )
-    refined = refined.float()[0][(slice(None), *keep)].cpu().numpy()
-    return np.where(brainmask[None] > 0, refined, -1.0).astype(np.float32)
+    result = np.full(image.shape, -1.0, dtype=np.float32)
+    result[(slice(None), *box)] = refined.float()[0][(slice(None), *keep)].cpu().numpy()
+    return np.where(brainmask[None] > 0, result, -1.0).astype(np.float32)
 
 
 def within_margin_fraction(refined: np.ndarray, coarse: np.ndarray, labels: np.ndarray, brainmask: np.ndarray, margin: float) -> float:
