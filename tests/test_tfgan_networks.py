@@ -114,9 +114,17 @@ def test_generator_uses_nearest_upsampling_and_no_transposed_conv():
         assert isinstance(level.up.conv.conv, nn.Conv3d)
 
 
+def test_an_untrained_generator_returns_the_coarse_image():
+    G = tiny_generator(n_modalities=2)
+    image = sample_image(channels=2, batch=2)
+    with torch.no_grad():
+        assert torch.equal(G(generator_input(image, sample_labels(batch=2))), image)
+
+
 def test_generator_output_shape_and_range():
     torch.manual_seed(0)
     G = tiny_generator(n_modalities=2)
+    torch.nn.init.normal_(G.head.weight, std=1.0)  # a trained G: a correction that reaches the clamp
     x = generator_input(sample_image(channels=2, batch=2), sample_labels(batch=2))
     with torch.no_grad():  # (a backward pass of a 3D U-Net takes tens of seconds on 2 CPU cores)
         y = G(x)

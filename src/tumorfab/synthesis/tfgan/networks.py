@@ -9,8 +9,13 @@ Generator G
     3×3×3 conv** (the paper's replacement for transposed convolutions, against
     checkerboard artifacts; no transposed convolution anywhere), concatenates
     the encoder's skip and applies two conv blocks. A final 1×1×1 conv and
-    ``tanh`` give the refined image in [-1, 1] directly (no residual
-    connection to the coarse input).
+    ``tanh`` give a correction ``r`` in [-1, 1]; the refined image is
+    ``clamp(x_s' + 2·r, -1, 1)``, in [-1, 1]. The final conv starts at zero,
+    so an untrained G returns the coarse image: refinement starts from
+    TF-Aug's pair and learns only what the losses ask to change (our reading:
+    the paper does not say whether G outputs the image or a correction; with
+    the image, the anatomy outside the ROI, which Eq. 2 asks G to keep, would
+    first have to be learned from scratch).
 
     Input: the coarse image (``n_modalities`` channels) ⊕ the one-hot
     synthetic mask (4 channels: background, NCR, ED, ET, in
@@ -42,7 +47,7 @@ Discriminator D
     size of 64 per axis.
 
 Weights keep PyTorch's default initialisation (deterministic under
-``torch.manual_seed``). Blocks are MONAI's ``Convolution`` and ``UpSample``
+``torch.manual_seed``), except G's final conv (zeros, see above). Blocks are MONAI's ``Convolution`` and ``UpSample``
 (mode ``"nontrainable"``, ``interp_mode="nearest"``).
 """
 
@@ -245,6 +250,8 @@ class Generator(nn.Module):
             DecoderLevel(widths[level + 1], widths[level], **kw) for level in range(len(widths) - 1)
         )
         self.head = nn.Conv3d(widths[0], self.out_channels, kernel_size=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
         self.activation = nn.Tanh()
 
     # -- size rules --
@@ -273,6 +280,7 @@ class Generator(nn.Module):
         if x.ndim != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"Generator expects [B, {self.in_channels}, X, Y, Z], got {tuple(x.shape)}")
         self.check_spatial_shape(x.shape[2:])
+        coarse = x[:, : self.out_channels]
         skips = []
         for level in self.encoder:
             x = level(x)
@@ -280,7 +288,7 @@ class Generator(nn.Module):
         x = skips.pop()
         for level in reversed(range(len(self.decoder))):
             x = self.decoder[level](x, skips.pop())
-        return self.activation(self.head(x))
+        return torch.clamp(coarse + 2 * self.activation(self.head(x)), -1.0, 1.0)
 
 
 # --- Discriminator ---------------------------------------------------------------------
