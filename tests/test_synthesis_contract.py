@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pandas as pd
 import pytest
 
@@ -19,9 +21,11 @@ from tumorfab.synthesis.manifest import (
 
 def test_every_available_source_has_an_importable_generator():
     available = [s for s in SOURCES.values() if s.available]
-    assert [s.name for s in available] == ["carvemix", "tfaug"]
+    assert [s.name for s in available] == ["carvemix", "tfaug", "tf"]
     for source in available:
-        assert callable(source.load_generator())
+        generator = source.load_generator()
+        # the contract's arguments (docs/architecture.md, "A new synthetic source")
+        assert {"out_dir", "manifest_path", "n_cases", "modalities", "seed"} <= set(inspect.signature(generator).parameters)
     with pytest.raises(NotImplementedError, match="pix2pix"):
         SOURCES["pix2pix"].load_generator()
 
