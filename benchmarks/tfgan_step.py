@@ -58,8 +58,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -73,14 +75,8 @@ from tumorfab.synthesis.tfgan.networks import (
     one_hot_labels,
 )
 
-from pathlib import Path
-
-import yaml
-
-#: G's widths in the paper config (config/config.yaml: tfgan.generator_widths).
-PAPER_GENERATOR_WIDTHS = tuple(
-    yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["tfgan"]["generator_widths"]
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers.paper_config import PAPER_GENERATOR_WIDTHS  # noqa: E402  (G's widths in config/config.yaml)
 
 try:  # the real losses (another helper's module); stand-ins otherwise
     from tumorfab.synthesis.tfgan import losses as _losses

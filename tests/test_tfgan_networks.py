@@ -15,14 +15,7 @@ from tumorfab.synthesis.tfgan.networks import (
     one_hot_labels,
 )
 
-from pathlib import Path
-
-import yaml
-
-#: G's widths in the paper config (config/config.yaml: tfgan.generator_widths).
-PAPER_GENERATOR_WIDTHS = tuple(
-    yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["tfgan"]["generator_widths"]
-)
+from helpers.paper_config import PAPER_GENERATOR_WIDTHS
 
 TINY_WIDTHS = [4, 4, 8, 8, 8, 8]
 SIZE = 64
