@@ -116,19 +116,22 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
 
 def tiny_demo_config() -> dict:
     """The demo preset shrunk further: 5 phantom patients at 4 mm, one seed,
-    a few nnU-Net iterations. Same DAG as `make demo`."""
+    a few nnU-Net iterations, one experiment per source plus the
+    synthetic-only study. Same DAG as `make demo`."""
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config["demo"].update(n_patients=5, n_second_timepoint=1, n_healthy=2, voxel_mm=4.0)
     config["split"].update(n_real_train=3, n_val=2)
-    names = ("baseline", "carvemix_8", "tfaug_8", "tf_8")
+    names = ("baseline", "carvemix_8", "pix2pix_8", "tfaug_8", "tf_8")
     config["experiments"] = {name: spec for name, spec in config["experiments"].items() if name in names}
     for name in names[1:]:
         config["experiments"][name]["n_synthetic"] = 2
     config["tables"] = {"table1": {"title": "Tiny", "experiments": list(names)}}
+    config["synthetic_only"].update(n_synthetic=2, real_fraction=0.34)  # 1 of the 3 real cases
     config["segmentation"]["seeds"] = [0]
     config["segmentation"]["train"].update(epochs=2, iterations_per_epoch=3, val_iterations_per_epoch=1)
     config["tfaug"]["intensity_fit"].update(epochs=2, n_pairs=2)
     config["tfgan"].update(generator_widths=[4, 4, 8, 8, 8, 8], discriminator_width=4, epochs=1, checkpoint_every=2)
+    config["pix2pix"].update(generator_widths=[4, 4, 8, 8, 8, 8], discriminator_width=4, epochs=1, checkpoint_every=2)
     return config
 
 

@@ -287,9 +287,9 @@ def write_harness(workdir: Path, train_cases: list[str], n_carvemix: int) -> Non
         seed: 3
         data: {{modalities: [t1n]}}
         experiments:
-          baseline: {{source: none, n_synthetic: 0, label: Baseline}}
-          carvemix_2: {{source: carvemix, n_synthetic: 2, label: CarveMix}}
-          carvemix_{n_carvemix}: {{source: carvemix, n_synthetic: {n_carvemix}, label: CarveMix}}
+          baseline: {{source: none, n_synthetic: 0, label: Baseline, real_fraction: 1.0, init_from: null}}
+          carvemix_2: {{source: carvemix, n_synthetic: 2, label: CarveMix, real_fraction: 1.0, init_from: null}}
+          carvemix_{n_carvemix}: {{source: carvemix, n_synthetic: {n_carvemix}, label: CarveMix, real_fraction: 1.0, init_from: null}}
         tables:
           table1: {{title: T1, experiments: [baseline, carvemix_2]}}
         carvemix: {{lambda_range: [0.0, 1.0]}}

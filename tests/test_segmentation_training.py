@@ -196,3 +196,37 @@ def test_feature_extractor_normalizes_like_nnunet_preprocessing(study, run_a):
     outside = np.ones(ours.shape[1:], bool)
     outside[crop] = False
     assert np.all(ours[:, outside] == 0)
+
+
+def test_fine_tune_starts_from_the_pretrained_weights_and_trains_on_the_real_subset_only(study, run_a):
+    """Paper 003's fine-tune: nnU-Net's load_pretrained_weights before the first epoch."""
+    from tumorfab.segmentation import preprocessed as pp
+    from tumorfab.segmentation.experiments import real_subset
+    from segmentation_fixtures import run_python
+
+    root = study["root"]
+    subset = real_subset(TRAIN_IDS, 0.25, seed=7)
+    assert len(subset) == 2 and set(subset) < set(TRAIN_IDS)
+    pp.build_preprocessed_dataset(
+        root / "nnpre" / "ft", "ft", plans_file=root / "plans.json", fingerprint_file=root / "fingerprint.json",
+        modalities=["t1n"], train_cases=subset, real_preprocessed=root / "preprocessed" / "real",
+        configuration=study["configuration"],
+    )
+    data = root / "nnpre" / "ft" / "Dataset001_ft" / "tumorfabPlans_3d_fullres"
+    assert sorted(p.name[: -len(".b2nd")] for p in data.glob("*.b2nd") if not p.name.endswith("_seg.b2nd")) == sorted(subset)
+
+    # One iteration: the weights stay next to where they started.
+    pretrained = root / "runs" / "a" / "model"
+    short = dict(epochs=1, iterations_per_epoch=1, val_iterations_per_epoch=1)
+    run_python(train_code(study, "ft", "ft", pretrained_model=str(pretrained), **short))
+    run_python(train_code(study, "ft", "scratch", **short))
+    source = torch.load(pretrained / f"fold_{FOLD}" / "checkpoint_final.pth", weights_only=False)["network_weights"]
+    after = {run: torch.load(root / "runs" / run / "model" / f"fold_{FOLD}" / "checkpoint_final.pth",
+                             weights_only=False)["network_weights"] for run in ("ft", "scratch")}
+    transferred = [k for k in source if ".seg_layers." not in k and source[k].is_floating_point()]
+
+    def distance(run):
+        return sum(float((after[run][k].float() - source[k].float()).norm()) for k in transferred)
+
+    # without the transfer, both runs would start from the same seeded weights: ratio 1
+    assert transferred and distance("ft") < 0.2 * distance("scratch")

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from conftest import planned_jobs, workflow_sections
+from helpers.schema_defaults import schema_defaults
 from segmentation_fixtures import SYNTHETIC_IDS, TINY_PLAN, TINY_TRAIN, TRAIN_IDS, VAL_IDS, make_cases
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,13 +39,13 @@ include: "{REPO}/workflow/rules/segmentation.smk"
 
 def _config(seeds, **train):
     return {
+        "seed": 5,
         "train_cases": TRAIN_IDS,
         "val_cases": VAL_IDS,
         "data": {"modalities": ["t1n"]},
-        "experiments": {
-            "baseline": {"source": "none", "n_synthetic": 0},
-            "carvemix_2": {"source": "carvemix", "n_synthetic": 2},
-        },
+        "experiments": schema_defaults({"experiments": {"carvemix_2": {"source": "carvemix", "n_synthetic": 2}}})[
+            "experiments"
+        ],
         "segmentation": {
             "seeds": seeds,
             "threads": 1,

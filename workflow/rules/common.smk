@@ -15,6 +15,8 @@ from snakemake.utils import min_version, update_config, validate
 from tumorfab import demo as tf_demo
 from tumorfab.config import typed_command_line_config
 from tumorfab.prepare import cases as tf_cases
+from tumorfab.segmentation import experiments as tf_experiments
+from tumorfab.synthesis import NO_SOURCE, SOURCES, source_label
 from tumorfab.synthesis.carvemix import check_lambda_range
 
 min_version("9.0")
@@ -104,7 +106,40 @@ def _discover():
     )
 
 
+# Paper 003's synthetic-only study adds its experiments and table to the
+# config's own (tumorfab.segmentation.experiments), so every rule, table and
+# figure treats them like any other.
+def _add_synthetic_only_study():
+    settings = config["synthetic_only"]
+    if not settings["enabled"]:
+        return
+    if settings["source"] not in SOURCES:
+        _config_error(
+            f"synthetic_only.source {settings['source']!r} is not a synthetic source; "
+            f"choose one of {list(SOURCES)}"
+        )
+    baseline = next(
+        (
+            n
+            for n, e in config["experiments"].items()
+            if e["source"] == NO_SOURCE and tf_experiments.is_enrichment(e)
+        ),
+        None,
+    )
+    study, table = tf_experiments.synthetic_only_study(
+        settings, baseline, source_label(settings["source"])
+    )
+    for name in [*study, *table]:
+        if name in config["experiments"] or name in config["tables"]:
+            _config_error(
+                f"synthetic_only.enabled adds {name!r}, which the config already defines; rename yours"
+            )
+    config["experiments"].update(study)
+    config["tables"].update(table)
+
+
 _check_config()
+_add_synthetic_only_study()
 try:
     _FOUND, CASES, HEALTHY_FILES, TRAIN_CASES, VAL_CASES = _discover()
 except tf_cases.DataError as error:
@@ -135,6 +170,7 @@ wildcard_constraints:
 # The experiments (training sets) and synthetic sources (the registry
 # tumorfab.synthesis.SOURCES), the seeds, the baseline that is also F.
 
+from tumorfab.segmentation import experiments as tf_experiments
 from tumorfab.synthesis import NO_SOURCE, SOURCES, generation_size
 
 for _name, _experiment in config["experiments"].items():
@@ -144,31 +180,26 @@ for _name, _experiment in config["experiments"].items():
             f"Invalid configuration: experiments.{_name}.source {_source!r} is not a "
             f"synthetic source; choose one of {[NO_SOURCE, *SOURCES]}"
         )
-    if (_source == NO_SOURCE) != (_experiment["n_synthetic"] == 0):
-        raise WorkflowError(
-            f"Invalid configuration: experiments.{_name}: n_synthetic must be 0 "
-            "exactly when source is 'none'"
-        )
+try:
+    tf_experiments.check_experiments(config["experiments"])
+except ValueError as error:
+    raise WorkflowError(f"Invalid configuration: {error}") from None
 
-# Experiments of a source this version does not generate yet are skipped (and
-# their table rows left out, never filled).
-EXPERIMENTS = {
-    name: experiment
-    for name, experiment in config["experiments"].items()
-    if experiment["source"] == NO_SOURCE or SOURCES[experiment["source"]].available
-}
-_skipped = sorted(set(config["experiments"]) - set(EXPERIMENTS))
-if _skipped:
-    print(f"tumorfab: experiments not available in this version, skipped: {_skipped}")
-_BASELINES = [n for n, e in EXPERIMENTS.items() if e["source"] == NO_SOURCE]
+EXPERIMENTS = config["experiments"]
+_BASELINES = [
+    n
+    for n, e in EXPERIMENTS.items()
+    if e["source"] == NO_SOURCE and tf_experiments.is_enrichment(e)
+]
 if not _BASELINES:
     raise WorkflowError(
         "Invalid configuration: experiments needs one experiment with source 'none' "
-        "(the real-only baseline: it is planned on, and its encoder is the feature extractor F)"
+        "on all real cases from scratch (the real-only baseline: it is planned on, "
+        "and its encoder is the feature extractor F)"
     )
 BASELINE_EXPERIMENT = _BASELINES[0]
 # Sources with at least one experiment, and how many cases each generates
-# (the largest size any experiment needs, refining sources included).
+# (the largest size any experiment needs, derived sources included).
 SYNTHETIC_SOURCES = sorted(
     {e["source"] for e in EXPERIMENTS.values() if e["source"] != NO_SOURCE}
 )
@@ -248,6 +279,18 @@ def get_experiment_spec(wildcards):
     }
 
 
+def get_experiment_real_cases(wildcards):
+    """The real training cases of an experiment (a seeded share for real_fraction < 1)."""
+    fraction = float(EXPERIMENTS[wildcards.experiment]["real_fraction"])
+    return tf_experiments.real_subset(TRAIN_CASES, fraction, config["seed"])
+
+
+def get_pretrained_model(wildcards):
+    """The model (same seed) an experiment is fine-tuned from; none when from scratch."""
+    parent = EXPERIMENTS[wildcards.experiment]["init_from"]
+    return {} if parent is None else {"pretrained": model_dir(parent, wildcards.seed)}
+
+
 # --- report
 # Tables, figures and the HTML report (report.smk).
 
@@ -280,6 +323,11 @@ def get_report_outputs():
             else []
         ),
     ]
+
+
+def get_enrichment_experiments():
+    """Paper 002's experiments (all real cases, from scratch): the Dice-vs-size figure's."""
+    return {n: e for n, e in EXPERIMENTS.items() if tf_experiments.is_enrichment(e)}
 
 
 def get_table_labels(wildcards):

@@ -74,10 +74,12 @@ def synthetic_manifest(source):
     return f"{synthetic_dir(source)}/manifest.csv"
 
 
-# TF-GAN's generator (the source tf) and the checkpoint a rerun resumes from:
+# The GANs' generators (sources tf and pix2pix) and the checkpoints a rerun resumes from:
 # outside the rule's outputs, which Snakemake deletes when a job fails.
 TFGAN_GENERATOR = f"{synthetic_dir('tf')}/generator.pt"
 TFGAN_CHECKPOINT_DIR = "results/checkpoints/train_tfgan"
+PIX2PIX_GENERATOR = f"{synthetic_dir('pix2pix')}/generator.pt"
+PIX2PIX_CHECKPOINT_DIR = "results/checkpoints/train_pix2pix"
 
 
 SEG_DIR = "results/segmentation"

@@ -94,7 +94,7 @@ rule report_dice_vs_synthetic:
         mem_mb=1000,
         runtime=5,
     params:
-        experiments=config["experiments"],
+        experiments=get_enrichment_experiments(),
     script:
         "../scripts/report_dice_vs_synthetic.py"
 

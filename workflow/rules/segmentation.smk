@@ -183,14 +183,16 @@ rule nnunet_preprocessed_dataset:
     params:
         experiment=get_experiment_spec,
         modalities=SEG_MODALITIES,
-        train_cases=TRAIN_CASES,
+        train_cases=get_experiment_real_cases,
         configuration=SEG_CONFIGURATION,
     script:
         "../scripts/nnunet_preprocessed_dataset.py"
 
 
 rule nnunet_train:
+    """From scratch, or fine-tuned from the model named by init_from (same seed)."""
     input:
+        unpack(get_pretrained_model),
         preprocessed=nnunet_root("{experiment}", "nnUNet_preprocessed"),
     output:
         model=directory(model_dir("{experiment}", "{seed}")),

@@ -3,8 +3,9 @@
 # fit_tfaug_intensity learns I(x) = a*x + b per subregion once (a small JSON)
 # on the features of F, the baseline's encoder (the backward edge, see the
 # Snakefile); generate_tfaug writes synthetic_cases_dir + synthetic_manifest at
-# the largest size any tfaug or tf experiment needs (TF-GAN refines these
-# pairs), so smaller sets are nested prefixes.
+# the largest size any experiment of tfaug or of a source derived from it
+# needs (TF-GAN refines these pairs, Pix2Pix draws images for their label
+# maps), so smaller sets are nested prefixes.
 
 
 rule fit_tfaug_intensity:
@@ -60,7 +61,7 @@ rule generate_tfaug:
     params:
         real_case_dirs=[real_case_dir(case) for case in TRAIN_CASES],
         healthy_case_dirs=[healthy_case_dir(s) for s in HEALTHY_SUBJECTS],
-        # The largest n_synthetic of the tfaug and tf experiments (TF-GAN refines these).
+        # The largest n_synthetic of the experiments of tfaug and of the sources derived from it.
         n_cases=GENERATION_SIZE["tfaug"],
         modalities=config["data"]["modalities"],
         seed=config["seed"],

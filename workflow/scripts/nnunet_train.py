@@ -12,5 +12,6 @@ if __name__ == "__main__":
             seed=int(snakemake.wildcards.seed),
             configuration=snakemake.params.configuration,
             threads=snakemake.threads,
+            pretrained_model=snakemake.input.get("pretrained"),
             **snakemake.params.train,
         )

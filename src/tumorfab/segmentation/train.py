@@ -22,6 +22,15 @@ seed. Choices (SPEC §2 item 8):
   time); otherwise it starts over. The finished model is exported to the
   model folder (nnU-Net's trained-model layout: plans.json, dataset.json,
   fold_all/checkpoint_final.pth).
+- Fine-tuning (``pretrained_model``, paper 003's synthetic-only study): a
+  fresh training whose network starts from another model's
+  ``checkpoint_final.pth``, loaded by nnU-Net's own
+  ``load_pretrained_weights`` (what ``nnUNetv2_train -pretrained_weights``
+  does): every weight but the segmentation heads is transferred, the optimizer
+  and the learning-rate schedule start anew. The checkpoint's identity (size,
+  modification time) is part of the settings, so a new pretrained model
+  restarts the fine-tune; a resumed fine-tune continues from its own
+  checkpoint.
 """
 
 from __future__ import annotations
@@ -57,13 +66,28 @@ def trainer_output_folder(results_root: str | os.PathLike, experiment: str, conf
     return Path(results_root) / dataset_name(experiment) / f"{TRAINER_NAME}__{PLANS_NAME}__{configuration}"
 
 
-def _training_key(settings: dict, preprocessed_dataset: Path) -> dict:
-    """Settings plus (name, size, mtime) of every preprocessed input file."""
+def _file_identity(path: Path, name: str) -> bytes:
+    stat = path.stat()  # follows links: the preprocessed case itself
+    return f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+
+
+def _training_key(settings: dict, preprocessed_dataset: Path, pretrained: Path | None) -> dict:
+    """Settings plus (name, size, mtime) of every input file: the preprocessed
+    dataset and the pretrained checkpoint, if any."""
     digest = hashlib.sha256()
     for path in sorted(p for p in preprocessed_dataset.rglob("*") if p.is_file()):
-        stat = path.stat()  # follows links: the preprocessed case itself
-        digest.update(f"{path.relative_to(preprocessed_dataset)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(_file_identity(path, str(path.relative_to(preprocessed_dataset))))
+    if pretrained is not None:
+        digest.update(_file_identity(pretrained, "pretrained"))
     return {**settings, "inputs_sha256": digest.hexdigest()}
+
+
+def pretrained_checkpoint(model_dir: str | os.PathLike) -> Path:
+    """The final checkpoint of an exported model folder (:func:`export_model`)."""
+    path = Path(model_dir) / f"fold_{FOLD}" / "checkpoint_final.pth"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no finished model to fine-tune from")
+    return path
 
 
 def train(
@@ -80,13 +104,15 @@ def train(
     device: str,
     data_augmentation_workers: int | None,
     threads: int,
+    pretrained_model: str | os.PathLike | None = None,
 ) -> Path:
     """Train (or resume) nnU-Net on ``experiment`` and export the model to ``model_dir``.
 
     ``preprocessed_root`` plays ``nnUNet_preprocessed`` (holds
     ``Dataset001_{experiment}``); ``work_root`` plays ``nnUNet_results`` for
-    this seed (checkpoints, logs). Call from a ``__main__``-guarded script.
-    Returns ``model_dir``.
+    this seed (checkpoints, logs); ``pretrained_model``: a model folder to
+    fine-tune from (None: from scratch). Call from a ``__main__``-guarded
+    script. Returns ``model_dir``.
     """
     import torch
 
@@ -111,7 +137,8 @@ def train(
         "device": torch_device.type,
         "data_augmentation_workers": workers,
     }
-    key = _training_key(settings, preprocessed)
+    pretrained = None if pretrained_model is None else pretrained_checkpoint(pretrained_model)
+    key = _training_key(settings, preprocessed, pretrained)
     output_base = trainer_output_folder(work_root, experiment, configuration)
     fold_dir = output_base / f"fold_{FOLD}"
     key_file = output_base / KEY_FILE
@@ -141,9 +168,10 @@ def train(
         if final.exists():
             print(f"{final}: training already finished with these settings")
         else:
-            from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+            # Imported directly: nnU-Net's lookup by name (recursive_find_trainer_class_by_name)
+            # first imports every trainer module nnU-Net ships (~1-3 s of CPU per training).
+            from tumorfab.segmentation.trainers.nnUNetTrainerTumorfab import nnUNetTrainerTumorfab as trainer_class
 
-            trainer_class = recursive_find_trainer_class_by_name(TRAINER_NAME)
             plans = json.loads((preprocessed / f"{PLANS_NAME}.json").read_text())
             resume = latest.exists()
             plans["continue_training"] = resume
@@ -152,6 +180,11 @@ def train(
             if resume:
                 print(f"resuming from {latest}")
                 trainer.load_checkpoint(str(latest))
+            elif pretrained is not None:
+                from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+
+                trainer.initialize()
+                load_pretrained_weights(trainer.network, str(pretrained))
             trainer.run_training()
             del trainer
     return export_model(output_base, model_dir)

@@ -27,27 +27,22 @@ class SyntheticSource:
     """One synthetic source of the study (a value of ``experiments.*.source``).
 
     ``generator`` is ``"module:function"``, the function its generating rule
-    calls; None means the paper's study has this source but this version does
-    not generate it yet, so its experiments are skipped with a message.
+    calls.
     ``needs_feature_extractor``: its generation uses the baseline's encoder F,
     the study's one backward edge (segment -> synthesize -> segment).
-    ``refines``: the source whose cases this one refines case by case; that
-    source is then generated at the largest size either of them needs.
+    ``derived_from``: the source whose case ``i`` this source's case ``i`` is
+    made from (TF refines TF-Aug's pair; Pix2Pix draws an image for TF-Aug's
+    label map), so both share their nested sets; that source is then
+    generated at the largest size either of them needs.
     """
 
     name: str
     label: str
-    generator: str | None
+    generator: str
     needs_feature_extractor: bool = False
-    refines: str | None = None
-
-    @property
-    def available(self) -> bool:
-        return self.generator is not None
+    derived_from: str | None = None
 
     def load_generator(self) -> Callable:
-        if self.generator is None:
-            raise NotImplementedError(f"synthetic source {self.name!r} is not in this version")
         module, function = self.generator.split(":")
         return getattr(importlib.import_module(module), function)
 
@@ -57,7 +52,12 @@ SOURCES: dict[str, SyntheticSource] = {
     source.name: source
     for source in (
         SyntheticSource("carvemix", "CarveMix", "tumorfab.synthesis.carvemix:generate_carvemix"),
-        SyntheticSource("pix2pix", "Pix2Pix", None),
+        SyntheticSource(
+            "pix2pix",
+            "Pix2Pix",
+            "tumorfab.synthesis.pix2pix.generate:generate_pix2pix",
+            derived_from="tfaug",
+        ),
         SyntheticSource(
             "tfaug",
             "TF-Aug",
@@ -69,7 +69,7 @@ SOURCES: dict[str, SyntheticSource] = {
             "TF",
             "tumorfab.synthesis.tfgan.refine:generate_tf",
             needs_feature_extractor=True,
-            refines="tfaug",
+            derived_from="tfaug",
         ),
     )
 }
@@ -85,7 +85,7 @@ def source_label(name: str) -> str:
 
 def generation_size(experiments: Mapping[str, Mapping], source: str) -> int:
     """How many cases ``source`` generates: the largest ``n_synthetic`` of its
-    experiments and of the experiments of every source that refines it.
+    experiments and of the experiments of every source derived from it.
 
     ``experiments`` is the config's mapping (name -> {source, n_synthetic}).
     An experiment with ``n`` synthetic cases takes the first ``n`` rows of the
@@ -93,6 +93,6 @@ def generation_size(experiments: Mapping[str, Mapping], source: str) -> int:
     at this size serves them all (nested sets, SPEC §2 item 6). 0 when no
     experiment needs the source.
     """
-    users = {source} | {s.name for s in SOURCES.values() if s.refines == source}
+    users = {source} | {s.name for s in SOURCES.values() if s.derived_from == source}
     sizes = [int(e["n_synthetic"]) for e in experiments.values() if e["source"] in users]
     return max(sizes, default=0)

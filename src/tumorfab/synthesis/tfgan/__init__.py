@@ -8,4 +8,8 @@
 * ``train``: the ``train_tfgan`` rule (crops, mixed precision, checkpoints, resume, loss curves);
 * ``refine``: the ``generate_tf`` rule (sliding-window refinement with
   Gaussian blending; the source ``tf`` of ``tumorfab.synthesis.SOURCES``).
+
+What is not TF-GAN's own (crops, mixed precision, the trainer's optimizers
+and checkpoints, the training loop, the brain-box sliding window) is in
+``tumorfab.synthesis.gan``, shared with Pix2Pix.
 """

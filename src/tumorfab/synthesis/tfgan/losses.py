@@ -23,26 +23,21 @@ Our reading, where the paper leaves it open (each function says more):
 
 from __future__ import annotations
 
-import contextlib
 from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from tumorfab.labels import LESION_LABELS
+from tumorfab.synthesis.gan import float32_context
 from tumorfab.synthesis.tfaug.intensity_fit import classwise_pooled
 
 #: The keys of ``generator_loss``'s weights (λa, λb, λd of Eq. 5).
 WEIGHT_KEYS = ("patch", "global", "percep")
 
 
-def _float32(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
-    """A context with autocast off on ``tensor``'s device, so the arithmetic stays float32."""
-    device_type = tensor.device.type
-    try:
-        return torch.autocast(device_type=device_type, enabled=False)
-    except RuntimeError:  # a device type autocast does not know: nothing to disable
-        return contextlib.nullcontext()
+#: Autocast off on a tensor's device, so that the arithmetic stays float32 (shared with Pix2Pix).
+_float32 = float32_context
 
 
 def hinge_l1_outside_roi(refined: torch.Tensor, coarse: torch.Tensor, roi: torch.Tensor, margin: float) -> torch.Tensor:

@@ -16,7 +16,6 @@ aim of Eq. 2).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -24,19 +23,15 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
 from tumorfab.casefolder import Case, load_case, save_case
 from tumorfab.io import atomic_directory
+from tumorfab.synthesis.gan import BRAIN_MARGIN, brain_box_inference, file_sha256, resolve_device  # noqa: F401  (BRAIN_MARGIN: benchmarks)
 from tumorfab.synthesis.manifest import first_cases, synthetic_case_id, write_manifest
-from tumorfab.synthesis.tfgan.networks import Generator, generator_input
-from tumorfab.synthesis.tfgan.train import autocast_dtype, make_generator
+from tumorfab.synthesis.tfgan.networks import N_MASK_CHANNELS, Generator, generator_input
+from tumorfab.synthesis.tfgan.train import make_generator
 
 log = logging.getLogger(__name__)
-
-#: Voxels kept around the brain's bounding box, so that G sees the brain's
-#: edge with background around it, as in its training crops.
-BRAIN_MARGIN = 8
 
 MANIFEST_COLUMNS = [
     "case_id",
@@ -57,20 +52,6 @@ def load_generator(path: str | os.PathLike, device: torch.device) -> tuple[Gener
     return generator.to(device).eval(), record
 
 
-def _padded(image: torch.Tensor, labels: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-    """Pad to at least one window per axis: image -1, labels background."""
-    shape = image.shape[2:]
-    pad = [max(window - s, 0) for s in shape]
-    if not any(pad):
-        return image, labels, tuple(slice(0, s) for s in shape)
-    spec = [p for axis in reversed(range(3)) for p in (0, pad[axis])]
-    return (
-        torch.nn.functional.pad(image, spec, value=-1.0),
-        torch.nn.functional.pad(labels, spec, value=0),
-        tuple(slice(0, s) for s in shape),
-    )
-
-
 @torch.no_grad()
 def refine_volume(
     generator: torch.nn.Module,
@@ -83,30 +64,18 @@ def refine_volume(
     mixed_precision: str,
 ) -> np.ndarray:
     """G over a whole volume: ``image`` [C, X, Y, Z] in [-1, 1], ``labels`` and
-    ``brainmask`` [X, Y, Z]. Windows of ``window``³ voxels overlapping by
-    ``overlap`` (a fraction), blended with Gaussian weights, over the brain's
-    bounding box plus :data:`BRAIN_MARGIN` voxels (outside it the image is
-    background, -1, and so is the result: a BraTS volume needs 8 windows of
-    128³ instead of 18). Returns the refined image [C, X, Y, Z] float32, -1
-    outside the brain."""
-    inside = np.argwhere(brainmask > 0)
-    if not len(inside):
-        raise ValueError("refine_volume: the brain mask is empty")
-    lo = np.maximum(inside.min(0) - BRAIN_MARGIN, 0)
-    hi = np.minimum(inside.max(0) + 1 + BRAIN_MARGIN, brainmask.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    x = torch.from_numpy(np.ascontiguousarray(image[(slice(None), *box)][None], dtype=np.float32)).to(device)
-    m = torch.from_numpy(np.ascontiguousarray(labels[box][None, None]).astype(np.int64)).to(device)
-    x, m, keep = _padded(x, m, window)
-    inputs = generator_input(x, m)
-    dtype = autocast_dtype(mixed_precision, device)
-    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        refined = sliding_window_inference(
-            inputs, roi_size=(window,) * 3, sw_batch_size=1, predictor=generator, overlap=overlap, mode="gaussian"
-        )
-    result = np.full(image.shape, -1.0, dtype=np.float32)
-    result[(slice(None), *box)] = refined.float()[0][(slice(None), *keep)].cpu().numpy()
-    return np.where(brainmask[None] > 0, result, -1.0).astype(np.float32)
+    ``brainmask`` [X, Y, Z]. G's input, the image ⊕ the one-hot labels
+    (:func:`generator_input`), goes through the GANs' brain-box sliding window
+    (``tumorfab.synthesis.gan.brain_box_inference``): windows of ``window``³
+    voxels overlapping by ``overlap`` (a fraction), blended with Gaussian
+    weights, over the brain's bounding box plus ``BRAIN_MARGIN`` voxels,
+    padded where smaller than a window (image -1, background label). Returns
+    the refined image [C, X, Y, Z] float32, -1 outside the brain."""
+    x = torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32))
+    m = torch.from_numpy(np.ascontiguousarray(labels[None, None]).astype(np.int64))
+    inputs = generator_input(x, m)[0].numpy()
+    pad_values = [-1.0] * image.shape[0] + [1.0] + [0.0] * (N_MASK_CHANNELS - 1)
+    return brain_box_inference(generator, inputs, pad_values, brainmask, window, overlap, device, mixed_precision)
 
 
 def within_margin_fraction(refined: np.ndarray, coarse: np.ndarray, labels: np.ndarray, brainmask: np.ndarray, margin: float) -> float:
@@ -116,10 +85,6 @@ def within_margin_fraction(refined: np.ndarray, coarse: np.ndarray, labels: np.n
         return float("nan")
     close = (np.abs(refined - coarse) <= margin).all(axis=0)
     return float(close[outside].mean())
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def generate_tf(
@@ -145,10 +110,10 @@ def generate_tf(
     study seed, recorded: refinement itself draws nothing.
     """
     torch.set_num_threads(threads)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     coarse_ids = first_cases(coarse_manifest, n_cases)
     generator, _ = load_generator(generator_path, device)
-    digest = _sha256(generator_path)
+    digest = file_sha256(generator_path)
     rows = []
     with atomic_directory(out_dir) as tmp:
         for index, coarse_id in enumerate(coarse_ids):

@@ -33,32 +33,39 @@ Our choices where the paper is silent (docs/interpretations.md):
   (bf16 where supported, else fp16 with a gradient scaler); ``on`` forces it
   (bf16 on the CPU: the path the tests run); losses are computed in float32.
 
-Checkpoints (``checkpoint_every`` steps, and at the end) hold G, D, both
-optimizers and schedulers, the scaler, torch's RNG state, the step and the
-loss rows, written atomically into a work folder outside the rule's outputs
-(Snakemake deletes a failed job's outputs); a rerun resumes from the last one
-when its settings are the same, so a killed job loses at most
-``checkpoint_every`` steps and, on CPU, ends with the same weights.
+Checkpoints, resume, mixed precision, the crops and the loss curves are the
+GANs' shared machinery (``tumorfab.synthesis.gan``): checkpoints
+(``checkpoint_every`` steps, and at the end) hold G, D, both optimizers and
+schedulers, the scaler, torch's RNG state, the step and the loss rows, written
+atomically into a work folder outside the rule's outputs (Snakemake deletes a
+failed job's outputs); a rerun resumes from the last one when its settings are
+the same, so a killed job loses at most ``checkpoint_every`` steps and, on
+CPU, ends with the same weights. This module keeps what is TF-GAN's own: its
+networks, its step (D on both heads, then Eq. 5), its batches (coarse pairs
+and unpaired real cases) and its settings digest.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 
-from tumorfab.casefolder import load_case
-from tumorfab.io import atomic_path, save_csv
+from tumorfab.synthesis import gan
+from tumorfab.synthesis.gan import (  # noqa: F401  (re-exported: TF-GAN's names before the shared module)
+    CHECKPOINT,
+    Volume,
+    autocast_dtype,
+    crop_volume,
+    random_crop,
+    stack_crops,
+)
 from tumorfab.synthesis.manifest import manifest_case_ids
 from tumorfab.synthesis.tfgan import losses
 from tumorfab.synthesis.tfgan.networks import N_MASK_CHANNELS, Discriminator, Generator, generator_input, one_hot_labels
@@ -67,66 +74,7 @@ log = logging.getLogger(__name__)
 
 #: Spawn key of the training data's random stream.
 STREAM = 11
-CHECKPOINT = "checkpoint.pt"
 LOSS_COLUMNS = ["step", "epoch", "lambda_c", "d_loss", "g_total", "adv_patch", "adv_global", "hinge", "percep"]
-
-
-@dataclass
-class Volume:
-    """One case in memory: images [C, X, Y, Z] float32, labels and brain mask uint8 [X, Y, Z]."""
-
-    image: np.ndarray
-    labels: np.ndarray
-    brainmask: np.ndarray
-
-
-def load_volumes(case_dirs: Sequence[str | os.PathLike], modalities: Sequence[str]) -> list[Volume]:
-    volumes = []
-    for case_dir in case_dirs:
-        case = load_case(case_dir, modalities)
-        if not (case.seg > 0).any():
-            raise ValueError(f"{case_dir}: no lesion; TF-GAN crops are centred on lesions")
-        volumes.append(Volume(case.stacked(modalities), case.seg, case.brainmask))
-    return volumes
-
-
-def crop_volume(volume: Volume, centre: Sequence[int], size: int) -> Volume:
-    """The cube of side ``size`` around ``centre``, padded where it leaves the volume."""
-    shape = volume.labels.shape
-    lo = [int(c) - size // 2 for c in centre]
-    image = np.full((volume.image.shape[0], size, size, size), -1.0, dtype=np.float32)
-    labels = np.zeros((size,) * 3, dtype=np.uint8)
-    brain = np.zeros((size,) * 3, dtype=np.uint8)
-    src, dst = [], []
-    for axis in range(3):
-        a, b = max(lo[axis], 0), min(lo[axis] + size, shape[axis])
-        src.append(slice(a, b))
-        dst.append(slice(a - lo[axis], b - lo[axis]))
-    image[(slice(None), *dst)] = volume.image[(slice(None), *src)]
-    labels[tuple(dst)] = volume.labels[tuple(src)]
-    brain[tuple(dst)] = volume.brainmask[tuple(src)]
-    return Volume(image, labels, brain)
-
-
-def random_crop(volume: Volume, size: int, rng: np.random.Generator) -> Volume:
-    """A crop centred near a random lesion voxel, mirrored at random (see the module docstring)."""
-    lesion = np.argwhere(volume.labels > 0)
-    centre = lesion[rng.integers(len(lesion))] + rng.integers(-(size // 4), size // 4 + 1, size=3)
-    centre = np.clip(centre, 0, np.asarray(volume.labels.shape) - 1)
-    crop = crop_volume(volume, centre, size)
-    for axis in range(3):
-        if rng.random() < 0.5:
-            crop = Volume(
-                np.flip(crop.image, axis + 1).copy(), np.flip(crop.labels, axis).copy(), np.flip(crop.brainmask, axis).copy()
-            )
-    return crop
-
-
-def _stack(crops: Sequence[Volume], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    image = torch.from_numpy(np.stack([c.image for c in crops])).to(device)
-    labels = torch.from_numpy(np.stack([c.labels for c in crops])[:, None].astype(np.int64)).to(device)
-    brain = torch.from_numpy(np.stack([c.brainmask for c in crops])[:, None].astype(np.float32)).to(device)
-    return image, labels, brain
 
 
 def sample_batch(
@@ -136,16 +84,7 @@ def sample_batch(
     rng = np.random.default_rng([seed, STREAM, step])
     coarse_crops = [random_crop(coarse[rng.integers(len(coarse))], crop, rng) for _ in range(batch_size)]
     real_crops = [random_crop(real[rng.integers(len(real))], crop, rng) for _ in range(batch_size)]
-    return _stack(coarse_crops, device), _stack(real_crops, device)
-
-
-def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full precision (see the module docstring)."""
-    if mixed_precision == "off" or (mixed_precision == "auto" and device.type != "cuda"):
-        return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
+    return stack_crops(coarse_crops, device), stack_crops(real_crops, device)
 
 
 def build_networks(tfgan: Mapping, n_modalities: int, seed: int) -> tuple[Generator, Discriminator]:
@@ -169,32 +108,19 @@ def make_generator(tfgan: Mapping, n_modalities: int) -> Generator:
 
 def settings_digest(tfgan: Mapping, seed: int, coarse_ids: Sequence[str], real_dirs: Sequence[str]) -> str:
     """What a checkpoint must have been made with to be resumed from."""
-    text = json.dumps({"tfgan": dict(tfgan), "seed": seed, "coarse": list(coarse_ids), "real": [str(d) for d in real_dirs]}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return gan.settings_digest({"tfgan": dict(tfgan), "seed": seed, "coarse": list(coarse_ids), "real": [str(d) for d in real_dirs]})
 
 
-class Trainer:
-    """G, D, their optimizers and schedulers, and one training step."""
+class Trainer(gan.GANTrainer):
+    """TF-GAN's G and D (:func:`build_networks`), F, the loss weights and one training step;
+    optimizers, schedulers, scaler and checkpoint state: ``gan.GANTrainer``."""
 
     def __init__(self, tfgan: Mapping, n_modalities: int, extractor: torch.nn.Module, total_steps: int, seed: int, device):
-        self.tfgan, self.total_steps, self.device = tfgan, total_steps, torch.device(device)
-        self.generator, self.discriminator = (m.to(self.device) for m in build_networks(tfgan, n_modalities, seed))
+        generator, discriminator = build_networks(tfgan, n_modalities, seed)
+        super().__init__(generator, discriminator, tfgan, total_steps, device)
+        self.tfgan = tfgan
         self.extractor = extractor.to(self.device)
-        betas = tuple(float(b) for b in tfgan["betas"])
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=float(tfgan["lr_generator"]), betas=betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=float(tfgan["lr_discriminator"]), betas=betas)
-
-        def decay(step: int) -> float:
-            return max(0.0, 1.0 - step / total_steps)
-
-        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, decay)
-        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, decay)
-        self.amp_dtype = autocast_dtype(str(tfgan["mixed_precision"]), self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.weights = {"patch": float(tfgan["lambda_patch"]), "global": float(tfgan["lambda_global"]), "percep": float(tfgan["lambda_percep"])}
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
 
     def refine(self, image: torch.Tensor, labels: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
         refined = self.generator(generator_input(image, labels))
@@ -233,58 +159,8 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g_total).backward()
         self.scaler.step(self.opt_g)
-        self.scaler.update()
-        self.sched_g.step()
-        self.sched_d.step()
+        self.end_step()
         return {"lambda_c": lambda_c, "d_loss": float(d_loss.detach()), "g_total": float(g_total.detach()), **{k: float(v) for k, v in parts.items() if k in LOSS_COLUMNS}}
-
-    def state(self, step: int, rows: list[dict], digest: str) -> dict:
-        return {
-            "step": step,
-            "digest": digest,
-            "rows": rows,
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "sched_g": self.sched_g.state_dict(),
-            "sched_d": self.sched_d.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
-
-    def load(self, state: dict) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.sched_g.load_state_dict(state["sched_g"])
-        self.sched_d.load_state_dict(state["sched_d"])
-        self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-
-
-def _save_torch(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def plot_losses(rows: pd.DataFrame, out_png: str | os.PathLike) -> None:
-    """The loss curves of a training, one panel per term, against the step."""
-    columns = ["d_loss", "g_total", "adv_patch", "adv_global", "hinge", "percep"]
-    figure = Figure(figsize=(12, 5.5), layout="constrained")
-    axes = figure.subplots(2, 3).ravel()
-    for ax, column in zip(axes, columns):
-        ax.plot(rows["step"], rows[column], lw=0.8)
-        ax.set_title(column)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    figure.suptitle("TF-GAN training losses")
-    with atomic_path(out_png) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
 
 
 def train_tfgan(
@@ -315,12 +191,12 @@ def train_tfgan(
     Returns the loss rows.
     """
     torch.set_num_threads(threads)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = gan.resolve_device(device)
     coarse_ids = manifest_case_ids(coarse_manifest)
     if not coarse_ids:
         raise ValueError(f"{coarse_manifest}: no coarse pairs to train TF-GAN on")
-    coarse = load_volumes([Path(coarse_cases_dir) / c for c in coarse_ids], modalities)
-    real = load_volumes(real_case_dirs, modalities)
+    coarse = gan.load_volumes([Path(coarse_cases_dir) / c for c in coarse_ids], modalities, who="TF-GAN")
+    real = gan.load_volumes(real_case_dirs, modalities, who="TF-GAN")
     if extractor is None:
         from tumorfab.segmentation.features import load_feature_extractor
 
@@ -330,43 +206,29 @@ def train_tfgan(
     total_steps = int(tfgan["epochs"]) * steps_per_epoch
     trainer = Trainer(tfgan, len(modalities), extractor, total_steps, seed, device)
     digest = settings_digest(tfgan, seed, coarse_ids, [str(d) for d in real_case_dirs])
-
-    checkpoint = Path(work_dir) / CHECKPOINT
-    start, rows = 0, []
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        if state["digest"] == digest:
-            trainer.load(state)
-            start, rows = int(state["step"]), list(state["rows"])
-            log.info("TF-GAN: resuming from step %d of %d (%s)", start, total_steps, checkpoint)
-        else:
-            log.info("TF-GAN: %s was made with other settings; starting over", checkpoint)
     log.info(
         "TF-GAN: %d coarse pairs, %d real cases, %d epochs x %d steps, crop %d, batch %d, %s, autocast %s",
         len(coarse), len(real), int(tfgan["epochs"]), steps_per_epoch, crop, batch_size, device, trainer.amp_dtype,
     )
-    every = int(tfgan["checkpoint_every"])
-    for step in range(start, total_steps):
-        coarse_batch, real_batch = sample_batch(coarse, real, batch_size, crop, seed, step, device)
-        row = {"step": step, "epoch": step // steps_per_epoch, **trainer.step(step, coarse_batch, real_batch)}
-        rows.append(row)
-        if step % steps_per_epoch == steps_per_epoch - 1:
-            log.info("epoch %d: %s", row["epoch"], ", ".join(f"{k} {row[k]:.4f}" for k in LOSS_COLUMNS[2:]))
-        if (step + 1) % every == 0 or step + 1 == total_steps:
-            _save_torch(trainer.state(step + 1, rows, digest), checkpoint)
-
-    frame = pd.DataFrame(rows, columns=LOSS_COLUMNS)
-    _save_torch(
-        {
-            "generator": trainer.generator.state_dict(),
-            "n_modalities": len(modalities),
-            "modalities": list(modalities),
-            "tfgan": dict(tfgan),
-            "seed": seed,
-            "steps": total_steps,
-        },
-        Path(out_generator),
+    rows = gan.run_training(
+        trainer,
+        lambda step: sample_batch(coarse, real, batch_size, crop, seed, step, device),
+        total_steps,
+        steps_per_epoch,
+        int(tfgan["checkpoint_every"]),
+        work_dir,
+        digest,
+        "TF-GAN",
+        LOSS_COLUMNS[2:],
     )
-    save_csv(frame, out_losses)
-    plot_losses(frame, out_curves)
-    return frame
+    record = {
+        "generator": trainer.generator.state_dict(),
+        "n_modalities": len(modalities),
+        "modalities": list(modalities),
+        "tfgan": dict(tfgan),
+        "seed": seed,
+        "steps": total_steps,
+    }
+    return gan.write_training_outputs(
+        rows, LOSS_COLUMNS, LOSS_COLUMNS[3:], record, out_generator, out_losses, out_curves, "TF-GAN training losses"
+    )
