@@ -51,6 +51,47 @@ def make_cases(root: Path, ids: list[str], seed: int, **kwargs) -> dict[str, Pat
     return {case: make_case(root / case, rng, **kwargs) for case in ids}
 
 
+#: Intensity of each label in a region case: brain < ED < NCR < ET, so that
+#: every region (WT, TC, ET) is the part of the tumour above one threshold.
+REGION_CASE_LEVELS = {0: -0.9, 1: -0.1, 2: -0.5, 3: 0.9}
+
+
+def make_region_case(folder: Path, rng: np.random.Generator, shape=(40, 40, 40), spacing=3.0) -> Path:
+    """A case whose three regions a tiny nnU-Net learns in ~200 iterations (t1n only).
+
+    An ED ball (radius 13 voxels) holds an NCR ball (6.5) and a smaller ET
+    ball (5.5) side by side; each label has its own intensity
+    (:data:`REGION_CASE_LEVELS`). NCR is the larger half of TC, so an "ET"
+    that is really the tumour core scores Dice at most 0.55 against ET, and
+    NCR taken for ET about 0: a swap of the regions or labels shows.
+    """
+    grid = np.indices(shape, dtype=np.float32)
+    centre = np.array(shape, dtype=np.float32) / 2
+    radii = centre - 3
+    brain = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)) <= 1
+
+    def ball(at: np.ndarray, radius: float) -> np.ndarray:
+        return sum((g - c) ** 2 for g, c in zip(grid, at)) <= radius**2
+
+    tumour = centre + rng.uniform(-1.5, 1.5, 3)
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    seg = np.zeros(shape, np.uint8)
+    seg[ball(tumour, 13)] = 2
+    seg[ball(tumour - 6.0 * direction, 6.5)] = 1
+    seg[ball(tumour + 6.5 * direction, 5.5)] = 3
+    seg[~brain] = 0
+    levels = np.array([REGION_CASE_LEVELS[label] for label in range(4)], np.float32)
+    image = levels[seg] + rng.normal(0, 0.03, shape)
+    image = np.where(brain, np.clip(image, -1, 1), -1).astype(np.float32)
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    folder.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(image, affine), str(folder / "t1n.nii.gz"))
+    nib.save(nib.Nifti1Image(brain.astype(np.uint8), affine), str(folder / "brainmask.nii.gz"))
+    nib.save(nib.Nifti1Image(seg, affine), str(folder / "seg.nii.gz"))
+    return folder
+
+
 def run_python(code: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter (nnU-Net's spawn pools need a real __main__)."""
     full_env = {**os.environ, **(env or {})}

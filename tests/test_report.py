@@ -108,7 +108,12 @@ def test_table_mean_std_and_p_value_equal_numpy_and_scipy_on_per_run(per_run_csv
     )
     per_run = pd.read_csv(per_run_csv)
     table = pd.read_csv(tmp_path / "t.csv")
-    pd.testing.assert_frame_equal(table, summary, check_dtype=False)
+    # CSV reads the empty "missing_seeds" back as NaN
+    pd.testing.assert_frame_equal(
+        table,
+        summary.assign(missing_seeds=summary["missing_seeds"].where(summary["missing_seeds"] != "")),
+        check_dtype=False,
+    )
     reference = per_run[per_run["experiment"] == "baseline"]["dice_mean"].to_numpy()
     for row in table.itertuples():
         runs = per_run[per_run["experiment"] == row.experiment]
@@ -173,19 +178,121 @@ def test_markdown_has_the_paper_layout(per_run_csv, tmp_path):
     )
     lines = (tmp_path / "t.md").read_text().splitlines()
     assert lines[0] == "## Table 1. Title"
-    assert (
-        lines[2]
-        == "| Method | ET (%) ↑ | TC (%) ↑ | WT (%) ↑ | Mean (%) ↑ | Mean Diff (%) ↑ | p-value ↓ |"
+    header = lines.index(
+        "| Method | ET (%) ↑ | TC (%) ↑ | WT (%) ↑ | Mean (%) ↑ | Mean Diff (%) ↑ | p-value ↓ |"
     )
-    assert lines[3] == "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-    rows = [line.split(" | ") for line in lines[4:7]]
+    caption = "\n".join(lines[1:header])  # under the title, above the table
+    assert lines[header + 1] == "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    rows = [line.split(" | ") for line in lines[header + 2 : header + 5]]
     assert rows[0][0] == "| *Baseline (nnU-Net)*" and rows[0][-2:] == ["-", "- |"]
     assert rows[2][0] == "| CarveMix \\| 4"  # a '|' in a label is escaped
     best = table.set_index("experiment").loc["carvemix_4"]
     assert rows[2][4] == f"**{best['Mean (%)']}**"  # best Mean in bold
-    assert lines[7] == ""
-    assert "sample standard deviation, ddof = 1; seeds: 0, 1, 2" in lines[8]
-    assert "Student's two-sample t-test (equal variances)" in lines[8]
+    assert lines[header + 5 :] == []
+    assert "sample standard deviation, ddof = 1" in caption
+    assert "Student's two-sample t-test (equal variances)" in caption
+    assert "Baseline (nnU-Net): seeds 0, 1, 2; CarveMix: seeds 0, 1, 2" in caption
+    assert "†" not in "\n".join(lines)
+
+
+def _md_rows(md: str) -> dict[str, str]:
+    """Method cell -> the whole row of a Markdown table."""
+    return {
+        line.split(" | ")[0][2:]: line
+        for line in md.splitlines()
+        if line.startswith("| ") and not line.startswith(("| Method", "| ---"))
+    }
+
+
+def test_a_row_missing_a_configured_seed_is_marked_and_says_which(tmp_path):
+    paths = [
+        p
+        for p in write_evaluation(tmp_path)
+        if not ("carvemix_2" in str(p) and "seed2" in str(p))
+    ]
+    write_collected(paths, tmp_path / "per_case.csv", tmp_path / "per_run.csv")
+    labels = {e: v["label"] for e, v in EXPERIMENTS.items()}
+    table = write_table(
+        tmp_path / "per_run.csv",
+        tmp_path / "t.csv",
+        tmp_path / "t.md",
+        ["baseline", "carvemix_2", "carvemix_4"],
+        labels,
+        "T",
+        seeds=[0, 1, 2],
+    )
+    md = (tmp_path / "t.md").read_text()
+    rows = _md_rows(md)
+    assert list(rows) == [
+        "*Baseline (nnU-Net)*",
+        "CarveMix † (seed 2 missing)",
+        "CarveMix \\| 4",
+    ]
+    assert "Seeds per row (configured: 0, 1, 2): Baseline (nnU-Net): seeds 0, 1, 2; " in md
+    assert "CarveMix †: seeds 0, 1 (seed 2 missing" in md
+    assert list(table["missing_seeds"]) == ["", "2", ""]
+    assert list(table["n_seeds"]) == [3, 2, 3]
+    # A configured seed no experiment has marks every row.
+    write_table(
+        tmp_path / "per_run.csv",
+        tmp_path / "t.csv",
+        tmp_path / "t2.md",
+        ["baseline", "carvemix_4"],
+        labels,
+        "T",
+        seeds=[0, 1, 2, 3],
+    )
+    assert list(_md_rows((tmp_path / "t2.md").read_text())) == [
+        "*Baseline (nnU-Net)* † (seed 3 missing)",
+        "CarveMix \\| 4 † (seed 3 missing)",
+    ]
+    # Without the configured seeds, the seeds of the table's rows are expected.
+    write_table(
+        tmp_path / "per_run.csv", tmp_path / "t.csv", tmp_path / "t3.md", ["carvemix_2", "baseline"]
+    )
+    assert list(_md_rows((tmp_path / "t3.md").read_text())) == [
+        "*carvemix_2* † (seed 2 missing)",
+        "baseline",
+    ]
+
+
+def test_caption_counts_the_held_out_cases_that_have_each_region(tmp_path):
+    paths = write_evaluation(tmp_path)
+    for path in paths:  # case 2 has no ET in its reference; seed 0 predicts none there
+        frame = pd.read_csv(path)
+        frame.loc[2, "lesion_sens_et"] = np.nan
+        frame.loc[2, "dice_et"] = np.nan if "seed0" in str(path) else 0.0
+        frame.to_csv(path, index=False)
+    _, per_run = write_collected(paths, tmp_path / "per_case.csv", tmp_path / "per_run.csv")
+    assert set(per_run["n_ref_et"]) == {3} and set(per_run["n_ref_tc"]) == {4}
+    assert sorted(set(per_run["n_dice_et"])) == [3, 4]
+    out = tmp_path / "t.md"
+    write_table(tmp_path / "per_run.csv", tmp_path / "t.csv", out, ["baseline"], seeds=[0, 1, 2])
+    md = (tmp_path / "t.md").read_text()
+    assert "Held-out cases: 4 per run." in md
+    assert "ET: 3 of 4 held-out cases have ET in the reference; each of the others is" in md
+    assert "the ET means rest on 3–4 cases per run" in md
+    assert "TC: 4 of 4 held-out cases have TC in the reference." in md
+    assert "WT: 4 of 4 held-out cases have WT in the reference." in md
+    assert md.index("Held-out cases") < md.index("| Method")  # under the title
+
+
+def test_caption_states_the_dice_and_hd95_conventions_and_how_brats_differs(per_run_csv, tmp_path):
+    write_table(per_run_csv, tmp_path / "t.csv", tmp_path / "t.md", ["baseline"], seeds=[0, 1, 2])
+    md = (tmp_path / "t.md").read_text()
+    caption = md[: md.index("| Method")]
+    for text in [
+        "Dice per case and region is nnU-Net's (nnunetv2 compute_metrics",
+        "empty in both the reference and the prediction has no Dice (NaN) and is skipped",
+        "empty in the reference but predicted scores 0",
+        "MONAI's compute_hausdorff_distance with percentile = 95",
+        "Euclidean distances in mm (voxel spacing from the NIfTI header)",
+        "symmetric",
+        "Region empty in exactly one of them: the diagonal of the evaluated volume in mm",
+        "an empty prediction with an empty reference scores Dice 1 and HD95 0",
+        "an empty prediction with a non-empty reference scores Dice 0 and HD95 373.13",
+    ]:
+        assert text in caption, text
 
 
 def test_p_value_is_printed_with_two_decimals_or_scientific_below_001():
@@ -345,3 +452,5 @@ def test_report_rules_write_every_output_and_the_html_report(tmp_path):
     assert "Tumor Fabrication (TF) study" in text  # workflow/report/workflow.rst
     for name in ["dice_vs_n_synthetic.png", "mosaic_carvemix.png", "table1.md", "per_run.csv"]:
         assert name in text, name
+    assert "Configured seeds: 0, 1, 2" in text  # workflow/report/table.rst, from the params
+    assert "HD95 373.13" in text

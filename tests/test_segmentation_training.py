@@ -230,3 +230,90 @@ def test_fine_tune_starts_from_the_pretrained_weights_and_trains_on_the_real_sub
 
     # without the transfer, both runs would start from the same seeded weights: ratio 1
     assert transferred and distance("ft") < 0.2 * distance("scratch")
+
+
+def test_each_region_keeps_its_labels_from_training_to_evaluation(study):
+    """WT, TC and ET keep their BraTS labels through the whole chain (issue #11).
+
+    A tiny nnU-Net (the study's plan) is trained region-based on cases whose
+    regions it learns in 200 iterations (``make_region_case``: each label its
+    own intensity, NCR the larger half of TC), predicts two held-out cases
+    (nnU-Net's export to BraTS labels) and is scored by our evaluation. Were
+    ET and TC, or labels 1 and 3, swapped anywhere (dataset.json's regions or
+    regions_class_order, the training labels, the export, the evaluation's
+    regions), a region would score far below its threshold: an "ET" that is
+    the tumour core scores Dice <= 0.55 on these cases, NCR taken for ET ~0.
+    """
+    from helpers.schema_defaults import schema_defaults
+    from segmentation_fixtures import make_region_case, run_python
+    from tumorfab.segmentation import dataset as ds
+    from tumorfab.segmentation import preprocessed as pp
+    from tumorfab.segmentation.evaluate import evaluate
+    from tumorfab.segmentation.predict import predict
+
+    root = study["root"] / "regions"
+    train_ids, held_out = ["region_0", "region_1"], ["region_2", "region_3"]
+    rng = np.random.default_rng(7)
+    cases = {c: make_region_case(root / "cases" / c, rng) for c in train_ids + held_out}
+    for case, folder in cases.items():
+        ds.convert_real_case(folder, root / "images" / case, ["t1n"])
+    raw = ds.build_raw_dataset(root / "raw", "regions", ["t1n"], train_ids, held_out, root / "images", root / "cases")
+    pp.preprocess_real(study["plans"], ["t1n"], train_ids, root / "images", root / "cases", root / "preprocessed",
+                       study["configuration"])
+    pp.build_preprocessed_dataset(study["root"] / "nnpre" / "regions", "regions", plans_file=study["plans"],
+                                  fingerprint_file=study["root"] / "fingerprint.json", modalities=["t1n"],
+                                  train_cases=train_ids, real_preprocessed=root / "preprocessed",
+                                  configuration=study["configuration"])
+    run_python(train_code(study, "regions", "regions", epochs=8, iterations_per_epoch=25, checkpoint_every=8))
+    predict(study["root"] / "runs" / "regions" / "model", raw / "imagesTs", root / "pred", ["t1n"],
+            case_ids=held_out, device="cpu", threads=1,
+            **{**schema_defaults()["segmentation"]["predict"], "use_mirroring": False})
+    table = evaluate(root / "pred", {c: cases[c] / "seg.nii.gz" for c in held_out}, root / "per_case.csv")
+
+    thresholds = {"et": 0.85, "tc": 0.7, "wt": 0.85}  # reached: ET ~0.97, TC ~0.83, WT ~0.97
+    for row in table.itertuples():
+        scores = {r: getattr(row, f"dice_{r}") for r in thresholds}
+        assert all(scores[r] >= t for r, t in thresholds.items()), f"{row.case_id}: Dice {scores}"
+        pred = np.asarray(nib.load(str(root / "pred" / f"{row.case_id}.nii.gz")).dataobj)
+        ref = np.asarray(nib.load(str(cases[row.case_id] / "seg.nii.gz")).dataobj)
+        # Each exported BraTS label on its own (NCR ~0.73, ED ~0.9, ET ~0.97) ...
+        for label in (1, 2, 3):
+            p, r = pred == label, ref == label
+            assert 2 * (p & r).sum() / (p.sum() + r.sum()) >= 0.5, f"{row.case_id}: label {label}"
+        # ... and the evaluation's regions, computed here from the BraTS definition.
+        for region, labels in {"et": [3], "tc": [1, 3], "wt": [1, 2, 3]}.items():
+            p, r = np.isin(pred, labels), np.isin(ref, labels)
+            assert scores[region] == pytest.approx(2 * (p & r).sum() / (p.sum() + r.sum()), rel=1e-12)
+
+
+def test_prediction_segments_as_nnunets_own_model_loading_does(study, run_a, tmp_path):
+    """predict() builds the network itself instead of nnU-Net's trainer lookup
+    (which imports every trainer nnU-Net ships) and, on the CPU, runs it
+    channels-last with one-tile batches doubled (oneDNN instead of the slow
+    reference convolution): the same segmentation as nnU-Net's
+    initialize_from_trained_model_folder with its default layout."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from tumorfab.segmentation.environment import nnunet_environment
+    from tumorfab.segmentation.trainers.nnUNetTrainerTumorfab import nnUNetTrainerTumorfab
+
+    # predict() builds nnUNetTrainer's network: the trainer must not change it
+    assert nnUNetTrainerTumorfab.build_network_architecture is nnUNetTrainer.build_network_architecture
+    with nnunet_environment():
+        predictor = nnUNetPredictor(
+            tile_step_size=schema_defaults()["segmentation"]["predict"]["tile_step_size"], use_gaussian=True,
+            use_mirroring=False, perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
+            verbose_preprocessing=False, allow_tqdm=False,
+        )
+        predictor.initialize_from_trained_model_folder(
+            str(study["root"] / "runs" / "a" / "model"), use_folds=(FOLD,), checkpoint_name="checkpoint_final.pth"
+        )
+        predictor.predict_from_files_sequential(
+            [[str(study["raw"] / "imagesTs" / f"{case}_0000.nii.gz")] for case in VAL_IDS],
+            [str(tmp_path / case) for case in VAL_IDS], save_probabilities=False, overwrite=True,
+        )
+    for case in VAL_IDS:
+        ours = np.asarray(nib.load(str(study["root"] / "runs" / "a" / "pred" / f"{case}.nii.gz")).dataobj)
+        theirs = np.asarray(nib.load(str(tmp_path / f"{case}.nii.gz")).dataobj)
+        assert np.mean(ours != theirs) <= 1e-3, case  # float rounding may flip a voxel at 0.5

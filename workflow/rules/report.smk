@@ -71,6 +71,8 @@ rule report_tables:
     params:
         table=lambda wildcards: config["tables"][wildcards.table],
         labels=get_table_labels,
+        # The configured seeds: a row lacking one is marked in the table.
+        seeds=config["segmentation"]["seeds"],
     script:
         "../scripts/report_tables.py"
 

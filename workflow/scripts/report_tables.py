@@ -10,4 +10,5 @@ with log_to(snakemake.log[0]):
         experiments=table["experiments"],
         labels=snakemake.params.labels,
         title=table.get("title") or snakemake.wildcards.table,
+        seeds=snakemake.params.seeds,
     )

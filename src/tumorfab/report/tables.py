@@ -23,6 +23,17 @@ What we chose where the paper is silent:
   case (e.g. HD95 with an empty prediction) does not poison the run's mean.
 - Rows whose experiment has no results in this run (a source not implemented
   in this version) are **left out**, never filled; the Markdown says which.
+- A row whose experiment lacks the evaluation of a **configured seed** (the
+  ``segmentation.seeds`` of the config; without them, the seeds any row of the
+  table has) rests on fewer seeds: its Method cell is marked ``† (seed 2
+  missing)`` and its mean ± std, Mean Diff and p-value use the seeds it has.
+
+Every table's Markdown has a caption under its title (issue #11 item 4): the
+seeds of every row, the held-out cases per region (a case whose reference
+lacks a region, typically ET, is scored by the convention below), the Dice
+convention for empty regions, the HD95 definition, and how the BraTS
+challenge's evaluation differs (:data:`DICE_CONVENTION`, :data:`HD95_DEFINITION`,
+:data:`BRATS_DIFFERENCE`, as ``tumorfab.segmentation.evaluate`` computes them).
 """
 
 from __future__ import annotations
@@ -54,6 +65,36 @@ TABLE_REGIONS = [
 ]
 DISPLAY_COLUMNS = ["Method", *(h for h, _, _ in TABLE_REGIONS), "Mean Diff (%)", "p-value"]
 _SEED_DIR = re.compile(r"^seed(\d+)$")
+#: Marks a row with a missing seed (Markdown).
+MISSING_SEED_MARK = "†"
+
+# What tumorfab.segmentation.evaluate computes (tests/test_segmentation_evaluate.py
+# checks the behaviour); printed under every table's title.
+#: Dice of a case and region, and the mean over cases.
+DICE_CONVENTION = (
+    "Dice per case and region is nnU-Net's (nnunetv2 compute_metrics, 2TP / (2TP + FP + FN) "
+    "of the region's mask). A region empty in both the reference and the prediction has no "
+    "Dice (NaN) and is skipped in the mean over cases, as in nnU-Net's own summary "
+    "(np.nanmean); a region empty in the reference but predicted scores 0 and is counted."
+)
+#: HD95 (per_case.csv and per_run.csv; not a column of the tables).
+HD95_DEFINITION = (
+    "HD95 (in per_case.csv and per_run.csv, not in this table) is MONAI's "
+    "compute_hausdorff_distance with percentile = 95: Euclidean distances in mm (voxel spacing "
+    "from the NIfTI header) between the boundary voxels of the predicted and the reference "
+    "region, symmetric (the larger of the two directed 95th percentiles, prediction to "
+    "reference and reference to prediction). Region empty in both: NaN, skipped in means. "
+    "Region empty in exactly one of them: the diagonal of the evaluated volume in mm "
+    "(373.13 mm on BraTS' 240 x 240 x 155 grid at 1 mm)."
+)
+#: How the BraTS challenge's evaluation scores empty regions, unlike ours.
+BRATS_DIFFERENCE = (
+    "The BraTS challenge's evaluation scores these cases differently: an empty prediction "
+    "with an empty reference scores Dice 1 and HD95 0 there (here NaN, skipped); an empty "
+    "prediction with a non-empty reference scores Dice 0 and HD95 373.13 there (here Dice 0 "
+    "and the volume's diagonal, 373.13 mm only on the full BraTS grid). Means here are "
+    "therefore not directly comparable with BraTS leaderboard numbers."
+)
 
 
 def evaluation_run(path: str | os.PathLike) -> tuple[str, int]:
@@ -102,12 +143,19 @@ def per_run_table(per_case: pd.DataFrame) -> pd.DataFrame:
     """One row per experiment × seed: means over cases of every metric, and ``dice_mean``.
 
     ``dice_mean`` is the mean of the run's ET, TC and WT Dice means (the
-    paper's "Mean" column); ``n_cases`` counts the evaluated cases.
+    paper's "Mean" column); ``n_cases`` counts the evaluated cases;
+    ``n_ref_{region}`` the cases whose reference holds the region (the
+    evaluation's lesion-wise sensitivity is NaN exactly when the reference has
+    no lesion of it); ``n_dice_{region}`` the cases in the run's Dice mean
+    (those with a Dice: not NaN, i.e. the region is in the reference or the
+    prediction).
     """
     columns = [
         "experiment",
         "seed",
         "n_cases",
+        *(f"n_ref_{r}" for r in REGION_KEYS),
+        *(f"n_dice_{r}" for r in REGION_KEYS),
         *METRIC_COLUMNS[:3],
         "dice_mean",
         *METRIC_COLUMNS[3:],
@@ -117,6 +165,9 @@ def per_run_table(per_case: pd.DataFrame) -> pd.DataFrame:
     grouped = per_case.groupby(["experiment", "seed"], sort=True)
     runs = grouped[METRIC_COLUMNS].mean()
     runs["n_cases"] = grouped["case_id"].count()
+    for r in REGION_KEYS:
+        runs[f"n_ref_{r}"] = grouped[f"lesion_sens_{r}"].count()
+        runs[f"n_dice_{r}"] = grouped[f"dice_{r}"].count()
     runs["dice_mean"] = runs[[f"dice_{r}" for r in REGION_KEYS]].mean(axis=1, skipna=False)
     return runs.reset_index()[columns]
 
@@ -154,24 +205,51 @@ def format_p(p: float) -> str:
     return f"{p:.2f}" if p >= 0.01 else f"{p:.1e}"
 
 
+def expected_seeds(
+    per_run: pd.DataFrame, experiments: Sequence[str], seeds: Sequence[int] | None = None
+) -> list[int]:
+    """The seeds every row of a table should rest on.
+
+    The configured seeds (``segmentation.seeds``) when given; otherwise every
+    seed any of the table's experiments has in ``per_run``.
+    """
+    if seeds is not None:
+        return sorted({int(s) for s in seeds})
+    rows = per_run[per_run["experiment"].isin(list(experiments))]
+    return sorted({int(s) for s in rows["seed"]})
+
+
+def _join_seeds(seeds: Iterable[int]) -> str:
+    return ", ".join(str(int(s)) for s in seeds)
+
+
+def missing_seed_note(missing: Sequence[int]) -> str:
+    """``"seed 2 missing"`` / ``"seeds 1, 2 missing"``."""
+    return f"seed{'s' if len(missing) > 1 else ''} {_join_seeds(missing)} missing"
+
+
 def summarize_experiments(
     per_run: pd.DataFrame,
     experiments: Sequence[str],
     labels: Mapping[str, str] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """One table of the paper: a row per available experiment, first = reference.
 
     Returns the display columns (``DISPLAY_COLUMNS``, strings in the paper's
     layout) followed by numeric columns for machines: ``experiment``,
-    ``n_seeds``, ``seeds``, ``{et,tc,wt,mean}_mean_pct``,
+    ``n_seeds``, ``seeds``, ``missing_seeds`` (of :func:`expected_seeds`, with
+    ``seeds`` the configured ones), ``{et,tc,wt,mean}_mean_pct``,
     ``{et,tc,wt,mean}_std_pct``, ``mean_diff_pct``, ``p_value``,
-    ``is_reference``. Experiments absent from ``per_run`` are left out.
+    ``is_reference``. Seed lists are ``;``-separated. Experiments absent
+    from ``per_run`` are left out.
     """
     if not experiments:
         raise ValueError("a table needs at least one experiment (the first is the reference)")
     labels = dict(labels or {})
     reference = experiments[0]
     available = set(per_run["experiment"])
+    expected = expected_seeds(per_run, experiments, seeds)
 
     def seeds_of(experiment: str) -> pd.DataFrame:
         return per_run[per_run["experiment"] == experiment].sort_values("seed")
@@ -189,6 +267,7 @@ def summarize_experiments(
             "experiment": experiment,
             "n_seeds": len(runs),
             "seeds": ";".join(str(int(s)) for s in runs["seed"]),
+            "missing_seeds": ";".join(str(s) for s in expected if s not in set(runs["seed"])),
         }
         for header, column, short in TABLE_REGIONS:
             mean, std = _mean_std(runs[column].to_numpy(float) * 100.0)
@@ -213,6 +292,7 @@ def summarize_experiments(
         "experiment",
         "n_seeds",
         "seeds",
+        "missing_seeds",
         *(f"{s}_{k}_pct" for _, _, s in TABLE_REGIONS for k in ("mean", "std")),
         "mean_diff_pct",
         "p_value",
@@ -225,23 +305,111 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
+def _seed_list(text: object) -> list[int]:
+    """``"0;1;2"`` (or a single seed read back from CSV as a number) as ints."""
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return []
+    return [int(float(s)) for s in str(text).split(";") if s.strip()]
+
+
+def _span(values: Iterable[int]) -> str:
+    """``"3"`` or ``"3–4"``: the values of a count over runs."""
+    values = sorted({int(v) for v in values})
+    return str(values[0]) if values[0] == values[-1] else f"{values[0]}–{values[-1]}"
+
+
+def seeds_caption(summary: pd.DataFrame, seeds: Sequence[int] | None = None) -> str:
+    """The seeds each row (by its Method) rests on; a row with a missing seed carries its mark.
+
+    ``seeds``: the configured seeds, named when given.
+    """
+    parts = []
+    for _, row in summary.iterrows():
+        name = row["Method"]
+        have, missing = _seed_list(row["seeds"]), _seed_list(row["missing_seeds"])
+        rests_on = f"seed{'s' if len(have) > 1 else ''} {_join_seeds(have)}"
+        text = f"{name}: {rests_on}"
+        if missing:
+            text = (
+                f"{name} {MISSING_SEED_MARK}: {rests_on} ({missing_seed_note(missing)}: "
+                f"no evaluation for {'it' if len(missing) == 1 else 'them'}; mean ± std, "
+                "Mean Diff and p-value "
+                f"rest on {len(have)} seed{'s' if len(have) != 1 else ''})"
+            )
+        parts.append(text)
+    configured = f" (configured: {_join_seeds(seeds)})" if seeds is not None else ""
+    return f"Seeds per row{configured}: " + "; ".join(parts) + "."
+
+
+def cases_caption(per_run: pd.DataFrame, experiments: Sequence[str]) -> str:
+    """Held-out cases per run, and per region how many have it in the reference.
+
+    Counts from ``per_run``'s ``n_cases``, ``n_ref_*`` and ``n_dice_*`` over the
+    runs of the table's ``experiments``.
+    """
+    runs = per_run[per_run["experiment"].isin(list(experiments))]
+    if runs.empty:
+        return ""
+    n_cases = _span(runs["n_cases"])
+    text = f"Held-out cases: {n_cases} per run."
+    if not all(f"n_ref_{r}" in runs.columns for r in REGION_KEYS):
+        return text + " (per_run.csv has no per-region case counts.)"
+    for r in REGION_KEYS:
+        name = r.upper()
+        n_ref = _span(runs[f"n_ref_{r}"])
+        text += f" {name}: {n_ref} of {n_cases} held-out cases have {name} in the reference"
+        if (runs[f"n_ref_{r}"] < runs["n_cases"]).any():
+            text += (
+                f"; each of the others is skipped in the {name} Dice mean of a run that predicts "
+                f"no {name} in it (Dice NaN) and counts with Dice 0 in a run that does, so the "
+                f"{name} means rest on {_span(runs[f'n_dice_{r}'])} cases per run."
+            )
+        else:
+            text += "."
+    return text
+
+
 def table_markdown(
     summary: pd.DataFrame,
     title: str,
     experiments: Sequence[str],
+    per_run: pd.DataFrame | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> str:
-    """The table in Markdown, in the paper's layout, with a caption saying how it was computed.
+    """The table in Markdown, in the paper's layout, with a caption under the title.
 
-    The reference row's label is in italics (as the paper's Baseline); the
-    best mean of each Dice column is in bold (the paper: "The best performance
-    in each column is highlighted in bold"), ties (at the printed precision)
-    all bold, only when there are two rows or more.
+    The caption says how the numbers were computed, the seeds each row rests
+    on (``seeds``: the configured ones), the held-out cases per region (from
+    ``per_run``, when given), the Dice convention for empty regions, the HD95
+    definition and how BraTS' evaluation differs. A row with a missing seed is
+    marked ``† (seed 2 missing)`` in its Method cell. The reference row's
+    label is in italics (as the paper's Baseline); the best mean of each Dice
+    column is in bold (the paper: "The best performance in each column is
+    highlighted in bold"), ties (at the printed precision) all bold, only when
+    there are two rows or more.
     """
+    reference = experiments[0]
+    caption = [
+        "Dice in % as mean ± standard deviation over seeds (sample standard deviation, "
+        "ddof = 1). Mean = average of the ET, TC and WT Dice of a run. "
+        f"Mean Diff = difference of Mean to the reference row ({reference}). p-value: two-tailed "
+        "Student's two-sample t-test (equal variances) of the per-seed mean Dice against the "
+        "reference row. Bold: the best mean of each Dice column.",
+    ]
+    if len(summary):
+        caption.append(seeds_caption(summary, seeds))
+    if per_run is not None:
+        cases = cases_caption(per_run, list(summary["experiment"]))
+        if cases:
+            caption.append(cases)
+    caption.append(f"{DICE_CONVENTION} {HD95_DEFINITION} {BRATS_DIFFERENCE}")
+
     arrows = {"p-value": "↓"}
     headers = [h if h == "Method" else f"{h} {arrows.get(h, '↑')}" for h in DISPLAY_COLUMNS]
-    lines = [
-        f"## {title}",
-        "",
+    lines = [f"## {title}", ""]
+    for paragraph in caption:
+        lines += [paragraph, ""]
+    lines += [
         "| " + " | ".join(headers) + " |",
         "| --- |" + " ---: |" * (len(headers) - 1),
     ]
@@ -257,6 +425,9 @@ def table_markdown(
             text = _md_cell(row[column])
             if column == "Method" and row["is_reference"]:
                 text = f"*{text}*"
+            missing = _seed_list(row["missing_seeds"])
+            if column == "Method" and missing:
+                text += f" {MISSING_SEED_MARK} ({missing_seed_note(missing)})"
             for header, _, short in TABLE_REGIONS:
                 if (
                     column == header
@@ -266,16 +437,7 @@ def table_markdown(
                     text = f"**{text}**"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
-    reference = experiments[0]
-    seeds = sorted({s for text in summary["seeds"] for s in str(text).split(";") if s}, key=int)
-    notes = [
-        "",
-        "Dice in % as mean ± standard deviation over seeds (sample standard deviation, ddof = 1; "
-        f"seeds: {', '.join(seeds) if seeds else 'none'}). Mean = average of the ET, TC and WT Dice of a run. "
-        f"Mean Diff = difference of Mean to the reference row ({reference}). p-value: two-tailed "
-        "Student's two-sample t-test (equal variances) of the per-seed mean Dice against the "
-        "reference row. Bold: the best mean of each Dice column.",
-    ]
+    notes = []
     left_out = [e for e in experiments if e not in set(summary["experiment"])]
     if left_out:
         notes += ["", f"Left out (no results in this run): {', '.join(left_out)}."]
@@ -304,10 +466,16 @@ def write_table(
     experiments: Sequence[str],
     labels: Mapping[str, str] | None = None,
     title: str | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> pd.DataFrame:
-    """Write one of the paper's tables as CSV and Markdown from ``per_run.csv``."""
+    """Write one of the paper's tables as CSV and Markdown from ``per_run.csv``.
+
+    ``seeds``: the configured seeds (``segmentation.seeds``); a row lacking
+    one of them is marked. None: the seeds any row of the table has.
+    """
     per_run = pd.read_csv(per_run_path)
-    summary = summarize_experiments(per_run, experiments, labels)
+    summary = summarize_experiments(per_run, experiments, labels, seeds)
     save_csv(summary, out_csv)
-    save_text(table_markdown(summary, title or Path(out_md).stem, experiments), out_md)
+    markdown = table_markdown(summary, title or Path(out_md).stem, experiments, per_run, seeds)
+    save_text(markdown, out_md)
     return summary
