@@ -134,4 +134,18 @@ def evaluation_csv(experiment, seed):
 # Load it with tumorfab.segmentation.features.load_feature_extractor.
 FEATURE_EXTRACTOR_DIR = model_dir(BASELINE_EXPERIMENT, SEEDS[0])
 
+# Scheduler priority of the jobs on the study's critical path (F's training,
+# TF-Aug's fit and generation, TF-GAN's training and refinement): more than
+# half of the trainings wait for them, so they run as soon as they can
+# rather than after whichever training Snakemake picks first.
+CRITICAL_PATH_PRIORITY = 10
+
+
+def training_priority(wildcards):
+    """F's training (the baseline's first seed) first: TF-Aug, TF-GAN and every
+    experiment of their sources wait for it; the other trainings after."""
+    is_f = model_dir(wildcards.experiment, wildcards.seed) == FEATURE_EXTRACTOR_DIR
+    return CRITICAL_PATH_PRIORITY if is_f else 0
+
+
 REPORT_DIR = "results/report"

@@ -200,6 +200,7 @@ rule nnunet_train:
         "logs/nnunet_train/{experiment}/seed{seed}.log",
     benchmark:
         "results/benchmarks/nnunet_train/{experiment}/seed{seed}.tsv"
+    priority: training_priority
     conda:
         "../../envs/tumorfab.yaml"
     threads: SEG["threads"]

@@ -28,6 +28,7 @@ rule train_tfgan:
         "logs/train_tfgan/train_tfgan.log",
     benchmark:
         "results/benchmarks/train_tfgan/train_tfgan.tsv"
+    priority: CRITICAL_PATH_PRIORITY
     conda:
         "../../envs/tumorfab.yaml"
     threads: config["tfgan"]["threads"]
@@ -58,6 +59,7 @@ rule generate_tf:
         "logs/generate_tf/generate_tf.log",
     benchmark:
         "results/benchmarks/generate_tf/generate_tf.tsv"
+    priority: CRITICAL_PATH_PRIORITY
     conda:
         "../../envs/tumorfab.yaml"
     threads: config["tfgan"]["threads"]

@@ -4,7 +4,8 @@ The paper fits TF-Aug's intensities and trains TF-GAN's class-wise perceptual
 loss on features of "the first layers" of the baseline segmentation network's
 encoder. F loads a trained model folder (plans, dataset.json,
 ``fold_all/checkpoint_final.pth``), builds the network with nnU-Net's own
-builder (the trainer's ``build_network_architecture``), and keeps the first
+builder (:func:`tumorfab.segmentation.model.load_trained_model`: what the
+trainer's ``build_network_architecture`` builds), and keeps the first
 ``n_stages`` encoder stages, frozen and in eval mode.
 
 F takes pipeline images (``[B, C, X, Y, Z]`` in nibabel's axis order, brain
@@ -31,17 +32,12 @@ reference grid the baseline was trained on). Gradients flow to the image.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage
 from torch import nn
-
-from tumorfab.segmentation.environment import nnunet_environment
-from tumorfab.segmentation.train import FOLD
 
 #: nnU-Net's NibabelIO reverses the axes of a NIfTI array (to SimpleITK's order).
 _READER_AXES = (2, 1, 0)
@@ -159,26 +155,10 @@ def load_feature_extractor(
     ``fold_all/checkpoint_final.pth`` (``results/segmentation/models/
     {baseline}/seed{seed}``). ``device`` None: the GPU when there is one.
     """
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from tumorfab.segmentation.model import load_trained_model
 
-    model_dir = Path(model_dir)
-    plans = json.loads((model_dir / "plans.json").read_text())
-    ds_json = json.loads((model_dir / "dataset.json").read_text())
-    checkpoint = torch.load(model_dir / f"fold_{FOLD}" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    manager = PlansManager(plans)
-    config = manager.get_configuration(checkpoint["init_args"]["configuration"])
-    with nnunet_environment():
-        trainer_class = recursive_find_trainer_class_by_name(checkpoint["trainer_name"])
-    network = trainer_class.build_network_architecture(
-        manager,
-        config,
-        determine_num_input_channels(manager, config, ds_json),
-        manager.get_label_manager(ds_json).num_segmentation_heads,
-        enable_deep_supervision=False,
-    )
-    network.load_state_dict(checkpoint["network_weights"])
+    model = load_trained_model(model_dir)
+    network, manager, config = model.network, model.plans_manager, model.configuration
     encoder = network.encoder
     available = len(encoder.stages)
     if not 1 <= n_stages <= available:

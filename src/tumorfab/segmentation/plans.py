@@ -17,7 +17,8 @@ Choices made here (the paper is silent):
   dataset was cropped (the demo's volumes are), not on the data.
 - Overrides for small machines (the demo): ``patch_size``, ``base_features`` /
   ``max_features`` (the network's width per stage, ``min(max, base * 2**i)``
-  as nnU-Net computes it) and ``batch_size`` add a configuration
+  as nnU-Net computes it), ``batch_size`` and ``n_conv_per_stage``
+  (convolutions per encoder and decoder stage, nnU-Net 2) add a configuration
   ``3d_fullres_tumorfab`` that ``inherits_from`` 3d_fullres; the network
   topology for a new patch size comes from nnU-Net's
   ``get_pool_and_conv_props``. It reuses 3d_fullres's preprocessed data.
@@ -51,9 +52,10 @@ def configuration_name(
     base_features: int | None,
     max_features: int | None,
     batch_size: int | None,
+    n_conv_per_stage: int | None = None,
 ) -> str:
     """The configuration trained: 3d_fullres, or 3d_fullres_tumorfab when any override is set."""
-    overrides = (patch_size, base_features, max_features, batch_size)
+    overrides = (patch_size, base_features, max_features, batch_size, n_conv_per_stage)
     return BASE_CONFIGURATION if all(v is None for v in overrides) else CUSTOM_CONFIGURATION
 
 
@@ -63,6 +65,7 @@ def _custom_configuration(
     base_features: int | None,
     max_features: int | None,
     batch_size: int | None,
+    n_conv_per_stage: int | None = None,
 ) -> dict:
     """A configuration inheriting from 3d_fullres with the given overrides."""
     from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
@@ -94,6 +97,9 @@ def _custom_configuration(
         first = base_features if base_features is not None else 32
         cap = max_features if max_features is not None else 320
         kwargs["features_per_stage"] = [min(cap, first * 2**i) for i in range(n_stages)]
+    if n_conv_per_stage is not None:
+        kwargs["n_conv_per_stage"] = [int(n_conv_per_stage)] * n_stages
+        kwargs["n_conv_per_stage_decoder"] = [int(n_conv_per_stage)] * (n_stages - 1)
     custom["architecture"] = arch
     if batch_size is not None:
         custom["batch_size"] = int(batch_size)
@@ -109,6 +115,7 @@ def plan_experiment(
     max_features: int | None,
     batch_size: int | None,
     num_processes: int = 1,
+    n_conv_per_stage: int | None = None,
 ) -> dict:
     """Plan nnU-Net on a raw dataset (the real training cases) and write the shared plan.
 
@@ -150,10 +157,9 @@ def plan_experiment(
         for scheme, used in zip(fullres["normalization_schemes"], fullres["use_mask_for_norm"])
     ]
     plans["configurations"] = {BASE_CONFIGURATION: fullres}
-    if configuration_name(patch_size, base_features, max_features, batch_size) == CUSTOM_CONFIGURATION:
-        plans["configurations"][CUSTOM_CONFIGURATION] = _custom_configuration(
-            fullres, patch_size, base_features, max_features, batch_size
-        )
+    overrides = (patch_size, base_features, max_features, batch_size, n_conv_per_stage)
+    if configuration_name(*overrides) == CUSTOM_CONFIGURATION:
+        plans["configurations"][CUSTOM_CONFIGURATION] = _custom_configuration(fullres, *overrides)
     _write_json(plans, out_plans)
     _write_text(fingerprint, out_fingerprint)
     return plans

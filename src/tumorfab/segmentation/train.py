@@ -105,13 +105,15 @@ def train(
     data_augmentation_workers: int | None,
     threads: int,
     pretrained_model: str | os.PathLike | None = None,
+    initial_lr: float | None = None,
 ) -> Path:
     """Train (or resume) nnU-Net on ``experiment`` and export the model to ``model_dir``.
 
     ``preprocessed_root`` plays ``nnUNet_preprocessed`` (holds
     ``Dataset001_{experiment}``); ``work_root`` plays ``nnUNet_results`` for
     this seed (checkpoints, logs); ``pretrained_model``: a model folder to
-    fine-tune from (None: from scratch). Call from a ``__main__``-guarded
+    fine-tune from (None: from scratch); ``initial_lr``: the SGD's initial
+    learning rate (None: nnU-Net's 0.01). Call from a ``__main__``-guarded
     script. Returns ``model_dir``.
     """
     import torch
@@ -136,6 +138,7 @@ def train(
         "val_iterations_per_epoch": val_iterations_per_epoch,
         "device": torch_device.type,
         "data_augmentation_workers": workers,
+        **({} if initial_lr is None else {"initial_lr": initial_lr}),  # absent: keys of older runs stay valid
     }
     pretrained = None if pretrained_model is None else pretrained_checkpoint(pretrained_model)
     key = _training_key(settings, preprocessed, pretrained)
@@ -161,6 +164,7 @@ def train(
         "TUMORFAB_ITERATIONS": iterations_per_epoch,
         "TUMORFAB_VAL_ITERATIONS": val_iterations_per_epoch,
         "TUMORFAB_CHECKPOINT_EVERY": checkpoint_every,
+        "TUMORFAB_INITIAL_LR": initial_lr,
     }
     final = fold_dir / "checkpoint_final.pth"
     latest = fold_dir / "checkpoint_latest.pth"
