@@ -139,10 +139,16 @@ def test_patients_have_different_brains(cohort):
     assert not np.array_equal(brains[1], brains[2])
 
 
-def test_lesion_is_darker_than_the_rest_of_the_brain(cohort):
+def test_each_lesion_label_has_its_own_intensity_band(cohort):
+    """NCR darker than ED, ED darker than grey matter, ET brighter than any healthy tissue."""
     for case in cases():
         image, seg = t1n_and_seg(cohort, case)
-        assert image[seg > 0].mean() < image[(seg == 0) & (image > 0)].mean(), case
+        healthy = image[(seg == 0) & (image > 0)]
+        # label interiors: the intensity edges are soft (sigma 0.5 voxel)
+        core = {label: image[ndimage.binary_erosion(seg == label)] for label in (1, 2, 3)}
+        core[1] = core[1] if core[1].size else image[seg == 1]
+        assert np.median(core[1]) < np.median(core[2]) < np.percentile(healthy, 25), case
+        assert np.median(core[3]) > np.percentile(healthy, 99.5), case
 
 
 def test_necrotic_core_is_the_darkest_label(cohort):

@@ -98,11 +98,19 @@ LESION_GROWTH = (1.15, 1.35)
 LESION_SHAPE_NOISE = 0.3
 #: Amplitude of the irregular NCR/ET boundaries, same units.
 LESION_CORE_NOISE = 0.08
-#: T1 intensities: NCR and ET absolute, as a fraction of the patient's white
-#: matter; ED a factor on the underlying tissue (oedema darkens what is there).
+#: Lesion intensities, as a fraction of the patient's white matter, each label
+#: in its own band so that a small network learns the three regions in a few
+#: hundred iterations (the demo's nnU-Net): NCR darker than any healthy tissue,
+#: ED a flat dark level (oedema washes out the grey/white contrast) between
+#: CSF and grey matter, ET an enhancing rim brighter than any healthy tissue
+#: (the template's brain reaches 1.06 x white), as on a contrast T1. The
+#: template sampled at 3 mm spans 0.40-1.06 x white (0.5-99.5 %).
 NCR_LEVEL = (0.20, 0.35)
-ET_LEVEL = (0.45, 0.60)
-ED_FACTOR = (0.65, 0.80)
+ED_LEVEL = (0.50, 0.60)
+ET_LEVEL = (1.20, 1.40)
+#: Thinnest ET rim, in voxels (and at least 3 mm): a rim of one voxel is mostly
+#: partial volume, which a network learns late or never.
+ET_RIM_VOXELS = 2.0
 #: Multiplicative texture amplitude inside the lesion.
 LESION_TEXTURE = 0.08
 
@@ -170,10 +178,12 @@ def make_demo_cohort(
       irregular boundaries (smooth random fields added to the ellipsoidal
       radius): NCR (1) core, ET (3) rim around it, ED (2) around both; labels
       are clipped to the brain mask, and a draw lacking a label is redrawn.
-      T1 hypo-intense: NCR darkest (``NCR_LEVEL``), ET a level between
-      (``ET_LEVEL``), ED a darkening factor on the tissue (``ED_FACTOR``); a
-      smooth multiplicative texture (``LESION_TEXTURE``); soft intensity edges
-      (Gaussian sigma 0.5 voxel) while the labels stay hard. No mass effect.
+      Each label its own intensity band: NCR darkest (``NCR_LEVEL``), ED a
+      flat dark level (``ED_LEVEL``), ET a bright enhancing rim of at least
+      ``ET_RIM_VOXELS`` voxels (``ET_LEVEL``, above any healthy tissue, as on
+      a contrast T1); a smooth multiplicative texture (``LESION_TEXTURE``);
+      soft intensity edges (Gaussian sigma 0.5 voxel) while the labels stay
+      hard. No mass effect.
     * Timepoint 001: the same anatomy, the lesion grown by a factor in
       ``LESION_GROWTH`` about the same centre with the same irregular shape and
       a larger necrotic fraction; a new acquisition noise and texture draw.
@@ -399,7 +409,7 @@ class _Lesion:
     growth: float
     shape_field: SmoothField
     core_field: SmoothField  # (2 components: NCR/ET boundary, ET rim thickness)
-    levels: tuple[float, float, float]  # NCR level, ET level (x white), ED factor
+    levels: tuple[float, float, float]  # NCR, ET and ED levels (x white)
 
 
 def _draw_lesion(
@@ -413,14 +423,15 @@ def _draw_lesion(
     """
     spacing = grid.spacing
     inside = ndimage.distance_transform_edt(anatomy.brain, sampling=spacing)
-    levels = (rng.uniform(*NCR_LEVEL), rng.uniform(*ET_LEVEL), rng.uniform(*ED_FACTOR))
+    levels = (rng.uniform(*NCR_LEVEL), rng.uniform(*ET_LEVEL), rng.uniform(*ED_LEVEL))
     r_min = max(LESION_RADIUS_MM, LESION_RADIUS_VOXELS * voxel_mm)
     for _ in range(50):
         radius = rng.uniform(r_min, r_min + LESION_RADIUS_SPREAD_MM)
         axes = radius * rng.uniform(0.8, 1.2, size=3)
         rotation = Rotation.random(random_state=rng).as_matrix()
         ncr = rng.uniform(0.3, 0.45)
-        et_thickness = rng.uniform(max(3.0, 1.2 * voxel_mm), max(3.0, 1.2 * voxel_mm) + 3.0)
+        rim = max(3.0, ET_RIM_VOXELS * voxel_mm)
+        et_thickness = rng.uniform(rim, rim + 3.0)
         growth = rng.uniform(*LESION_GROWTH)
         # The core (NCR + ET) at its largest must lie inside the brain.
         core_reach = axes.max() * (
@@ -494,11 +505,11 @@ def _patient_scan(
     points = grid.points(region)
     lo, hi = points.min(1), points.max(1)
     texture = 1 + LESION_TEXTURE * SmoothField.draw(rng, lo, hi, 4.0).on_axes(grid.axes(region))[0]
-    ncr_level, et_level, ed_factor = lesion.levels
+    ncr_level, et_level, ed_level = lesion.levels
     targets = {
         NCR: ncr_level * anatomy.white * texture,
         ET: et_level * anatomy.white * texture,
-        ED: ed_factor * tissue * texture,
+        ED: ed_level * anatomy.white * texture,
     }
     blended = tissue.copy()
     for label, target in targets.items():
