@@ -7,6 +7,10 @@
 # Uses from common.smk: config, EXPERIMENTS, TRAIN_CASES, VAL_CASES, SEEDS,
 # the paths (paths.smk), the "segmentation" section (SEG, SEG_MODALITIES,
 # SEG_CONFIGURATION, the get_* input functions).
+# Scheduling: every job that prepares data for nnU-Net, and F's training, has
+# CRITICAL_PATH_PRIORITY (paths.smk): trainings wait for them, never the
+# reverse, so F and the synthetic sources' datasets are ready as early as
+# possible.
 
 
 rule nnunet_image_real:
@@ -17,6 +21,7 @@ rule nnunet_image_real:
         [case_file(nnunet_image_dir("real", "{case}"), m) for m in SEG_MODALITIES],
     log:
         "logs/nnunet_image_real/{case}.log",
+    priority: CRITICAL_PATH_PRIORITY
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
@@ -40,6 +45,7 @@ rule nnunet_images_synthetic:
         "logs/nnunet_images_synthetic/{source}.log",
     wildcard_constraints:
         source="|".join(SYNTHETIC_SOURCES) or "(?!)",
+    priority: CRITICAL_PATH_PRIORITY
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
@@ -68,6 +74,7 @@ rule nnunet_raw_dataset:
         directory(NNUNET_RAW_ROOT),
     log:
         "logs/nnunet_raw_dataset/nnunet_raw_dataset.log",
+    priority: CRITICAL_PATH_PRIORITY
     localrule: True
     conda:
         "../../envs/tumorfab.yaml"
@@ -92,6 +99,7 @@ rule nnunet_plan:
         "logs/nnunet_plan/nnunet_plan.log",
     benchmark:
         "results/benchmarks/nnunet_plan/nnunet_plan.tsv"
+    priority: CRITICAL_PATH_PRIORITY
     conda:
         "../../envs/tumorfab.yaml"
     threads: 2
@@ -120,6 +128,7 @@ rule nnunet_preprocess_real:
         "logs/nnunet_preprocess_real/nnunet_preprocess_real.log",
     benchmark:
         "results/benchmarks/nnunet_preprocess_real/nnunet_preprocess_real.tsv"
+    priority: CRITICAL_PATH_PRIORITY
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
@@ -149,6 +158,7 @@ rule nnunet_preprocess_synthetic:
         "results/benchmarks/nnunet_preprocess_synthetic/{source}.tsv"
     wildcard_constraints:
         source="|".join(SYNTHETIC_SOURCES) or "(?!)",
+    priority: CRITICAL_PATH_PRIORITY
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
@@ -177,6 +187,7 @@ rule nnunet_preprocessed_dataset:
         directory(nnunet_root("{experiment}", "nnUNet_preprocessed")),
     log:
         "logs/nnunet_preprocessed_dataset/{experiment}.log",
+    priority: CRITICAL_PATH_PRIORITY
     localrule: True
     conda:
         "../../envs/tumorfab.yaml"
