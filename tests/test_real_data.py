@@ -13,6 +13,7 @@ short: the SyN stage is the same code, tested on the demo cohort.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -112,19 +113,23 @@ def registered(work, stripped):
         affine[:3, 3] += FAR_AWAY_MM
         nib.save(nib.Nifti1Image(np.asarray(image.dataobj), affine), str(moved / file))
     out = work / "registered" / "swm"
-    similarity = register_to_reference(
-        moved / "t1n.nii.gz", moved / "brainmask.nii.gz",
-        folder / f"{CASE}-t1n.nii.gz", folder / f"{CASE}-seg.nii.gz",
-        out / "t1n.nii.gz", out / "brainmask.nii.gz", out / "qc.png",
-        type_of_transform="Affine", interpolator="linear", seed=2025,
-    )
-    return out, similarity
+    scratch = work / "registration_tmp"
+    scratch.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(scratch))
+        similarity = register_to_reference(
+            moved / "t1n.nii.gz", moved / "brainmask.nii.gz",
+            folder / f"{CASE}-t1n.nii.gz", folder / f"{CASE}-seg.nii.gz",
+            out / "t1n.nii.gz", out / "brainmask.nii.gz", out / "qc.png",
+            type_of_transform="Affine", interpolator="linear", seed=2025,
+        )
+    return out, similarity, scratch
 
 
 @pytest.fixture(scope="module")
 def healthy_case(work, registered):
     out = work / "preprocess" / "healthy" / "swm"
-    folder, _ = registered
+    folder, _, _ = registered
     normalize_healthy_scan(folder / "t1n.nii.gz", folder / "brainmask.nii.gz", out, "t1n", **NORMALIZE)
     return out
 
@@ -154,7 +159,7 @@ def test_atlas_brain_volume_is_plausible_on_every_real_head(work, stripped, name
 
 
 def test_registration_puts_a_far_away_head_on_the_brats_grid(work, registered):
-    folder, similarity = registered
+    folder, similarity, scratch = registered
     image = nib.load(str(folder / "t1n.nii.gz"))
     reference = nib.load(str(REAL / "brats" / CASE / f"{CASE}-t1n.nii.gz"))
     head, grid = world_box(nib.load(str(work / "stripped" / "swm_moved" / "t1n.nii.gz"))), world_box(reference)
@@ -164,6 +169,7 @@ def test_registration_puts_a_far_away_head_on_the_brats_grid(work, registered):
     brain = load(folder / "brainmask.nii.gz") > 0
     assert dice(brain, np.asarray(reference.dataobj) != 0) >= 0.85
     assert (folder / "qc.png").stat().st_size > 0
+    assert not list(scratch.iterdir()), "ANTs left its transforms in the temporary folder"
 
 
 def test_normalized_real_and_healthy_cases_are_in_range(real_case, healthy_case):

@@ -1,3 +1,4 @@
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -68,8 +69,14 @@ def _atlas(head: Path, out: Path, volume_range=(900, 2000)) -> dict:
     )
 
 
-def test_atlas_skull_stripping_of_a_posed_head_is_plausible_and_byte_identical_twice(coarse_real_head, tmp_path):
+def test_atlas_skull_stripping_of_a_posed_head_is_plausible_and_byte_identical_twice(
+    coarse_real_head, tmp_path, monkeypatch
+):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     first, second = _atlas(coarse_real_head, tmp_path / "a"), _atlas(coarse_real_head, tmp_path / "b")
+    assert not list(scratch.iterdir()), "ANTs left its transforms in the temporary folder"
     assert 1000 <= first["brain_volume_ml"] <= 1800
     assert first == second
     for name in ("t1n.nii.gz", "brainmask.nii.gz"):

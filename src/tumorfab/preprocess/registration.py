@@ -75,16 +75,17 @@ def register_to_reference(
             mask=metric_mask,
             moving_mask=moving_brain,
             mask_all_stages=True,
+            outprefix=str(Path(scratch) / "registration_"),
         )
-    warped = ants.apply_transforms(
-        fixed=fixed, moving=moving, transformlist=result["fwdtransforms"], interpolator=interpolator
-    )
-    warped_mask = ants.apply_transforms(
-        fixed=fixed,
-        moving=moving_brain,
-        transformlist=result["fwdtransforms"],
-        interpolator="genericLabel",
-    )
+        warped = ants.apply_transforms(
+            fixed=fixed, moving=moving, transformlist=result["fwdtransforms"], interpolator=interpolator
+        )
+        warped_mask = ants.apply_transforms(
+            fixed=fixed,
+            moving=moving_brain,
+            transformlist=result["fwdtransforms"],
+            interpolator="genericLabel",
+        )
     mask = (warped_mask.numpy() > 0.5).astype(np.uint8)
     image = np.where(mask > 0, np.maximum(warped.numpy(), 0.0), 0.0).astype(np.float32)
     save_nifti(image, reference.affine, out_image)

@@ -160,16 +160,17 @@ def atlas_mask(image: nib.Nifti1Image, type_of_transform: str, seed: int) -> np.
             initial_transform=centre_alignment(template_brain, head, Path(scratch) / "centre.mat"),
             mask=metric_mask,
             mask_all_stages=True,
+            outprefix=str(Path(scratch) / "registration_"),
         )
-    inverse = result["invtransforms"]
-    # ANTs works in world space: the scan's own grid takes the mask directly.
-    warped = ants.apply_transforms(
-        fixed=to_ants(image),
-        moving=template_brain,
-        transformlist=inverse,
-        whichtoinvert=[True] + [False] * (len(inverse) - 1),
-        interpolator="linear",
-    )
+        inverse = result["invtransforms"]
+        # ANTs works in world space: the scan's own grid takes the mask directly.
+        warped = ants.apply_transforms(
+            fixed=to_ants(image),
+            moving=template_brain,
+            transformlist=inverse,
+            whichtoinvert=[True] + [False] * (len(inverse) - 1),
+            interpolator="linear",
+        )
     return _largest_component_filled(warped.numpy() > 0.5)
 
 
