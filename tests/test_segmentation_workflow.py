@@ -85,8 +85,8 @@ def test_plan_once_preprocess_each_case_once_train_every_experiment_and_seed(tmp
         "nnunet_preprocess_synthetic": 1,
         "nnunet_preprocessed_dataset": 2,
         "nnunet_train": 6,
-        "nnunet_predict": 6,
-        "nnunet_evaluate": 6,
+        "nnunet_predict": 2,  # one job per experiment, for all its seeds
+        "nnunet_evaluate": 2,  # one job per experiment, for all its seeds
         "segmentation_all": 1,
     }
 

@@ -3,7 +3,8 @@
 # cases (links) -> one plan on the real training set -> each case preprocessed
 # once, linked into every experiment's preprocessed dataset -> train (fold
 # all) per experiment and seed, resumable -> predict the held-out cases ->
-# evaluate. The baseline's first-seed model is also F (rule feature_extractor).
+# evaluate (one job per experiment for both: all its seeds). The baseline's
+# first-seed model is also F (rule feature_extractor).
 # Uses from common.smk: config, EXPERIMENTS, TRAIN_CASES, VAL_CASES, SEEDS,
 # the paths (paths.smk), the "segmentation" section (SEG, SEG_MODALITIES,
 # SEG_CONFIGURATION, the get_* input functions).
@@ -228,15 +229,17 @@ rule nnunet_train:
 
 
 rule nnunet_predict:
+    """All seeds of one experiment in one job, one model after the other: on
+    the demo's CPU, starting a job (imports) costs as much as its predictions."""
     input:
-        model=model_dir("{experiment}", "{seed}"),
+        models=[model_dir("{experiment}", seed) for seed in SEEDS],
         raw=NNUNET_RAW_ROOT,
     output:
-        directory(prediction_dir("{experiment}", "{seed}")),
+        [directory(prediction_dir("{experiment}", seed)) for seed in SEEDS],
     log:
-        "logs/nnunet_predict/{experiment}/seed{seed}.log",
+        "logs/nnunet_predict/{experiment}.log",
     benchmark:
-        "results/benchmarks/nnunet_predict/{experiment}/seed{seed}.tsv"
+        "results/benchmarks/nnunet_predict/{experiment}.tsv"
     conda:
         "../../envs/tumorfab.yaml"
     threads: SEG["threads"]
@@ -255,13 +258,15 @@ rule nnunet_predict:
 
 
 rule nnunet_evaluate:
+    """All seeds of one experiment in one job: the metrics take well under a
+    second per demo case, the imports (nnU-Net, MONAI) ~10 s of CPU per job."""
     input:
-        predictions=prediction_dir("{experiment}", "{seed}"),
+        predictions=[prediction_dir("{experiment}", seed) for seed in SEEDS],
         references=[case_file(real_case_dir(case), "seg") for case in VAL_CASES],
     output:
-        evaluation_csv("{experiment}", "{seed}"),
+        [evaluation_csv("{experiment}", seed) for seed in SEEDS],
     log:
-        "logs/nnunet_evaluate/{experiment}/seed{seed}.log",
+        "logs/nnunet_evaluate/{experiment}.log",
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
