@@ -303,17 +303,25 @@ def run_training(
 
 
 def plot_losses(rows: pd.DataFrame, columns: Sequence[str], title: str, out_png: str | os.PathLike) -> None:
-    """The loss curves of a training, one panel per column of ``rows``, against the step."""
+    """The loss curves of a training, one panel per column of ``rows``, against the step.
+
+    Each step's value (thin), and the mean over the last epoch's worth of
+    steps (thick): a GAN's per-step losses swing with each crop, and only the
+    running mean shows whether a term still falls or has levelled off.
+    """
     columns = list(columns)
     ncols = math.ceil(math.sqrt(len(columns)))
     nrows = math.ceil(len(columns) / ncols)
     figure = Figure(figsize=(4 * ncols, 2.75 * nrows), layout="constrained")
     axes = np.atleast_1d(figure.subplots(nrows, ncols)).ravel()
+    window = int(rows.groupby("epoch").size().max()) if len(rows) else 1
     for ax, column in zip(axes, columns):
-        ax.plot(rows["step"], rows[column], lw=0.8)
+        ax.plot(rows["step"], rows[column], lw=0.6, alpha=0.6, label="step")
+        ax.plot(rows["step"], rows[column].rolling(window, min_periods=1).mean(), lw=1.8, label=f"mean of last {window} steps")
         ax.set_title(column)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
     for ax in axes[len(columns) :]:
         ax.set_visible(False)
     figure.suptitle(title)
