@@ -17,8 +17,7 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	touch $@
 
 demo: env
-	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
-	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml --report results/report.html
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml --report results/report.html --report-after-run
 
 test: env
 	$(BIN)/python -m pytest -q

@@ -139,6 +139,11 @@ FEATURE_EXTRACTOR_DIR = model_dir(BASELINE_EXPERIMENT, SEEDS[0])
 # half of the trainings wait for them, so they run as soon as they can
 # rather than after whichever training Snakemake picks first.
 CRITICAL_PATH_PRIORITY = 10
+# The healthy scans' chain (skull strip, register, normalize) just below:
+# TF-Aug's fit waits for it and for F, and F's chain (the real cases, nnU-Net's
+# plan and preprocessing, F's training) is the longer and more serial one,
+# so it goes first and the healthy scans fill the other core meanwhile.
+HEALTHY_SCANS_PRIORITY = CRITICAL_PATH_PRIORITY - 1
 
 
 # Priority of the trainings of a fine-tuning chain (an experiment with

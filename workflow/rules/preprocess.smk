@@ -1,9 +1,10 @@
 # Stage 2: skull stripping, registration to a real reference, and intensity
 # normalization to [-1, 1] of healthy scans; the same normalization of real cases.
-# Scheduling: all of it has CRITICAL_PATH_PRIORITY (paths.smk). F's training
-# waits for the real cases, TF-Aug's fit for every healthy scan, and more than
-# half of the trainings wait for TF-Aug; a healthy scan left behind the first
-# trainings would hold all of them up.
+# Scheduling: the real cases have CRITICAL_PATH_PRIORITY, the healthy scans
+# HEALTHY_SCANS_PRIORITY (paths.smk). F's training waits for the real cases,
+# TF-Aug's fit for F and every healthy scan, and more than half of the
+# trainings wait for TF-Aug; a healthy scan left behind the first trainings
+# would hold all of them up.
 
 
 rule normalize_real:
@@ -58,7 +59,7 @@ rule skullstrip_healthy:
         "logs/skullstrip_healthy/{subject}.log",
     benchmark:
         "results/benchmarks/skullstrip_healthy/{subject}.tsv"
-    priority: CRITICAL_PATH_PRIORITY
+    priority: HEALTHY_SCANS_PRIORITY
     conda:
         "../../envs/tumorfab.yaml"
     # ANTs (the atlas method) runs on one thread, so that its result is
@@ -99,7 +100,7 @@ rule register_healthy:
         "logs/register_healthy/{subject}.log",
     benchmark:
         "results/benchmarks/register_healthy/{subject}.tsv"
-    priority: CRITICAL_PATH_PRIORITY
+    priority: HEALTHY_SCANS_PRIORITY
     conda:
         "../../envs/tumorfab.yaml"
     # One thread: a byte-identical result (tumorfab.preprocess.ants.deterministic_ants).
@@ -133,7 +134,7 @@ rule normalize_healthy:
         ),
     log:
         "logs/normalize_healthy/{subject}.log",
-    priority: CRITICAL_PATH_PRIORITY
+    priority: HEALTHY_SCANS_PRIORITY
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
