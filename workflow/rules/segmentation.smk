@@ -103,7 +103,10 @@ rule nnunet_plan:
     priority: CRITICAL_PATH_PRIORITY
     conda:
         "../../envs/tumorfab.yaml"
-    threads: 2
+    # The training jobs' threads (fingerprinting runs one process per thread):
+    # a two-thread plan on 2 cores waits until both are free at once, behind
+    # one-core jobs, and holds up every training.
+    threads: SEG["threads"]
     resources:
         mem_mb=SEG["mem_mb"],
         runtime=60,
