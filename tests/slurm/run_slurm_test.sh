@@ -10,7 +10,8 @@
 #     missing; writes /etc/slurm/slurm.conf + gres.conf (one node "localhost",
 #     partitions cpu (default) and gpu, one count-only GPU, no accounting);
 #     starts munged, slurmctld, slurmd unless they already run, and waits for
-#     the node to be idle. Daemons this script starts are stopped on exit.
+#     the node to be idle. Daemons this script starts are stopped on exit,
+#     and the configuration it wrote goes with the controller it started.
 #  2. Copies the repository (its git files, without results/) to a scratch
 #     folder, so the test neither reads nor touches ./results and does the
 #     same work on every call; .venv is linked, not copied.
@@ -166,6 +167,15 @@ cleanup() {
         for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
             stop_daemon "${STARTED[$i]}"
         done
+        # With the controller it started gone, take its configuration away
+        # too: a client configuration naming a dead controller makes every
+        # `scontrol` wait ~9 s, and Snakemake's SLURM executor plugin runs
+        # `scontrol show config` each time Snakemake starts, on any executor.
+        if [[ " ${STARTED[*]} " == *" ${CTLD_PID:-} "* ]]; then
+            for conf in "$CONF_DIR/slurm.conf" "$CONF_DIR/gres.conf"; do
+                grep -qxF "$MARKER" "$conf" 2>/dev/null && rm -f "$conf"
+            done
+        fi
     fi
     if [ -n "${SCRATCH:-}" ]; then
         if [ "$KEEP" = 1 ]; then say "scratch copy kept: $SCRATCH/repo"; else rm -rf "$SCRATCH"; fi
