@@ -236,3 +236,20 @@ def test_sliding_windows_leave_no_seams_on_a_constant_input(trained):
     borders = [x for x in range(31, shape[0] - 1, 32)]
     inside = [x for x in range(shape[0] - 1) if x not in borders and 8 <= x % 32 <= 24]
     assert steps[borders].max() <= steps[inside].max()
+
+
+def test_batched_cpu_windows_give_what_one_window_at_a_time_gives(trained, monkeypatch):
+    from tumorfab.synthesis import gan
+
+    generator, _ = load_generator(trained, torch.device("cpu"))
+    torch.manual_seed(1)
+    torch.nn.init.normal_(generator.head.weight, std=0.5)
+    shape = (128, 96, 64)  # 3 x 2 x 1 windows of 64 at overlap 0.5: more than one batch of windows
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-1, 1, (1, *shape)).astype(np.float32)
+    labels = rng.integers(0, 4, shape).astype(np.uint8)
+    brain = np.ones(shape, np.uint8)
+    batched = refine_volume(generator, image, labels, brain, 64, 0.5, torch.device("cpu"), "off")
+    monkeypatch.setattr(gan, "CPU_WINDOWS_PER_BATCH", 1)
+    one_by_one = refine_volume(generator, image, labels, brain, 64, 0.5, torch.device("cpu"), "off")
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-4)

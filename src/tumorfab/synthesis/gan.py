@@ -8,6 +8,8 @@ module holds the rest:
   case must hold a lesion: crops are centred on lesions), :func:`crop_volume`,
   :func:`random_crop` (a cube near a random lesion voxel, mirrored at random)
   and :func:`stack_crops` (a batch of tensors).
+* **CPU speed**: :func:`cpu_layout` (networks in the channels-last layout
+  on the CPU) and :data:`CPU_WINDOWS_PER_BATCH` (sliding windows in batches).
 * **Mixed precision**: :func:`autocast_dtype` (``mixed_precision``: ``auto``
   uses it on a GPU only, bf16 where supported, else fp16 with a gradient
   scaler; ``on`` forces it, bf16 on the CPU; ``off``) and
@@ -63,6 +65,11 @@ CHECKPOINT = "checkpoint.pt"
 #: so that a generator sees the brain's edge with background around it, as in
 #: its training crops.
 BRAIN_MARGIN = 8
+#: Sliding windows run per forward pass on the CPU (one on a GPU, as MONAI's
+#: default). PyTorch runs a 3x3x3 convolution of one sample with few channels
+#: (N*C*D*H <= 20480) on its slow im2col path, not oneDNN's; two or more
+#: windows per pass take oneDNN's.
+CPU_WINDOWS_PER_BATCH = 4
 
 
 # --- Data ------------------------------------------------------------------------------
@@ -134,6 +141,21 @@ def stack_crops(crops: Sequence[Volume], device) -> tuple[torch.Tensor, torch.Te
     return image, labels, brain
 
 
+# --- CPU speed -------------------------------------------------------------------------
+
+
+def cpu_layout(module: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
+    """``module`` in the channels-last 3-D layout when ``device`` is the CPU
+    (in place; returned): oneDNN's 3-D convolutions and their backward pass
+    run ~1.5x faster on it there (measured: a TF-GAN demo step at batch 2,
+    2.34 s -> 1.54 s), and the activations follow the weights' layout. The
+    parameters stay the same objects with the same values; GPUs keep the
+    default layout."""
+    if torch.device(device).type == "cpu":
+        module.to(memory_format=torch.channels_last_3d)
+    return module
+
+
 # --- Precision -------------------------------------------------------------------------
 
 
@@ -201,7 +223,8 @@ class GANTrainer:
 
     def __init__(self, generator: torch.nn.Module, discriminator: torch.nn.Module, settings: Mapping, total_steps: int, device):
         self.settings, self.total_steps, self.device = settings, total_steps, torch.device(device)
-        self.generator, self.discriminator = generator.to(self.device), discriminator.to(self.device)
+        self.generator = cpu_layout(generator.to(self.device), self.device)
+        self.discriminator = cpu_layout(discriminator.to(self.device), self.device)
         betas = tuple(float(b) for b in settings["betas"])
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=float(settings["lr_generator"]), betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=float(settings["lr_discriminator"]), betas=betas)
@@ -413,5 +436,9 @@ def brain_box_inference(
 
 
 def sliding_window(network: torch.nn.Module, x: torch.Tensor, window: int, overlap: float) -> torch.Tensor:
-    """MONAI's sliding-window inferer: windows of ``window``³, one at a time, Gaussian blending."""
-    return sliding_window_inference(x, roi_size=(window,) * 3, sw_batch_size=1, predictor=network, overlap=overlap, mode="gaussian")
+    """MONAI's sliding-window inferer: windows of ``window``³, Gaussian blending;
+    one window per pass on a GPU, :data:`CPU_WINDOWS_PER_BATCH` on the CPU."""
+    windows_per_batch = 1 if x.device.type == "cuda" else CPU_WINDOWS_PER_BATCH
+    return sliding_window_inference(
+        x, roi_size=(window,) * 3, sw_batch_size=windows_per_batch, predictor=network, overlap=overlap, mode="gaussian"
+    )

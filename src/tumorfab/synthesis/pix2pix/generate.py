@@ -34,7 +34,7 @@ import torch
 
 from tumorfab.casefolder import Case, load_case, save_case
 from tumorfab.io import atomic_directory
-from tumorfab.synthesis.gan import brain_box_inference, file_sha256, resolve_device
+from tumorfab.synthesis.gan import brain_box_inference, cpu_layout, file_sha256, resolve_device
 from tumorfab.synthesis.manifest import first_cases, synthetic_case_id, write_manifest
 from tumorfab.synthesis.pix2pix.networks import LABEL_MAP_PAD_VALUES, Generator, label_map, make_generator
 
@@ -49,7 +49,7 @@ def load_generator(path: str | os.PathLike, device: torch.device) -> tuple[Gener
     record = torch.load(path, map_location=device, weights_only=False)
     generator = make_generator(record["pix2pix"], int(record["n_modalities"]))
     generator.load_state_dict(record["generator"])
-    return generator.to(device).eval(), record
+    return cpu_layout(generator.to(device), device).eval(), record
 
 
 @torch.no_grad()

@@ -119,7 +119,7 @@ class Trainer(gan.GANTrainer):
         generator, discriminator = build_networks(tfgan, n_modalities, seed)
         super().__init__(generator, discriminator, tfgan, total_steps, device)
         self.tfgan = tfgan
-        self.extractor = extractor.to(self.device)
+        self.extractor = gan.cpu_layout(extractor.to(self.device), self.device)
         self.weights = {"patch": float(tfgan["lambda_patch"]), "global": float(tfgan["lambda_global"]), "percep": float(tfgan["lambda_percep"])}
 
     def refine(self, image: torch.Tensor, labels: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
