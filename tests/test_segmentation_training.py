@@ -61,6 +61,20 @@ def test_shared_plan_differs_between_experiments_only_in_the_dataset_name(study)
     assert plans["baseline"]["configurations"]["3d_fullres"]["use_mask_for_norm"] == [True]
 
 
+def test_data_identifier_resolves_as_nnunets_plans_manager(study):
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from tumorfab.segmentation.plans import data_identifier
+
+    plans = json.loads((study["root"] / "nnpre" / "baseline" / "Dataset001_baseline" / "tumorfabPlans.json").read_text())
+    manager = PlansManager(plans)
+    for configuration in ("3d_fullres", study["configuration"]):
+        assert data_identifier(plans, configuration) == manager.get_configuration(configuration).data_identifier
+    own = {**plans, "configurations": {**plans["configurations"]}}
+    own["configurations"][study["configuration"]] = {**plans["configurations"][study["configuration"]], "data_identifier": "x"}
+    assert data_identifier(own, study["configuration"]) == PlansManager(own).get_configuration(study["configuration"]).data_identifier == "x"
+
+
 def test_a_real_case_is_preprocessed_once_and_linked_into_every_experiment(study):
     case = TRAIN_IDS[0]
     links = [study["root"] / "nnpre" / e / f"Dataset001_{e}" / "tumorfabPlans_3d_fullres" / f"{case}.b2nd"

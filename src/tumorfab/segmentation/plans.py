@@ -35,7 +35,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from tumorfab.segmentation.dataset import dataset_name
 from tumorfab.segmentation.environment import nnunet_environment
@@ -45,6 +45,19 @@ BASE_CONFIGURATION = "3d_fullres"
 CUSTOM_CONFIGURATION = "3d_fullres_tumorfab"
 #: nnU-Net's smallest feature-map edge in the bottleneck (ExperimentPlanner default).
 MIN_FEATURE_MAP_EDGE = 4
+
+
+def data_identifier(plans: Mapping, configuration: str) -> str:
+    """The folder name of ``configuration``'s preprocessed data: its own
+    ``data_identifier``, else that of the configuration it ``inherits_from``
+    (as nnU-Net's ``PlansManager`` resolves it; a test compares the two). Read
+    from the plans' JSON because importing nnU-Net's plans handler costs ~4 s
+    of CPU, paid by every experiment's dataset job."""
+    configurations = plans["configurations"]
+    config = configurations[configuration]
+    while "data_identifier" not in config and "inherits_from" in config:
+        config = configurations[config["inherits_from"]]
+    return config["data_identifier"]
 
 
 def configuration_name(

@@ -20,7 +20,7 @@ from typing import Sequence
 
 from tumorfab.io import atomic_directory
 from tumorfab.segmentation.dataset import NnunetCase, _link, dataset_json, dataset_name, nnunet_cases
-from tumorfab.segmentation.plans import BASE_CONFIGURATION, PLANS_NAME, plans_for_dataset
+from tumorfab.segmentation.plans import BASE_CONFIGURATION, PLANS_NAME, data_identifier, plans_for_dataset
 from tumorfab.synthesis.manifest import manifest_case_ids, training_cases
 
 
@@ -112,10 +112,8 @@ def build_preprocessed_dataset(
         c: Path(real_preprocessed if c in real else synthetic_preprocessed)
         for c in training_cases(train_cases, synthetic_manifest, n_synthetic)
     }
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
     plans = plans_for_dataset(json.loads(Path(plans_file).read_text()), experiment)
-    identifier = PlansManager(plans).get_configuration(configuration).data_identifier
+    identifier = data_identifier(plans, configuration)
     with atomic_directory(out_root) as tmp:
         folder = tmp / dataset_name(experiment)
         folder.mkdir(parents=True)
