@@ -22,7 +22,6 @@ from pathlib import Path
 import ants
 import nibabel as nib
 import numpy as np
-import torch
 from nilearn import datasets
 from scipy import ndimage
 
@@ -31,13 +30,20 @@ from tumorfab.io import load_nifti, save_nifti
 from tumorfab.preprocess.qc import orthogonal_slices_png
 
 
+# torch is imported in the SynthStrip functions only: the atlas method does
+# not need it, and importing it costs ~2 s of CPU per healthy scan.
+
+
 def pick_device() -> torch.device:
     """CUDA when present, CPU otherwise."""
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_synthstrip(weights: str | Path, device: torch.device) -> torch.nn.Module:
     """SynthStrip's network with the user's weights, loaded without pickle code."""
+    import torch
     from nipreps.synthstrip.model import StripModel
 
     weights = Path(weights)
@@ -68,6 +74,7 @@ def synthstrip_mask(image: nib.Nifti1Image, model: torch.nn.Module, border_mm: f
     conform to 1 mm LIA (sides multiples of 64), scale to [0, 1] by the 99th
     percentile, predict a signed distance to the brain surface, resample it
     back, threshold at ``border_mm``, keep the largest component, fill holes."""
+    import torch
     from nipreps.synthstrip.cli import conform, resample_like
 
     device = next(model.parameters()).device
@@ -204,6 +211,8 @@ def skullstrip(
     image = load_nifti(image_path)
     image = nib.Nifti1Image(image.get_fdata(dtype=np.float32), image.affine, image.header)
     if synthstrip_weights:
+        import torch
+
         torch.set_num_threads(threads)
         model = load_synthstrip(synthstrip_weights, pick_device())
         mask = synthstrip_mask(image, model, border_mm)
