@@ -65,7 +65,7 @@ CHECKPOINT = "checkpoint.pt"
 #: so that a generator sees the brain's edge with background around it, as in
 #: its training crops.
 BRAIN_MARGIN = 8
-#: Sliding windows run per forward pass on the CPU (one on a GPU, as MONAI's
+#: Sliding windows run per forward pass on the CPU (one elsewhere, MONAI's
 #: default). PyTorch runs a 3x3x3 convolution of one sample with few channels
 #: (N*C*D*H <= 20480) on its slow im2col path, not oneDNN's; two or more
 #: windows per pass take oneDNN's.
@@ -437,8 +437,8 @@ def brain_box_inference(
 
 def sliding_window(network: torch.nn.Module, x: torch.Tensor, window: int, overlap: float) -> torch.Tensor:
     """MONAI's sliding-window inferer: windows of ``window``³, Gaussian blending;
-    one window per pass on a GPU, :data:`CPU_WINDOWS_PER_BATCH` on the CPU."""
-    windows_per_batch = 1 if x.device.type == "cuda" else CPU_WINDOWS_PER_BATCH
+    :data:`CPU_WINDOWS_PER_BATCH` per pass on the CPU, one elsewhere (as :func:`cpu_layout`)."""
+    windows_per_batch = CPU_WINDOWS_PER_BATCH if x.device.type == "cpu" else 1
     return sliding_window_inference(
         x, roi_size=(window,) * 3, sw_batch_size=windows_per_batch, predictor=network, overlap=overlap, mode="gaussian"
     )
