@@ -6,19 +6,14 @@
 #                                          +---- F -----+
 #
 # The one backward edge: the baseline model (segment, first seed) is the
-# feature extractor F that TF-Aug's intensity fit (and TF-GAN) need, so the
-# baseline trains before those sources generate; `snakemake feature_extractor`
-# builds F alone (FEATURE_EXTRACTOR_DIR in common.smk).
-# The paper's study by default; a --configfile (e.g. the demo preset) replaces
-# it rather than being merged into it, so that presets do not inherit the
-# paper's experiments.
-if not workflow.overwrite_configfiles:
-
-    configfile: "config/config.yaml"
+# feature extractor F that TF-Aug's intensity fit and TF-GAN's training
+# need, so the baseline trains before those sources generate;
+# `snakemake feature_extractor` builds F alone.
+# The config is the paper's study (config/config.yaml) with what a preset
+# (--configfile, e.g. config/demo.yaml) and --config change (common.smk).
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/paths.smk"
 
 
 if config["demo"]["enabled"]:
@@ -40,4 +35,4 @@ rule all:
     default_target: True
     input:
         rules.preprocess_all.input,
-        get_report_outputs(),
+        STUDY.report_outputs(),

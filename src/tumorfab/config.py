@@ -1,4 +1,10 @@
-"""Typing the values given with ``snakemake --config`` as the config file would.
+"""The config as the workflow reads it: presets over the paper's study, and
+the values given with ``snakemake --config`` typed as a config file would be.
+
+``config/config.yaml`` states the paper's study; every default is in
+``workflow/schemas/config.schema.yaml``; a preset (``--configfile``, e.g.
+``config/demo.yaml``) states only what differs from the paper's study
+(:func:`compose`).
 
 Snakemake reads ``--config data='{brats_root: /data/x, remap_label_4_to_3: true}'``
 with YAML's base loader, so every value inside the braces arrives as a string
@@ -9,6 +15,8 @@ values before validating the config.
 
 from __future__ import annotations
 
+import copy
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,3 +64,38 @@ def config_section(settings: Mapping[str, Any], keys: Any, section: str) -> dict
     if missing:
         raise ValueError(f"{section}: missing keys {missing}")
     return settings
+
+
+# --- Presets -----------------------------------------------------------------------------
+
+#: Sections a preset replaces whole rather than key by key: the paper's
+#: experiments and tables must not leak into a preset's study.
+REPLACED_SECTIONS = ("experiments", "tables")
+
+
+def compose(base: Mapping[str, Any], preset: Mapping[str, Any]) -> dict[str, Any]:
+    """``preset`` over ``base`` (a new dict): mappings merged key by key, as
+    Snakemake merges config files, except :data:`REPLACED_SECTIONS`, which the
+    preset replaces whole where it has them; other values replaced."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in preset.items():
+        if key not in REPLACED_SECTIONS and isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = compose(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    with open(path) as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def with_defaults(config: Mapping[str, Any], schema: str | os.PathLike) -> dict[str, Any]:
+    """``config`` validated against ``schema`` with its defaults filled in (a new
+    dict), as the workflow does at start-up (Snakemake's ``validate``)."""
+    from snakemake.utils import validate
+
+    config = copy.deepcopy(dict(config))
+    validate(config, str(schema), set_default=True)
+    return config

@@ -4,7 +4,7 @@
 
 rule make_demo_cohort:
     output:
-        demo_cohort_files(),
+        STUDY.demo_cohort_files(),
     log:
         "logs/make_demo_cohort/make_demo_cohort.log",
     conda:

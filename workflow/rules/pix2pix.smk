@@ -1,5 +1,5 @@
-# Stage 3, synthesize: the 3D Pix2Pix baseline (paper 002 §3.2.1 (2); SPEC §2
-# item 7), the source "pix2pix" of tumorfab.synthesis.SOURCES.
+# Synthesize: the 3D Pix2Pix baseline (paper 002 §3.2.1 (2)), the source
+# "pix2pix" of tumorfab.synthesis.SOURCES.
 # train_pix2pix learns label map -> image on the real training cases (the
 # label map: the tumour labels plus a "brain" label); generate_pix2pix draws
 # an image for each of TF-Aug's label maps (the mask bank's masks placed in
@@ -14,12 +14,12 @@ PIX2PIX_EPOCHS = PIX2PIX["epochs"] or config["tfgan"]["epochs"]
 rule train_pix2pix:
     """U-Net G and PatchGAN D for the configured epochs; resumes from its checkpoint."""
     input:
-        real=[f for case in TRAIN_CASES for f in real_case_files(case)],
+        real=STUDY.real_files(STUDY.train_cases),
     output:
-        generator=PIX2PIX_GENERATOR,
-        losses=f"{synthetic_dir('pix2pix')}/losses.csv",
+        generator=layout.generator_file("pix2pix"),
+        losses=layout.training_losses("pix2pix", "csv"),
         curves=report(
-            f"{synthetic_dir('pix2pix')}/losses.png",
+            layout.training_losses("pix2pix", "png"),
             caption="../report/pix2pix_losses.rst",
             category="Synthetic cases",
             subcategory="Pix2Pix training",
@@ -27,7 +27,7 @@ rule train_pix2pix:
     log:
         "logs/train_pix2pix/train_pix2pix.log",
     benchmark:
-        "results/benchmarks/train_pix2pix/train_pix2pix.tsv"
+        layout.benchmark_tsv("train_pix2pix", "train_pix2pix")
     conda:
         "../../envs/tumorfab.yaml"
     threads: config["pix2pix"]["threads"]
@@ -38,9 +38,9 @@ rule train_pix2pix:
     params:
         pix2pix=PIX2PIX,
         epochs=PIX2PIX_EPOCHS,
-        real_case_dirs=[real_case_dir(case) for case in TRAIN_CASES],
-        work_dir=PIX2PIX_CHECKPOINT_DIR,
-        modalities=config["data"]["modalities"],
+        real_case_dirs=[layout.real_case_dir(case) for case in STUDY.train_cases],
+        work_dir=layout.training_checkpoint_dir("train_pix2pix"),
+        modalities=MODALITIES,
         seed=config["seed"],
     script:
         "../scripts/train_pix2pix.py"
@@ -49,16 +49,16 @@ rule train_pix2pix:
 rule generate_pix2pix:
     """An image for each TF-Aug label map a pix2pix experiment needs (sliding window)."""
     input:
-        generator=PIX2PIX_GENERATOR,
-        layout_cases=synthetic_cases_dir("tfaug"),
-        layout_manifest=synthetic_manifest("tfaug"),
+        generator=rules.train_pix2pix.output.generator,
+        layout_cases=rules.generate_tfaug.output.cases,
+        layout_manifest=rules.generate_tfaug.output.manifest,
     output:
-        cases=directory(synthetic_cases_dir("pix2pix")),
-        manifest=synthetic_manifest("pix2pix"),
+        cases=directory(layout.synthetic_cases_dir("pix2pix")),
+        manifest=layout.synthetic_manifest("pix2pix"),
     log:
         "logs/generate_pix2pix/generate_pix2pix.log",
     benchmark:
-        "results/benchmarks/generate_pix2pix/generate_pix2pix.tsv"
+        layout.benchmark_tsv("generate_pix2pix", "generate_pix2pix")
     conda:
         "../../envs/tumorfab.yaml"
     threads: config["pix2pix"]["threads"]
@@ -67,8 +67,8 @@ rule generate_pix2pix:
         mem_mb=config["pix2pix"]["mem_mb"],
         runtime=24 * 60,
     params:
-        n_cases=GENERATION_SIZE["pix2pix"],
-        modalities=config["data"]["modalities"],
+        n_cases=STUDY.generation_size("pix2pix"),
+        modalities=MODALITIES,
         seed=config["seed"],
         window=PIX2PIX["window"],
         overlap=PIX2PIX["overlap"],

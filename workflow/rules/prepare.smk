@@ -5,8 +5,8 @@ rule prepare:
     input:
         get_all_raw_files,
     output:
-        cases=PREPARED_CASES,
-        healthy=PREPARED_HEALTHY,
+        cases=layout.prepared_cases(),
+        healthy=layout.prepared_healthy(),
     log:
         "logs/prepare/prepare.log",
     conda:
@@ -16,8 +16,8 @@ rule prepare:
         mem_mb=4000,
         runtime=60,
     params:
-        split=SPLIT,
-        healthy={s: str(p) for s, p in HEALTHY_FILES.items()},
+        split=STUDY.split,
+        healthy={s: str(p) for s, p in STUDY.healthy_files.items()},
         data=config["data"],
     script:
         "../scripts/prepare.py"

@@ -1,32 +1,29 @@
-# Stage 2: skull stripping, registration to a real reference, and intensity
-# normalization to [-1, 1] of healthy scans; the same normalization of real cases.
-# Scheduling: the real cases have CRITICAL_PATH_PRIORITY, the healthy scans
-# HEALTHY_SCANS_PRIORITY (paths.smk). F's training waits for the real cases,
-# TF-Aug's fit for F and every healthy scan, and more than half of the
-# trainings wait for TF-Aug; a healthy scan left behind the first trainings
-# would hold all of them up.
+# Preprocess: skull stripping, registration to a real reference, and
+# intensity normalization to [-1, 1] of healthy scans; the same normalization
+# of real cases. The real cases are on the critical path, the healthy scans
+# just below it (tumorfab.study.scheduling).
 
 
 rule normalize_real:
     input:
         unpack(get_raw_case_images),
         seg=get_raw_case_seg,
-        manifest=PREPARED_CASES,
+        manifest=layout.prepared_cases(),
     output:
         images=[
-            case_file(real_case_dir("{case}"), m) for m in config["data"]["modalities"]
+            layout.case_file(layout.real_case_dir("{case}"), m) for m in MODALITIES
         ],
-        brainmask=case_file(real_case_dir("{case}"), "brainmask"),
-        seg=case_file(real_case_dir("{case}"), "seg"),
+        brainmask=layout.case_file(layout.real_case_dir("{case}"), "brainmask"),
+        seg=layout.case_file(layout.real_case_dir("{case}"), "seg"),
         qc=report(
-            qc_png("real", "{case}"),
+            layout.qc_png("real", "{case}"),
             category="QC",
             subcategory="Real cases",
             labels={"case": "{case}"},
         ),
     log:
         "logs/normalize_real/{case}.log",
-    priority: CRITICAL_PATH_PRIORITY
+    priority: scheduling.CRITICAL_PATH
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
@@ -34,10 +31,10 @@ rule normalize_real:
         mem_mb=3000,
         runtime=10,
     params:
-        modalities=config["data"]["modalities"],
-        normalize=config["normalize"],
+        modalities=MODALITIES,
+        normalize=SETTINGS.normalize,
         remap_label_4_to_3=config["data"]["remap_label_4_to_3"],
-        case_dir=real_case_dir("{case}"),
+        case_dir=layout.real_case_dir("{case}"),
     script:
         "../scripts/normalize_real.py"
 
@@ -45,12 +42,12 @@ rule normalize_real:
 rule skullstrip_healthy:
     input:
         image=get_raw_healthy,
-        manifest=PREPARED_HEALTHY,
+        manifest=layout.prepared_healthy(),
     output:
-        image=case_file(stripped_dir("{subject}"), "t1n"),
-        brainmask=case_file(stripped_dir("{subject}"), "brainmask"),
+        image=layout.case_file(layout.stripped_dir("{subject}"), "t1n"),
+        brainmask=layout.case_file(layout.stripped_dir("{subject}"), "brainmask"),
         qc=report(
-            qc_png("skullstrip", "{subject}"),
+            layout.qc_png("skullstrip", "{subject}"),
             category="QC",
             subcategory="Skull stripping",
             labels={"subject": "{subject}"},
@@ -58,8 +55,8 @@ rule skullstrip_healthy:
     log:
         "logs/skullstrip_healthy/{subject}.log",
     benchmark:
-        "results/benchmarks/skullstrip_healthy/{subject}.tsv"
-    priority: HEALTHY_SCANS_PRIORITY
+        layout.benchmark_tsv("skullstrip_healthy", "{subject}")
+    priority: scheduling.HEALTHY_SCANS
     conda:
         "../../envs/tumorfab.yaml"
     # ANTs (the atlas method) runs on one thread, so that its result is
@@ -71,7 +68,7 @@ rule skullstrip_healthy:
         mem_mb=8000,
         runtime=60,
     params:
-        skullstrip=config["skullstrip"],
+        skullstrip=SETTINGS.skullstrip,
         seed=config["seed"],
         # A refused mask's picture goes beside the log, which stays on failure.
         failure_qc="logs/skullstrip_healthy/{subject}.png",
@@ -81,17 +78,17 @@ rule skullstrip_healthy:
 
 rule register_healthy:
     input:
-        image=case_file(stripped_dir("{subject}"), "t1n"),
-        brainmask=case_file(stripped_dir("{subject}"), "brainmask"),
-        manifest=PREPARED_CASES,
-        reference_image=REFERENCE_FILES["image"],
-        reference_seg=REFERENCE_FILES["seg"],
+        image=layout.case_file(layout.stripped_dir("{subject}"), "t1n"),
+        brainmask=layout.case_file(layout.stripped_dir("{subject}"), "brainmask"),
+        manifest=layout.prepared_cases(),
+        reference_image=STUDY.reference_files["image"],
+        reference_seg=STUDY.reference_files["seg"],
     output:
-        image=case_file(registered_dir("{subject}"), "t1n"),
-        brainmask=case_file(registered_dir("{subject}"), "brainmask"),
-        similarity=f"{registered_dir('{subject}')}/similarity.csv",
+        image=layout.case_file(layout.registered_dir("{subject}"), "t1n"),
+        brainmask=layout.case_file(layout.registered_dir("{subject}"), "brainmask"),
+        similarity=layout.similarity_csv('{subject}'),
         qc=report(
-            qc_png("registration", "{subject}"),
+            layout.qc_png("registration", "{subject}"),
             category="QC",
             subcategory="Registration onto the reference",
             labels={"subject": "{subject}"},
@@ -99,8 +96,8 @@ rule register_healthy:
     log:
         "logs/register_healthy/{subject}.log",
     benchmark:
-        "results/benchmarks/register_healthy/{subject}.tsv"
-    priority: HEALTHY_SCANS_PRIORITY
+        layout.benchmark_tsv("register_healthy", "{subject}")
+    priority: scheduling.HEALTHY_SCANS
     conda:
         "../../envs/tumorfab.yaml"
     # One thread: a byte-identical result (tumorfab.preprocess.ants.deterministic_ants).
@@ -109,10 +106,8 @@ rule register_healthy:
         mem_mb=6000,
         runtime=60,
     params:
-        registration={
-            k: v for k, v in config["registration"].items() if k != "reference_case"
-        },
-        reference_case=REFERENCE_CASE,
+        registration=SETTINGS.registration,
+        reference_case=STUDY.reference_case,
         seed=config["seed"],
     script:
         "../scripts/register_healthy.py"
@@ -120,21 +115,21 @@ rule register_healthy:
 
 rule normalize_healthy:
     input:
-        image=case_file(registered_dir("{subject}"), "t1n"),
-        brainmask=case_file(registered_dir("{subject}"), "brainmask"),
-        reference_brainmask=case_file(real_case_dir(REFERENCE_CASE), "brainmask"),
+        image=layout.case_file(layout.registered_dir("{subject}"), "t1n"),
+        brainmask=layout.case_file(layout.registered_dir("{subject}"), "brainmask"),
+        reference_brainmask=layout.case_file(layout.real_case_dir(STUDY.reference_case), "brainmask"),
     output:
-        image=case_file(healthy_case_dir("{subject}"), "t1n"),
-        brainmask=case_file(healthy_case_dir("{subject}"), "brainmask"),
+        image=layout.case_file(layout.healthy_case_dir("{subject}"), "t1n"),
+        brainmask=layout.case_file(layout.healthy_case_dir("{subject}"), "brainmask"),
         qc=report(
-            qc_png("healthy", "{subject}"),
+            layout.qc_png("healthy", "{subject}"),
             category="QC",
             subcategory="Healthy scans on the reference grid",
             labels={"subject": "{subject}"},
         ),
     log:
         "logs/normalize_healthy/{subject}.log",
-    priority: HEALTHY_SCANS_PRIORITY
+    priority: scheduling.HEALTHY_SCANS
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
@@ -142,18 +137,18 @@ rule normalize_healthy:
         mem_mb=3000,
         runtime=10,
     params:
-        normalize=config["normalize"],
-        case_dir=healthy_case_dir("{subject}"),
+        normalize=SETTINGS.normalize,
+        case_dir=layout.healthy_case_dir("{subject}"),
     script:
         "../scripts/normalize_healthy.py"
 
 
 rule registration_table:
     input:
-        [f"{registered_dir(s)}/similarity.csv" for s in HEALTHY_SUBJECTS],
+        [layout.similarity_csv(s) for s in STUDY.healthy_subjects],
     output:
         report(
-            REGISTRATION_TABLE,
+            layout.registration_table(),
             category="QC",
             caption="../report/registration.rst",
         ),
@@ -168,7 +163,7 @@ rule registration_table:
 
 rule preprocess_all:
     input:
-        [f for case in CASES for f in real_case_files(case)],
-        [f for subject in HEALTHY_SUBJECTS for f in healthy_case_files(subject)],
-        REGISTRATION_TABLE,
+        STUDY.real_files(STUDY.cases),
+        STUDY.healthy_files_preprocessed(),
+        layout.registration_table(),
     localrule: True

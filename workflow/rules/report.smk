@@ -1,9 +1,6 @@
-# Stage 9 (SPEC §2 item 9): per-case and per-run CSVs, the paper's Tables 1-3
-# (CSV + Markdown), and figures, all wrapped for `snakemake --report`.
-# Reads only the segmentation evaluation CSVs (get_evaluation_csvs) and the
-# synthetic case folders of each source. Uses from common.smk: config,
-# EXPERIMENTS, re and the "report" section (get_report_outputs,
-# get_table_labels; get_evaluation_csvs from the "segmentation" section).
+# Report: per-case and per-run CSVs, the paper's tables (CSV + Markdown) and
+# figures, all wrapped for `snakemake --report`. Reads the segmentation
+# evaluation CSVs of every run and the case folders of each synthetic source.
 
 
 # The description at the top of `snakemake --report report.html`.
@@ -19,11 +16,11 @@ localrules:
 
 rule report_collect:
     input:
-        csvs=lambda wildcards: get_evaluation_csvs(),
+        csvs=STUDY.evaluation_csvs(),
     output:
-        per_case=f"{REPORT_DIR}/per_case.csv",
+        per_case=layout.report_file("per_case.csv"),
         per_run=report(
-            f"{REPORT_DIR}/per_run.csv",
+            layout.report_file("per_run.csv"),
             caption="../report/per_run.rst",
             category="Segmentation",
             subcategory="Per-run metrics",
@@ -36,23 +33,26 @@ rule report_collect:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        # (experiment, seed) of each evaluation CSV, in the same order.
+        runs=STUDY.runs,
     script:
         "../scripts/report_collect.py"
 
 
 rule report_tables:
     input:
-        per_run=f"{REPORT_DIR}/per_run.csv",
+        per_run=rules.report_collect.output.per_run,
     output:
         csv=report(
-            f"{REPORT_DIR}/{{table}}.csv",
+            layout.report_file("{table}.csv"),
             caption="../report/table.rst",
             category="Segmentation",
             subcategory="Tables",
             labels={"table": "{table}", "format": "CSV"},
         ),
         md=report(
-            f"{REPORT_DIR}/{{table}}.md",
+            layout.report_file("{table}.md"),
             caption="../report/table.rst",
             category="Segmentation",
             subcategory="Tables",
@@ -61,7 +61,7 @@ rule report_tables:
     log:
         "logs/report_tables/{table}.log",
     wildcard_constraints:
-        table="|".join(re.escape(t) for t in config["tables"]),
+        table="|".join(re.escape(t) for t in STUDY.tables),
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
@@ -69,20 +69,20 @@ rule report_tables:
         mem_mb=1000,
         runtime=5,
     params:
-        table=lambda wildcards: config["tables"][wildcards.table],
+        table=lambda wildcards: STUDY.tables[wildcards.table],
         labels=get_table_labels,
         # The configured seeds: a row lacking one is marked in the table.
-        seeds=config["segmentation"]["seeds"],
+        seeds=STUDY.seeds,
     script:
         "../scripts/report_tables.py"
 
 
 rule report_dice_vs_synthetic:
     input:
-        per_run=f"{REPORT_DIR}/per_run.csv",
+        per_run=rules.report_collect.output.per_run,
     output:
         figure=report(
-            f"{REPORT_DIR}/figures/dice_vs_n_synthetic.png",
+            layout.report_figure("dice_vs_n_synthetic"),
             caption="../report/dice_vs_n_synthetic.rst",
             category="Segmentation",
             subcategory="Figures",
@@ -96,18 +96,18 @@ rule report_dice_vs_synthetic:
         mem_mb=1000,
         runtime=5,
     params:
-        experiments=get_enrichment_experiments(),
+        experiments=STUDY.enrichment_experiments(),
     script:
         "../scripts/report_dice_vs_synthetic.py"
 
 
 rule mosaic_synthetic:
     input:
-        cases=synthetic_cases_dir("{source}"),
-        manifest=synthetic_manifest("{source}"),
+        cases=layout.synthetic_cases_dir("{source}"),
+        manifest=layout.synthetic_manifest("{source}"),
     output:
         figure=report(
-            f"{REPORT_DIR}/figures/mosaic_{{source}}.png",
+            layout.report_figure("mosaic_{source}"),
             caption="../report/mosaic.rst",
             category="Synthetic cases",
             labels={"source": "{source}"},
@@ -115,7 +115,7 @@ rule mosaic_synthetic:
     log:
         "logs/mosaic_synthetic/{source}.log",
     wildcard_constraints:
-        source="|".join(SYNTHETIC_SOURCES) or "(?!)",
+        source="|".join(STUDY.synthetic_sources) or "(?!)",
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
@@ -123,54 +123,57 @@ rule mosaic_synthetic:
         mem_mb=2000,
         runtime=10,
     params:
-        report=config["report"],
-        modalities=config["data"]["modalities"],
+        report=SETTINGS.report,
+        modalities=MODALITIES,
     script:
         "../scripts/mosaic_synthetic.py"
 
 
-rule mosaic_refinement:
-    input:
-        coarse_cases=synthetic_cases_dir("tfaug"),
-        refined_cases=synthetic_cases_dir("tf"),
-        refined_manifest=synthetic_manifest("tf"),
-    output:
-        figure=report(
-            f"{REPORT_DIR}/figures/refinement.png",
-            caption="../report/refinement.rst",
-            category="Synthetic cases",
-            subcategory="TF-GAN refinement",
-        ),
-    log:
-        "logs/mosaic_refinement/mosaic_refinement.log",
-    localrule: True
-    conda:
-        "../../envs/tumorfab.yaml"
-    params:
-        report=config["report"],
-        modalities=config["data"]["modalities"],
-    script:
-        "../scripts/mosaic_refinement.py"
+# The refinement figure: a refining source's cases beside the ones it refined.
+if STUDY.refined_source:
+
+    rule mosaic_refinement:
+        input:
+            coarse_cases=layout.synthetic_cases_dir(STUDY.parent_of(STUDY.refined_source)),
+            refined_cases=layout.synthetic_cases_dir(STUDY.refined_source),
+            refined_manifest=layout.synthetic_manifest(STUDY.refined_source),
+        output:
+            figure=report(
+                layout.report_figure("refinement"),
+                caption="../report/refinement.rst",
+                category="Synthetic cases",
+                subcategory="TF-GAN refinement",
+            ),
+        log:
+            "logs/mosaic_refinement/mosaic_refinement.log",
+        localrule: True
+        conda:
+            "../../envs/tumorfab.yaml"
+        params:
+            report=SETTINGS.report,
+            modalities=MODALITIES,
+        script:
+            "../scripts/mosaic_refinement.py"
 
 
 rule report_realism:
-    """Realism before training (issue #9 item 7): Fréchet distance of F's
-    features, synthetic vs real training tumours and brains, per source."""
+    """Realism before training: Fréchet distance of F's features, synthetic vs
+    real training tumours and brains, per source."""
     input:
-        feature_extractor=FEATURE_EXTRACTOR_DIR,
-        real=[f for case in TRAIN_CASES + VAL_CASES for f in real_case_files(case)],
-        manifests=[synthetic_manifest(s) for s in SYNTHETIC_SOURCES],
-        cases=[synthetic_cases_dir(s) for s in SYNTHETIC_SOURCES],
+        feature_extractor=STUDY.feature_extractor_dir,
+        real=STUDY.real_files(STUDY.train_cases + STUDY.val_cases),
+        manifests=[layout.synthetic_manifest(s) for s in STUDY.synthetic_sources],
+        cases=[layout.synthetic_cases_dir(s) for s in STUDY.synthetic_sources],
     output:
         csv=report(
-            f"{REPORT_DIR}/realism.csv",
+            layout.report_file("realism.csv"),
             caption="../report/realism.rst",
             category="Synthetic cases",
             subcategory="Realism",
         ),
-        md=f"{REPORT_DIR}/realism.md",
+        md=layout.report_file("realism.md"),
         figure=report(
-            f"{REPORT_DIR}/figures/realism.png",
+            layout.report_figure("realism"),
             caption="../report/realism.rst",
             category="Synthetic cases",
             subcategory="Realism",
@@ -178,7 +181,7 @@ rule report_realism:
     log:
         "logs/report_realism/report_realism.log",
     benchmark:
-        "results/benchmarks/report_realism/report_realism.tsv"
+        layout.benchmark_tsv("report_realism", "report_realism")
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
@@ -187,14 +190,14 @@ rule report_realism:
         mem_mb=8000,
         runtime=120,
     params:
-        real_case_dirs=[real_case_dir(case) for case in TRAIN_CASES],
+        real_case_dirs=[layout.real_case_dir(case) for case in STUDY.train_cases],
         # Held-out cases only as the "real vs real" reference row.
-        reference_case_dirs=[real_case_dir(case) for case in VAL_CASES],
+        reference_case_dirs=[layout.real_case_dir(case) for case in STUDY.val_cases],
         sources={
-            s: {"manifest": synthetic_manifest(s), "cases_dir": synthetic_cases_dir(s)}
-            for s in SYNTHETIC_SOURCES
+            s: {"manifest": layout.synthetic_manifest(s), "cases_dir": layout.synthetic_cases_dir(s)}
+            for s in STUDY.synthetic_sources
         },
-        modalities=config["data"]["modalities"],
+        modalities=MODALITIES,
         n_stages=config["tfgan"]["n_stages"],
     script:
         "../scripts/report_realism.py"

@@ -1,28 +1,22 @@
-# Stage 4, segment: nnU-Net v2 experiments (paper 002 §3; SPEC §2 items 3, 8).
-# Images converted once per case (background 0) -> one raw dataset of the real
-# cases (links) -> one plan on the real training set -> each case preprocessed
-# once, linked into every experiment's preprocessed dataset -> train (fold
-# all) per experiment and seed, resumable -> predict the held-out cases ->
-# evaluate (one job per experiment for both: all its seeds). The baseline's
-# first-seed model is also F (rule feature_extractor).
-# Uses from common.smk: config, EXPERIMENTS, TRAIN_CASES, VAL_CASES, SEEDS,
-# the paths (paths.smk), the "segmentation" section (SEG, SEG_MODALITIES,
-# SEG_CONFIGURATION, the get_* input functions).
-# Scheduling: every job that prepares data for nnU-Net, and F's training, has
-# CRITICAL_PATH_PRIORITY (paths.smk): trainings wait for them, never the
-# reverse, so F and the synthetic sources' datasets are ready as early as
-# possible.
+# Segment: nnU-Net v2 experiments (paper 002 §3). Images converted once per
+# case (background 0) -> one raw dataset of the real cases (links) -> one plan
+# on the real training set -> each case preprocessed once, linked into every
+# experiment's preprocessed dataset -> train (fold all) per experiment and
+# seed, resumable -> predict the held-out cases -> evaluate (one job per
+# experiment for both: all its seeds). The baseline's first-seed model is
+# also F (rule feature_extractor). Every job that prepares data for nnU-Net,
+# and F's training, is on the critical path (tumorfab.study.scheduling).
 
 
 rule nnunet_image_real:
     input:
-        [case_file(real_case_dir("{case}"), m) for m in SEG_MODALITIES],
-        brainmask=case_file(real_case_dir("{case}"), "brainmask"),
+        [layout.case_file(layout.real_case_dir("{case}"), m) for m in MODALITIES],
+        brainmask=layout.case_file(layout.real_case_dir("{case}"), "brainmask"),
     output:
-        [case_file(nnunet_image_dir("real", "{case}"), m) for m in SEG_MODALITIES],
+        [layout.case_file(layout.nnunet_image_dir("real", "{case}"), m) for m in MODALITIES],
     log:
         "logs/nnunet_image_real/{case}.log",
-    priority: CRITICAL_PATH_PRIORITY
+    priority: scheduling.CRITICAL_PATH
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
@@ -30,23 +24,23 @@ rule nnunet_image_real:
         mem_mb=2000,
         runtime=10,
     params:
-        modalities=SEG_MODALITIES,
-        case_dir=lambda wildcards: real_case_dir(wildcards.case),
-        out_dir=lambda wildcards: nnunet_image_dir("real", wildcards.case),
+        modalities=MODALITIES,
+        case_dir=lambda wildcards: layout.real_case_dir(wildcards.case),
+        out_dir=lambda wildcards: layout.nnunet_image_dir("real", wildcards.case),
     script:
         "../scripts/nnunet_image_real.py"
 
 
 rule nnunet_images_synthetic:
     input:
-        manifest=synthetic_manifest("{source}"),
+        manifest=layout.synthetic_manifest("{source}"),
     output:
-        directory(nnunet_image_dir("synthetic", "{source}")),
+        directory(layout.nnunet_image_dir("synthetic", "{source}")),
     log:
         "logs/nnunet_images_synthetic/{source}.log",
     wildcard_constraints:
-        source="|".join(SYNTHETIC_SOURCES) or "(?!)",
-    priority: CRITICAL_PATH_PRIORITY
+        source="|".join(STUDY.synthetic_sources) or "(?!)",
+    priority: scheduling.CRITICAL_PATH
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
@@ -54,8 +48,8 @@ rule nnunet_images_synthetic:
         mem_mb=2000,
         runtime=60,
     params:
-        modalities=SEG_MODALITIES,
-        cases_dir=synthetic_cases_dir("{source}"),
+        modalities=MODALITIES,
+        cases_dir=layout.synthetic_cases_dir("{source}"),
     script:
         "../scripts/nnunet_images_synthetic.py"
 
@@ -66,73 +60,73 @@ rule nnunet_raw_dataset:
     experiment needs a raw dataset of its own."""
     input:
         real_images=[
-            case_file(nnunet_image_dir("real", case), m)
-            for case in TRAIN_CASES + VAL_CASES
-            for m in SEG_MODALITIES
+            layout.case_file(layout.nnunet_image_dir("real", case), m)
+            for case in STUDY.train_cases + STUDY.val_cases
+            for m in MODALITIES
         ],
-        real_segs=[case_file(real_case_dir(case), "seg") for case in TRAIN_CASES],
+        real_segs=[layout.case_file(layout.real_case_dir(case), "seg") for case in STUDY.train_cases],
     output:
-        directory(NNUNET_RAW_ROOT),
+        directory(layout.nnunet_raw_root()),
     log:
         "logs/nnunet_raw_dataset/nnunet_raw_dataset.log",
-    priority: CRITICAL_PATH_PRIORITY
+    priority: scheduling.CRITICAL_PATH
     localrule: True
     conda:
         "../../envs/tumorfab.yaml"
     params:
-        baseline=BASELINE_EXPERIMENT,
-        modalities=SEG_MODALITIES,
-        train_cases=TRAIN_CASES,
-        val_cases=VAL_CASES,
-        real_image_root=lambda wildcards: nnunet_image_dir("real"),
-        real_case_root=lambda wildcards: REAL_CASES_ROOT,
+        baseline=STUDY.baseline,
+        modalities=MODALITIES,
+        train_cases=STUDY.train_cases,
+        val_cases=STUDY.val_cases,
+        real_image_root=lambda wildcards: layout.nnunet_image_dir("real"),
+        real_case_root=lambda wildcards: layout.real_cases_root(),
     script:
         "../scripts/nnunet_raw_dataset.py"
 
 
 rule nnunet_plan:
     input:
-        raw=NNUNET_RAW_ROOT,
+        raw=layout.nnunet_raw_root(),
     output:
-        plans=NNUNET_PLANS,
-        fingerprint=NNUNET_FINGERPRINT,
+        plans=layout.nnunet_plans(),
+        fingerprint=layout.nnunet_fingerprint(),
     log:
         "logs/nnunet_plan/nnunet_plan.log",
     benchmark:
-        "results/benchmarks/nnunet_plan/nnunet_plan.tsv"
-    priority: CRITICAL_PATH_PRIORITY
+        layout.benchmark_tsv("nnunet_plan", "nnunet_plan")
+    priority: scheduling.CRITICAL_PATH
     conda:
         "../../envs/tumorfab.yaml"
     # The training jobs' threads (fingerprinting runs one process per thread):
     # a two-thread plan on 2 cores waits until both are free at once, behind
     # one-core jobs, and holds up every training.
-    threads: SEG["threads"]
+    threads: config["segmentation"]["threads"]
     resources:
-        mem_mb=SEG["mem_mb"],
+        mem_mb=config["segmentation"]["mem_mb"],
         runtime=60,
     params:
-        plan=SEG["plan"],
-        raw_dataset=NNUNET_RAW_DATASET,
+        plan=SETTINGS.segmentation["plan"],
+        raw_dataset=layout.nnunet_raw_dataset(STUDY.baseline),
     script:
         "../scripts/nnunet_plan.py"
 
 
 rule nnunet_preprocess_real:
     input:
-        plans=NNUNET_PLANS,
+        plans=layout.nnunet_plans(),
         images=[
-            case_file(nnunet_image_dir("real", case), m)
-            for case in TRAIN_CASES
-            for m in SEG_MODALITIES
+            layout.case_file(layout.nnunet_image_dir("real", case), m)
+            for case in STUDY.train_cases
+            for m in MODALITIES
         ],
-        segs=[case_file(real_case_dir(case), "seg") for case in TRAIN_CASES],
+        segs=[layout.case_file(layout.real_case_dir(case), "seg") for case in STUDY.train_cases],
     output:
-        directory(nnunet_preprocessed_dir("real")),
+        directory(layout.nnunet_preprocessed_dir("real")),
     log:
         "logs/nnunet_preprocess_real/nnunet_preprocess_real.log",
     benchmark:
-        "results/benchmarks/nnunet_preprocess_real/nnunet_preprocess_real.tsv"
-    priority: CRITICAL_PATH_PRIORITY
+        layout.benchmark_tsv("nnunet_preprocess_real", "nnunet_preprocess_real")
+    priority: scheduling.CRITICAL_PATH
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
@@ -140,29 +134,29 @@ rule nnunet_preprocess_real:
         mem_mb=8000,
         runtime=120,
     params:
-        modalities=SEG_MODALITIES,
-        cases=TRAIN_CASES,
-        configuration=SEG_CONFIGURATION,
-        image_root=lambda wildcards: nnunet_image_dir("real"),
-        case_root=lambda wildcards: REAL_CASES_ROOT,
+        modalities=MODALITIES,
+        cases=STUDY.train_cases,
+        configuration=NNUNET_CONFIGURATION,
+        image_root=lambda wildcards: layout.nnunet_image_dir("real"),
+        case_root=lambda wildcards: layout.real_cases_root(),
     script:
         "../scripts/nnunet_preprocess_real.py"
 
 
 rule nnunet_preprocess_synthetic:
     input:
-        plans=NNUNET_PLANS,
-        manifest=synthetic_manifest("{source}"),
-        images=nnunet_image_dir("synthetic", "{source}"),
+        plans=layout.nnunet_plans(),
+        manifest=layout.synthetic_manifest("{source}"),
+        images=layout.nnunet_image_dir("synthetic", "{source}"),
     output:
-        directory(nnunet_preprocessed_dir("synthetic", "{source}")),
+        directory(layout.nnunet_preprocessed_dir("synthetic", "{source}")),
     log:
         "logs/nnunet_preprocess_synthetic/{source}.log",
     benchmark:
-        "results/benchmarks/nnunet_preprocess_synthetic/{source}.tsv"
+        layout.benchmark_tsv("nnunet_preprocess_synthetic", "{source}")
     wildcard_constraints:
-        source="|".join(SYNTHETIC_SOURCES) or "(?!)",
-    priority: CRITICAL_PATH_PRIORITY
+        source="|".join(STUDY.synthetic_sources) or "(?!)",
+    priority: scheduling.CRITICAL_PATH
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
@@ -170,9 +164,9 @@ rule nnunet_preprocess_synthetic:
         mem_mb=8000,
         runtime=180,
     params:
-        modalities=SEG_MODALITIES,
-        configuration=SEG_CONFIGURATION,
-        cases_dir=synthetic_cases_dir("{source}"),
+        modalities=MODALITIES,
+        configuration=NNUNET_CONFIGURATION,
+        cases_dir=layout.synthetic_cases_dir("{source}"),
     script:
         "../scripts/nnunet_preprocess_synthetic.py"
 
@@ -184,22 +178,22 @@ rule nnunet_preprocessed_dataset:
                 wildcards, "preprocessed"
             )
         ),
-        plans=NNUNET_PLANS,
-        fingerprint=NNUNET_FINGERPRINT,
-        real_preprocessed=nnunet_preprocessed_dir("real"),
+        plans=layout.nnunet_plans(),
+        fingerprint=layout.nnunet_fingerprint(),
+        real_preprocessed=layout.nnunet_preprocessed_dir("real"),
     output:
-        directory(nnunet_root("{experiment}", "nnUNet_preprocessed")),
+        directory(layout.nnunet_root("{experiment}", "nnUNet_preprocessed")),
     log:
         "logs/nnunet_preprocessed_dataset/{experiment}.log",
-    priority: CRITICAL_PATH_PRIORITY
+    priority: scheduling.CRITICAL_PATH
     localrule: True
     conda:
         "../../envs/tumorfab.yaml"
     params:
         experiment=get_experiment_spec,
-        modalities=SEG_MODALITIES,
+        modalities=MODALITIES,
         train_cases=get_experiment_real_cases,
-        configuration=SEG_CONFIGURATION,
+        configuration=NNUNET_CONFIGURATION,
     script:
         "../scripts/nnunet_preprocessed_dataset.py"
 
@@ -208,25 +202,25 @@ rule nnunet_train:
     """From scratch, or fine-tuned from the model named by init_from (same seed)."""
     input:
         unpack(get_pretrained_model),
-        preprocessed=nnunet_root("{experiment}", "nnUNet_preprocessed"),
+        preprocessed=layout.nnunet_root("{experiment}", "nnUNet_preprocessed"),
     output:
-        model=directory(model_dir("{experiment}", "{seed}")),
+        model=directory(layout.model_dir("{experiment}", "{seed}")),
     log:
         "logs/nnunet_train/{experiment}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/nnunet_train/{experiment}/seed{seed}.tsv"
-    priority: training_priority
+        layout.benchmark_tsv("nnunet_train", "{experiment}/seed{seed}")
+    priority: get_training_priority
     conda:
         "../../envs/tumorfab.yaml"
-    threads: SEG["threads"]
+    threads: config["segmentation"]["threads"]
     resources:
         gpu=1,
-        mem_mb=SEG["mem_mb"],
+        mem_mb=config["segmentation"]["mem_mb"],
         runtime=24 * 60,
     params:
-        train=SEG["train"],
-        configuration=SEG_CONFIGURATION,
-        work_root=nnunet_checkpoint_dir("{experiment}", "{seed}"),
+        train=SETTINGS.segmentation["train"],
+        configuration=NNUNET_CONFIGURATION,
+        work_root=layout.nnunet_checkpoint_dir("{experiment}", "{seed}"),
     script:
         "../scripts/nnunet_train.py"
 
@@ -235,27 +229,27 @@ rule nnunet_predict:
     """All seeds of one experiment in one job, one model after the other: on
     the demo's CPU, starting a job (imports) costs as much as its predictions."""
     input:
-        models=[model_dir("{experiment}", seed) for seed in SEEDS],
-        raw=NNUNET_RAW_ROOT,
+        models=[layout.model_dir("{experiment}", seed) for seed in STUDY.seeds],
+        raw=layout.nnunet_raw_root(),
     output:
-        [directory(prediction_dir("{experiment}", seed)) for seed in SEEDS],
+        [directory(layout.prediction_dir("{experiment}", seed)) for seed in STUDY.seeds],
     log:
         "logs/nnunet_predict/{experiment}.log",
     benchmark:
-        "results/benchmarks/nnunet_predict/{experiment}.tsv"
+        layout.benchmark_tsv("nnunet_predict", "{experiment}")
     conda:
         "../../envs/tumorfab.yaml"
-    threads: SEG["threads"]
+    threads: config["segmentation"]["threads"]
     resources:
         gpu=1,
-        mem_mb=SEG["mem_mb"],
+        mem_mb=config["segmentation"]["mem_mb"],
         runtime=4 * 60,
     params:
-        predict=SEG["predict"],
-        device=SEG["train"]["device"],
-        modalities=SEG_MODALITIES,
-        val_cases=VAL_CASES,
-        images_dir=f"{NNUNET_RAW_DATASET}/imagesTs",
+        predict=SETTINGS.segmentation["predict"],
+        device=SETTINGS.segmentation["train"]["device"],
+        modalities=MODALITIES,
+        val_cases=STUDY.val_cases,
+        images_dir=layout.nnunet_test_images(STUDY.baseline),
     script:
         "../scripts/nnunet_predict.py"
 
@@ -264,10 +258,10 @@ rule nnunet_evaluate:
     """All seeds of one experiment in one job: the metrics take well under a
     second per demo case, the imports (nnU-Net, MONAI) ~10 s of CPU per job."""
     input:
-        predictions=[prediction_dir("{experiment}", seed) for seed in SEEDS],
-        references=[case_file(real_case_dir(case), "seg") for case in VAL_CASES],
+        predictions=[layout.prediction_dir("{experiment}", seed) for seed in STUDY.seeds],
+        references=[layout.case_file(layout.real_case_dir(case), "seg") for case in STUDY.val_cases],
     output:
-        [evaluation_csv("{experiment}", seed) for seed in SEEDS],
+        [layout.evaluation_csv("{experiment}", seed) for seed in STUDY.seeds],
     log:
         "logs/nnunet_evaluate/{experiment}.log",
     conda:
@@ -277,20 +271,20 @@ rule nnunet_evaluate:
         mem_mb=4000,
         runtime=60,
     params:
-        val_cases=VAL_CASES,
+        val_cases=STUDY.val_cases,
     script:
         "../scripts/nnunet_evaluate.py"
 
 
 rule segmentation_all:
     input:
-        get_evaluation_csvs(),
+        STUDY.evaluation_csvs(),
     localrule: True
 
 
 rule feature_extractor:
-    """F, the frozen encoder of the baseline model (SPEC §2 item 3): the target
+    """F, the frozen encoder of the baseline model (paper 002 §2.1): the target
     that closes the loop segment -> synthesize (see the Snakefile's header)."""
     input:
-        FEATURE_EXTRACTOR_DIR,
+        STUDY.feature_extractor_dir,
     localrule: True

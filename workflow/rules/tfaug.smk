@@ -1,26 +1,26 @@
-# Stage 3, synthesize: TF-Aug coarse synthetic pairs (SPEC §2 item 4; paper
-# 002 §2.1), the source "tfaug" of tumorfab.synthesis.SOURCES.
-# fit_tfaug_intensity learns I(x) = a*x + b per subregion once (a small JSON)
-# on the features of F, the baseline's encoder (the backward edge, see the
-# Snakefile); generate_tfaug writes synthetic_cases_dir + synthetic_manifest at
-# the largest size any experiment of tfaug or of a source derived from it
-# needs (TF-GAN refines these pairs, Pix2Pix draws images for their label
-# maps), so smaller sets are nested prefixes.
+# Synthesize: TF-Aug's coarse synthetic pairs (paper 002 §2.1), the source
+# "tfaug" of tumorfab.synthesis.SOURCES. fit_tfaug_intensity learns
+# I(x) = a*x + b per subregion once (a small JSON) on the features of F, the
+# baseline's encoder (the backward edge, see the Snakefile); generate_tfaug
+# writes the source's cases and manifest at the largest size any experiment
+# of tfaug or of a source derived from it needs (TF-GAN refines these pairs,
+# Pix2Pix draws images for their label maps), so smaller sets are nested
+# prefixes.
 
 
 rule fit_tfaug_intensity:
     """(a, b) per subregion by SGD on the frozen baseline encoder's features (§2.1)."""
     input:
-        real=[f for case in TRAIN_CASES for f in real_case_files(case)],
-        healthy=[f for subject in HEALTHY_SUBJECTS for f in healthy_case_files(subject)],
-        feature_extractor=FEATURE_EXTRACTOR_DIR,
+        real=STUDY.real_files(STUDY.train_cases),
+        healthy=STUDY.healthy_files_preprocessed(),
+        **STUDY.feature_extractor_input("tfaug"),
     output:
-        f"{synthetic_dir('tfaug')}/intensity.json",
+        layout.intensity_fit_json("tfaug"),
     log:
         "logs/fit_tfaug_intensity/fit_tfaug_intensity.log",
     benchmark:
-        "results/benchmarks/fit_tfaug_intensity/fit_tfaug_intensity.tsv"
-    priority: CRITICAL_PATH_PRIORITY
+        layout.benchmark_tsv("fit_tfaug_intensity", "fit_tfaug_intensity")
+    priority: scheduling.CRITICAL_PATH
     conda:
         "../../envs/tumorfab.yaml"
     # One core: a job of two waits until two are free at once, behind the
@@ -31,31 +31,32 @@ rule fit_tfaug_intensity:
         mem_mb=16000,
         runtime=240,
     params:
-        real_case_dirs=[real_case_dir(case) for case in TRAIN_CASES],
-        healthy_case_dirs=[healthy_case_dir(s) for s in HEALTHY_SUBJECTS],
-        modalities=config["data"]["modalities"],
+        real_case_dirs=[layout.real_case_dir(case) for case in STUDY.train_cases],
+        healthy_case_dirs=[layout.healthy_case_dir(s) for s in STUDY.healthy_subjects],
+        modalities=MODALITIES,
         seed=config["seed"],
-        masks=config["tfaug"]["masks"],
-        blur_sigma=config["tfaug"]["blur_sigma"],
-        intensity_fit=config["tfaug"]["intensity_fit"],
+        # Only what the fit reads: a changed lesion control or mass effect does not refit (a, b).
+        masks=SETTINGS.tfaug.masks,
+        blur_sigma=SETTINGS.tfaug.blur_sigma,
+        intensity_fit=SETTINGS.tfaug.intensity_fit,
     script:
         "../scripts/fit_tfaug_intensity.py"
 
 
 rule generate_tfaug:
-    """Coarse pairs x_s' = I(B(x_h, m_s)) with the lesion controls (§2.1, SPEC §5)."""
+    """Coarse pairs x_s' = I(B(x_h, m_s)) (§2.1) with the lesion controls (docs/interpretations.md)."""
     input:
-        intensity=f"{synthetic_dir('tfaug')}/intensity.json",
-        real_segs=[case_file(real_case_dir(case), "seg") for case in TRAIN_CASES],
-        healthy=[f for subject in HEALTHY_SUBJECTS for f in healthy_case_files(subject)],
+        intensity=rules.fit_tfaug_intensity.output[0],
+        real_segs=[layout.case_file(layout.real_case_dir(case), "seg") for case in STUDY.train_cases],
+        healthy=STUDY.healthy_files_preprocessed(),
     output:
-        cases=directory(synthetic_cases_dir("tfaug")),
-        manifest=synthetic_manifest("tfaug"),
+        cases=directory(layout.synthetic_cases_dir("tfaug")),
+        manifest=layout.synthetic_manifest("tfaug"),
     log:
         "logs/generate_tfaug/generate_tfaug.log",
     benchmark:
-        "results/benchmarks/generate_tfaug/generate_tfaug.tsv"
-    priority: CRITICAL_PATH_PRIORITY
+        layout.benchmark_tsv("generate_tfaug", "generate_tfaug")
+    priority: scheduling.CRITICAL_PATH
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
@@ -63,15 +64,12 @@ rule generate_tfaug:
         mem_mb=4000,
         runtime=240,
     params:
-        real_case_dirs=[real_case_dir(case) for case in TRAIN_CASES],
-        healthy_case_dirs=[healthy_case_dir(s) for s in HEALTHY_SUBJECTS],
+        real_case_dirs=[layout.real_case_dir(case) for case in STUDY.train_cases],
+        healthy_case_dirs=[layout.healthy_case_dir(s) for s in STUDY.healthy_subjects],
         # The largest n_synthetic of the experiments of tfaug and of the sources derived from it.
-        n_cases=GENERATION_SIZE["tfaug"],
-        modalities=config["data"]["modalities"],
+        n_cases=STUDY.generation_size("tfaug"),
+        modalities=MODALITIES,
         seed=config["seed"],
-        masks=config["tfaug"]["masks"],
-        blur_sigma=config["tfaug"]["blur_sigma"],
-        controls=config["tfaug"]["controls"],
-        mass_effect=config["tfaug"]["mass_effect"],
+        tfaug=SETTINGS.tfaug,
     script:
         "../scripts/generate_tfaug.py"

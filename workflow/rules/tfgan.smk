@@ -1,8 +1,8 @@
-# Stage 3, synthesize: TF-GAN refinement of TF-Aug's coarse pairs (SPEC §2
-# item 5; paper 002 §2.2), the source "tf" of tumorfab.synthesis.SOURCES.
-# train_tfgan learns G against the real training cases with D and F (the
-# backward edge, see the Snakefile); generate_tf refines every coarse pair an
-# experiment needs, as a whole volume, into synthetic_cases_dir("tf").
+# Synthesize: TF-GAN's refinement of TF-Aug's coarse pairs (paper 002 §2.2),
+# the source "tf" of tumorfab.synthesis.SOURCES. train_tfgan learns G against
+# the real training cases with D and F (the backward edge, see the
+# Snakefile); generate_tf refines every coarse pair an experiment needs, as a
+# whole volume.
 
 # Settings that change what is computed (threads and memory do not).
 TFGAN = {k: v for k, v in config["tfgan"].items() if k not in ("threads", "mem_mb")}
@@ -11,15 +11,15 @@ TFGAN = {k: v for k, v in config["tfgan"].items() if k not in ("threads", "mem_m
 rule train_tfgan:
     """G and D trained for the configured epochs; resumes from its checkpoint."""
     input:
-        coarse_cases=synthetic_cases_dir("tfaug"),
-        coarse_manifest=synthetic_manifest("tfaug"),
-        real=[f for case in TRAIN_CASES for f in real_case_files(case)],
-        feature_extractor=FEATURE_EXTRACTOR_DIR,
+        coarse_cases=rules.generate_tfaug.output.cases,
+        coarse_manifest=rules.generate_tfaug.output.manifest,
+        real=STUDY.real_files(STUDY.train_cases),
+        **STUDY.feature_extractor_input("tf"),
     output:
-        generator=TFGAN_GENERATOR,
-        losses=f"{synthetic_dir('tf')}/losses.csv",
+        generator=layout.generator_file("tf"),
+        losses=layout.training_losses("tf", "csv"),
         curves=report(
-            f"{synthetic_dir('tf')}/losses.png",
+            layout.training_losses("tf", "png"),
             caption="../report/tfgan_losses.rst",
             category="Synthetic cases",
             subcategory="TF-GAN training",
@@ -27,8 +27,8 @@ rule train_tfgan:
     log:
         "logs/train_tfgan/train_tfgan.log",
     benchmark:
-        "results/benchmarks/train_tfgan/train_tfgan.tsv"
-    priority: CRITICAL_PATH_PRIORITY
+        layout.benchmark_tsv("train_tfgan", "train_tfgan")
+    priority: scheduling.CRITICAL_PATH
     conda:
         "../../envs/tumorfab.yaml"
     threads: config["tfgan"]["threads"]
@@ -38,9 +38,9 @@ rule train_tfgan:
         runtime=48 * 60,
     params:
         tfgan=TFGAN,
-        real_case_dirs=[real_case_dir(case) for case in TRAIN_CASES],
-        work_dir=TFGAN_CHECKPOINT_DIR,
-        modalities=config["data"]["modalities"],
+        real_case_dirs=[layout.real_case_dir(case) for case in STUDY.train_cases],
+        work_dir=layout.training_checkpoint_dir("train_tfgan"),
+        modalities=MODALITIES,
         seed=config["seed"],
     script:
         "../scripts/train_tfgan.py"
@@ -49,17 +49,17 @@ rule train_tfgan:
 rule generate_tf:
     """Every coarse pair a tf experiment needs, refined by sliding window (§2.2)."""
     input:
-        generator=TFGAN_GENERATOR,
-        coarse_cases=synthetic_cases_dir("tfaug"),
-        coarse_manifest=synthetic_manifest("tfaug"),
+        generator=rules.train_tfgan.output.generator,
+        coarse_cases=rules.generate_tfaug.output.cases,
+        coarse_manifest=rules.generate_tfaug.output.manifest,
     output:
-        cases=directory(synthetic_cases_dir("tf")),
-        manifest=synthetic_manifest("tf"),
+        cases=directory(layout.synthetic_cases_dir("tf")),
+        manifest=layout.synthetic_manifest("tf"),
     log:
         "logs/generate_tf/generate_tf.log",
     benchmark:
-        "results/benchmarks/generate_tf/generate_tf.tsv"
-    priority: CRITICAL_PATH_PRIORITY
+        layout.benchmark_tsv("generate_tf", "generate_tf")
+    priority: scheduling.CRITICAL_PATH
     conda:
         "../../envs/tumorfab.yaml"
     threads: config["tfgan"]["threads"]
@@ -68,8 +68,8 @@ rule generate_tf:
         mem_mb=config["tfgan"]["mem_mb"],
         runtime=24 * 60,
     params:
-        n_cases=GENERATION_SIZE["tf"],
-        modalities=config["data"]["modalities"],
+        n_cases=STUDY.generation_size("tf"),
+        modalities=MODALITIES,
         seed=config["seed"],
         window=TFGAN["window"],
         overlap=TFGAN["overlap"],

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -64,7 +63,6 @@ TABLE_REGIONS = [
     ("Mean (%)", "dice_mean", "mean"),
 ]
 DISPLAY_COLUMNS = ["Method", *(h for h, _, _ in TABLE_REGIONS), "Mean Diff (%)", "p-value"]
-_SEED_DIR = re.compile(r"^seed(\d+)$")
 #: Marks a row with a missing seed (Markdown).
 MISSING_SEED_MARK = "†"
 
@@ -97,25 +95,18 @@ BRATS_DIFFERENCE = (
 )
 
 
-def evaluation_run(path: str | os.PathLike) -> tuple[str, int]:
-    """(experiment, seed) of ``.../evaluation/{experiment}/seed{seed}/per_case.csv``."""
-    path = Path(path)
-    match = _SEED_DIR.match(path.parent.name)
-    if not match:
-        raise ValueError(f"{path}: expected .../{{experiment}}/seed{{seed}}/per_case.csv")
-    return path.parent.parent.name, int(match.group(1))
-
-
-def collect_per_case(csv_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+def collect_per_case(evaluations: Iterable[tuple[str, int, str | os.PathLike]]) -> pd.DataFrame:
     """Stack the per-case evaluation CSVs of every experiment and seed.
 
-    Returns ``experiment, seed, case_id, <METRIC_COLUMNS>`` sorted by
-    experiment, seed and case. Dice must lie in [0, 1] (NaN allowed).
+    ``evaluations``: ``(experiment, seed, CSV path)`` of each run (the
+    workflow's layout, ``tumorfab.study.layout.evaluation_csv``). Returns
+    ``experiment, seed, case_id, <METRIC_COLUMNS>`` sorted by experiment, seed
+    and case. Dice must lie in [0, 1] (NaN allowed).
     """
     frames = []
     seen: set[tuple[str, int]] = set()
-    for path in csv_paths:
-        experiment, seed = evaluation_run(path)
+    for experiment, seed, path in evaluations:
+        seed = int(seed)
         if (experiment, seed) in seen:
             raise ValueError(f"{path}: experiment {experiment} seed {seed} given twice")
         seen.add((experiment, seed))
@@ -447,12 +438,13 @@ def table_markdown(
 
 
 def write_collected(
-    csv_paths: Iterable[str | os.PathLike],
+    evaluations: Iterable[tuple[str, int, str | os.PathLike]],
     per_case_path: str | os.PathLike,
     per_run_path: str | os.PathLike,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write ``per_case.csv`` (all runs stacked) and ``per_run.csv`` (atomically)."""
-    per_case = collect_per_case(csv_paths)
+    """Write ``per_case.csv`` (all runs of :func:`collect_per_case` stacked) and
+    ``per_run.csv`` (atomically)."""
+    per_case = collect_per_case(evaluations)
     per_run = per_run_table(per_case)
     save_csv(per_case, per_case_path)
     save_csv(per_run, per_run_path)

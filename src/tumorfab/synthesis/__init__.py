@@ -34,6 +34,8 @@ class SyntheticSource:
     made from (TF refines TF-Aug's pair; Pix2Pix draws an image for TF-Aug's
     label map), so both share their nested sets; that source is then
     generated at the largest size either of them needs.
+    ``refines``: case ``i`` is ``derived_from``'s case ``i`` with its image
+    refined and its labels unchanged, so the report shows the two side by side.
     """
 
     name: str
@@ -41,6 +43,7 @@ class SyntheticSource:
     generator: str
     needs_feature_extractor: bool = False
     derived_from: str | None = None
+    refines: bool = False
 
     def load_generator(self) -> Callable:
         module, function = self.generator.split(":")
@@ -70,6 +73,7 @@ SOURCES: dict[str, SyntheticSource] = {
             "tumorfab.synthesis.tfgan.refine:generate_tf",
             needs_feature_extractor=True,
             derived_from="tfaug",
+            refines=True,
         ),
     )
 }
