@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
+from tumorfab.config import compose, load_yaml
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
@@ -67,15 +69,15 @@ def healthy_root(tmp_path: Path) -> Path:
     return root
 
 
+def paper_and(preset: dict) -> dict:
+    """The paper's config (config/config.yaml) with ``preset`` over it, as the
+    workflow composes them (:func:`tumorfab.config.compose`)."""
+    return compose(load_yaml(REPO / "config" / "config.yaml"), preset)
+
+
 def workflow_config(**overrides) -> dict:
-    """The paper config with overrides (nested dicts replace whole sections' keys)."""
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    for section, values in overrides.items():
-        if isinstance(values, dict) and isinstance(config.get(section), dict):
-            config[section].update(values)
-        else:
-            config[section] = values
-    return config
+    """The paper's config with ``overrides`` (sections merged key by key)."""
+    return paper_and(overrides)
 
 
 def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -118,7 +120,7 @@ def tiny_demo_config() -> dict:
     """The demo preset shrunk further: 5 phantom patients at 4 mm, one seed,
     a few nnU-Net iterations, one experiment per source plus the
     synthetic-only study. Same DAG as `make demo`."""
-    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config = paper_and(load_yaml(REPO / "config" / "demo.yaml"))
     config["demo"].update(n_patients=5, n_second_timepoint=1, n_healthy=2, voxel_mm=4.0)
     config["split"].update(n_real_train=3, n_val=2)
     names = ("baseline", "carvemix_8", "pix2pix_8", "tfaug_8", "tf_8")
@@ -142,26 +144,3 @@ def tiny_demo(tmp_path_factory) -> tuple[Path, dict]:
     workdir = tmp_path_factory.mktemp("tiny_demo")
     run_snakemake(workdir, config, "--cores", "2")
     return workdir, config
-
-
-def common_section(stage: str) -> str:
-    """The ``# --- {stage}`` section of workflow/rules/common.smk, up to the next
-    ``# --- `` header: the globals and input functions a stage's rule file uses,
-    for harnesses that include that rule file on its own (the top of common.smk,
-    which needs a full config and data, stays out)."""
-    text = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    header = f"# --- {stage}\n"
-    if header not in text:
-        raise KeyError(f"common.smk has no section {header.strip()!r}")
-    section = text.split(header, 1)[1]
-    return header + section.split("\n# --- ", 1)[0]
-
-
-def workflow_sections(*stages: str) -> str:
-    """What a harness Snakefile needs from common.smk to include stage rule
-    files on their own: the "experiments" section, the paths (paths.smk) and
-    the named stage sections. The harness defines TRAIN_CASES (and the other
-    case lists) itself; its config needs experiments and segmentation.seeds."""
-    paths = REPO / "workflow" / "rules" / "paths.smk"
-    parts = [common_section("experiments"), f'include: "{paths}"\n']
-    return "\n\n".join([*parts, *(common_section(s) for s in stages)])

@@ -1,18 +1,19 @@
-"""The paper preset (config/config.yaml), for tests and benchmarks at paper scale."""
+"""The paper's study (config/config.yaml with the schema's defaults), for tests and benchmarks at paper scale."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
+from tumorfab.config import compose, load_yaml, with_defaults
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @lru_cache(maxsize=1)
 def paper_config() -> dict:
-    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    paper = compose(load_yaml(REPO / "config" / "config.yaml"), {})
+    return with_defaults(paper, REPO / "workflow" / "schemas" / "config.schema.yaml")
 
 
 #: G's widths in the paper config (tfgan.generator_widths).
