@@ -10,7 +10,7 @@ folder, then times, per case (median of ``--repeats``):
   the case-folder writer: mask augmentation and placement, ROI blur, a·x+b),
   with the paper preset, then with texture and with the mass effect on.
 
-Target (the TF-Aug issue): generate / (load + save) ≤ 1.5 with the paper
+Target: generate / (load + save) ≤ 1.5 with the paper
 preset. Run: ``python benchmarks/tfaug_generation.py [--repeats N]``.
 """
 
@@ -27,10 +27,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from tumorfab.synthesis.tfaug.controls import Controls
 from tumorfab.casefolder import load_case, save_case
-from tumorfab.synthesis.tfaug.generate import MassEffect, Settings, make_case
-from tumorfab.synthesis.tfaug.masks import MaskAugmentation, MaskBank
+from tumorfab.synthesis.tfaug.generate import CaseRecipe, make_case
+from tumorfab.synthesis.tfaug.masks import MaskBank
+from tumorfab.synthesis.tfaug.settings import TFAugSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers.schema_defaults import schema_defaults  # noqa: E402  (the config schema's defaults)
@@ -84,14 +84,12 @@ def main() -> None:
         bank_seconds = time.perf_counter() - start
         subjects = {healthy.name: healthy}
 
-        def settings(controls=None, mass_effect=None) -> Settings:
+        def settings(controls=None, mass_effect=None) -> CaseRecipe:
             """The schema's defaults of tfaug (the paper preset) with ``controls``, ``mass_effect`` overrides."""
             overrides = {"controls": controls or {}, "mass_effect": mass_effect or {}}
-            tfaug = schema_defaults({"tfaug": overrides})["tfaug"]
-            return Settings(
-                ("t1n",), np.array([[0.7, 1.1, 1.3]], np.float32), np.array([[-0.4, 0.1, 0.35]], np.float32),
-                2025, MaskAugmentation.from_config(tfaug["masks"]), tfaug["blur_sigma"],
-                Controls.from_config(tfaug["controls"]), MassEffect.from_config(tfaug["mass_effect"]),
+            tfaug = TFAugSettings.from_config(schema_defaults({"tfaug": overrides})["tfaug"])
+            return CaseRecipe(
+                tfaug, ("t1n",), np.array([[0.7, 1.1, 1.3]], np.float32), np.array([[-0.4, 0.1, 0.35]], np.float32), 2025
             )
 
         paper = settings()

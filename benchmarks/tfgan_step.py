@@ -1,4 +1,4 @@
-"""Cost of one TF-GAN training step and of a whole-volume refinement (issue #9).
+"""Cost of one TF-GAN training step and of a whole-volume refinement.
 
 **Training step** (batch 1, paper widths: G ``[32, 64, 128, 256, 320, 320]``,
 D width 32 capped at 256, F a frozen stand-in for the baseline nnU-Net's first
@@ -78,7 +78,7 @@ from tumorfab.synthesis.tfgan.networks import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers.paper_config import PAPER_GENERATOR_WIDTHS  # noqa: E402  (G's widths in config/config.yaml)
 
-try:  # the real losses (another helper's module); stand-ins otherwise
+try:  # the package's losses; the stand-ins below where they do not import
     from tumorfab.synthesis.tfgan import losses as _losses
 
     LOSSES = "tumorfab.synthesis.tfgan.losses"
@@ -454,7 +454,8 @@ def brain_box_part(per_window: float, overhead: float, mode: str, G) -> None:
     import nibabel as nib
     import numpy as np
 
-    from tumorfab.synthesis.tfgan.refine import BRAIN_MARGIN, refine_volume
+    from tumorfab.synthesis.gan import BRAIN_MARGIN
+    from tumorfab.synthesis.tfgan.refine import refine_volume
 
     path = REAL_CASE / f"{REAL_CASE.name}-t1n.nii.gz"
     if not path.exists():

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from tumorfab.config import compose, load_yaml
+from tumorfab.config import compose, load_yaml, with_defaults
+from tumorfab.study.model import Study
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -78,6 +79,11 @@ def paper_and(preset: dict) -> dict:
 def workflow_config(**overrides) -> dict:
     """The paper's config with ``overrides`` (sections merged key by key)."""
     return paper_and(overrides)
+
+
+def study_of(config: dict) -> Study:
+    """The study the workflow builds from ``config`` (schema defaults filled in)."""
+    return Study.from_config(with_defaults(config, REPO / "workflow" / "schemas" / "config.schema.yaml"))
 
 
 def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:

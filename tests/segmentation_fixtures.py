@@ -106,8 +106,9 @@ def run_python(code: str, env: dict | None = None, timeout: int = 900) -> subpro
 TRAIN_IDS = [f"BraTS-GLI-{i:05d}-000" for i in range(6)]
 VAL_IDS = [f"BraTS-GLI-{i:05d}-000" for i in range(6, 9)]
 SYNTHETIC_IDS = ["syn_0002", "syn_0000", "syn_0001"]  # manifest order, deliberately not sorted
-#: A tiny network: 32^3 patch, 4 stages of 4..32 features.
+#: A tiny network: 32^3 patch, 4 stages of 4..32 features (config keys of segmentation.plan).
 TINY_PLAN = {"patch_size": [32, 32, 32], "base_features": 4, "max_features": 32, "batch_size": 2}
+#: Three short epochs on the CPU (config keys of segmentation.train).
 TINY_TRAIN = {
     "epochs": 3,
     "iterations_per_epoch": 3,
@@ -116,6 +117,17 @@ TINY_TRAIN = {
     "device": "cpu",
     "data_augmentation_workers": None,
 }
+
+
+def tiny_settings(**train):
+    """The tiny study's :class:`SegmentationSettings`: the schema's defaults with
+    :data:`TINY_PLAN`, :data:`TINY_TRAIN` (``train`` overrides its keys) and no
+    test-time mirroring."""
+    from helpers.schema_defaults import schema_defaults
+    from tumorfab.segmentation.settings import SegmentationSettings
+
+    overrides = {"plan": TINY_PLAN, "train": {**TINY_TRAIN, **train}, "predict": {"use_mirroring": False}}
+    return SegmentationSettings.from_config(schema_defaults({"segmentation": overrides})["segmentation"])
 
 
 def make_study(root: Path, shape=(40, 40, 40)) -> dict:
@@ -156,17 +168,18 @@ def make_study(root: Path, shape=(40, 40, 40)) -> dict:
 def plan_and_preprocess(study: dict) -> dict:
     """Plan on the raw dataset (in a subprocess: nnU-Net's spawn pool), preprocess, assemble."""
     root = study["root"]
+    plan = tiny_settings().plan
     run_python(
         "from tumorfab.segmentation.plans import plan_experiment\n"
+        "from tumorfab.segmentation.settings import PlanSettings\n"
         "if __name__ == '__main__':\n"
         f"    plan_experiment({str(study['raw'])!r}, {str(root / 'plans.json')!r}, "
-        f"{str(root / 'fingerprint.json')!r}, num_processes=1, **{TINY_PLAN!r})\n",
+        f"{str(root / 'fingerprint.json')!r}, plan={plan!r}, num_processes=1)\n",
         env={"nnUNet_def_n_proc": "1"},
     )
-    from tumorfab.segmentation import plans as pl
     from tumorfab.segmentation import preprocessed as pp
 
-    configuration = pl.configuration_name(**TINY_PLAN)
+    configuration = plan.configuration
     pp.preprocess_real(root / "plans.json", ["t1n"], TRAIN_IDS, root / "images" / "real", root / "real",
                        root / "preprocessed" / "real", configuration)
     pp.preprocess_synthetic(root / "plans.json", ["t1n"], study["manifest"], root / "images" / "synthetic",
@@ -180,30 +193,30 @@ def plan_and_preprocess(study: dict) -> dict:
     return {**study, "configuration": configuration, "plans": root / "plans.json"}
 
 
-def train_code(study: dict, experiment: str, run: str, **overrides) -> str:
-    """Python source that trains ``experiment`` (seed 0) into ``root/runs/{run}``."""
+def train_code(study: dict, experiment: str, run: str, pretrained_model: str | None = None, **train) -> str:
+    """Python source that trains ``experiment`` (seed 0) into ``root/runs/{run}``
+    (``train``: keys of :data:`TINY_TRAIN` to change)."""
     root = study["root"]
-    settings = {**TINY_TRAIN, **overrides}
+    settings = tiny_settings(**train).train
     return (
+        "from tumorfab.segmentation.settings import TrainSettings\n"
         "from tumorfab.segmentation.train import train\n"
         "if __name__ == '__main__':\n"
         f"    train({str(root / 'nnpre' / experiment)!r}, {experiment!r}, {str(root / 'runs' / run / 'work')!r}, "
         f"{str(root / 'runs' / run / 'model')!r}, seed=0, configuration={study['configuration']!r}, "
-        f"threads=1, **{settings!r})\n"
+        f"settings={settings!r}, threads=1, pretrained_model={pretrained_model!r})\n"
     )
 
 
-def train_predict_evaluate(study: dict, experiment: str, run: str, **overrides) -> Path:
+def train_predict_evaluate(study: dict, experiment: str, run: str, **train) -> Path:
     """Train in a fresh interpreter, predict the held-out cases, evaluate; returns the CSV."""
-    from helpers.schema_defaults import schema_defaults
     from tumorfab.segmentation.evaluate import evaluate
     from tumorfab.segmentation.predict import predict
 
     root = study["root"]
-    run_python(train_code(study, experiment, run, **overrides))
+    run_python(train_code(study, experiment, run, **train))
     predict(root / "runs" / run / "model", study["raw"] / "imagesTs", root / "runs" / run / "pred", ["t1n"],
-            case_ids=VAL_IDS, device="cpu", threads=1,
-            **{**schema_defaults()["segmentation"]["predict"], "use_mirroring": False})
+            case_ids=VAL_IDS, settings=tiny_settings().predict, threads=1)
     out = root / "runs" / run / "per_case.csv"
     evaluate(root / "runs" / run / "pred", {c: study["real"][c] / "seg.nii.gz" for c in VAL_IDS}, out)
     return out

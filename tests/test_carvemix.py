@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
+import copy
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_snakemake, tiny_demo_config, workflow_sections
+from conftest import planned_jobs, run_snakemake, study_of, tiny_demo_config
 
 from tumorfab.synthesis import generation_size
 from tumorfab.synthesis.carvemix import (
     MANIFEST_COLUMNS,
+    CarveMixSettings,
     carve_region,
-    check_lambda_range,
     generate_carvemix,
     lesion_depth,
     load_case,
     signed_distance,
 )
 from tumorfab.io import save_nifti
+from tumorfab.study import layout
 
-REPO = Path(__file__).resolve().parents[1]
 SHAPE = (32, 30, 20)
 ZOOMS = (1.0, 1.2, 2.0)  # anisotropic on purpose: spacing must be respected
 
@@ -69,7 +67,7 @@ def train_cases(tmp_path):
 
 def generate(dirs, out, n, lambda_range=(0.0, 1.0), seed=7, modalities=("t1n",)):
     return generate_carvemix(
-        dirs, out / "cases", out / "manifest.csv", n, list(modalities), lambda_range, seed
+        dirs, out / "cases", out / "manifest.csv", n, list(modalities), CarveMixSettings(lambda_range), seed
     )
 
 
@@ -236,12 +234,19 @@ def test_a_killed_run_leaves_no_cases_folder(train_cases, tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_lambda_range_must_be_ordered_and_not_below_minus_one():
-    assert check_lambda_range([-0.5, 1.0]) == (-0.5, 1.0)
-    with pytest.raises(ValueError, match="low <= high"):
-        check_lambda_range([0.5, 0.2])
-    with pytest.raises(ValueError, match="low <= high"):
-        check_lambda_range([-1.5, 0.2])
+def test_lambda_range_is_read_as_two_floats():
+    assert CarveMixSettings.from_config({"lambda_range": [-0.5, 1]}) == CarveMixSettings((-0.5, 1.0))
+
+
+@pytest.mark.parametrize("lambda_range", [[0.5, 0.2], [-1.5, 0.2]])
+def test_lambda_range_must_be_ordered_and_not_below_minus_one(lambda_range):
+    with pytest.raises(ValueError, match=r"^carvemix\.lambda_range \[.*\]: need -1 <= low <= high"):
+        CarveMixSettings.from_config({"lambda_range": lambda_range})
+
+
+def test_an_unknown_carvemix_key_is_refused():
+    with pytest.raises(ValueError, match=r"^carvemix: unknown keys \['lambda'\]"):
+        CarveMixSettings.from_config({"lambda_range": [0.0, 1.0], "lambda": 1})
 
 
 def test_generation_size_is_the_largest_n_of_the_source():
@@ -255,90 +260,36 @@ def test_generation_size_is_the_largest_n_of_the_source():
     assert generation_size(experiments, "pix2pix") == 0
 
 
-HARNESS = """
-configfile: "config.yaml"
-
-from snakemake.exceptions import WorkflowError
-
-TRAIN_CASES = {train_cases!r}
-VAL_CASES = []
-
-{common}
-
-include: "{rules}/baselines.smk"
-include: "{rules}/report.smk"
-
-def get_evaluation_csvs():
-    return []
-"""
-
-
-def write_harness(workdir: Path, train_cases: list[str], n_carvemix: int) -> None:
-    """A minimal Snakefile that includes the real rule files with stand-in globals."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "Snakefile").write_text(
-        textwrap.dedent(HARNESS).format(
-            train_cases=train_cases,
-            rules=REPO / "workflow" / "rules",
-            common=workflow_sections("report"),
-        )
-    )
-    (workdir / "config.yaml").write_text(textwrap.dedent(f"""
-        seed: 3
-        data: {{modalities: [t1n]}}
-        experiments:
-          baseline: {{source: none, n_synthetic: 0, label: Baseline, real_fraction: 1.0, init_from: null}}
-          carvemix_2: {{source: carvemix, n_synthetic: 2, label: CarveMix, real_fraction: 1.0, init_from: null}}
-          carvemix_{n_carvemix}: {{source: carvemix, n_synthetic: {n_carvemix}, label: CarveMix, real_fraction: 1.0, init_from: null}}
-        tables:
-          table1: {{title: T1, experiments: [baseline, carvemix_2]}}
-        carvemix: {{lambda_range: [0.0, 1.0]}}
-        report: {{mosaic_cases: 2}}
-        segmentation: {{seeds: [0]}}
-        tfgan: {{n_stages: 3}}
-    """))
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).parent / "snakemake"
-    return subprocess.run(
-        [str(exe), "--cores", "1", *args], cwd=workdir, capture_output=True, text=True
-    )
-
-
-def test_rule_generate_carvemix_writes_the_largest_set_and_its_mosaic(tmp_path):
-    workdir = tmp_path / "wf"
-    ids = ["BraTS-GLI-00000-000", "BraTS-GLI-00001-000", "BraTS-GLI-00002-000"]
-    for i, case_id in enumerate(ids):
-        make_case(
-            workdir / "results" / "preprocess" / "real" / case_id, (12 + 2 * i, 14, 9), 5.0, seed=i
-        )
-    write_harness(workdir, ids, n_carvemix=3)
-    done = snakemake(workdir, "results/report/figures/mosaic_carvemix.png")
-    assert done.returncode == 0, done.stderr[-3000:]
-    manifest = pd.read_csv(workdir / "results" / "synthetic" / "carvemix" / "manifest.csv")
-    assert len(manifest) == 3 and (manifest["seed"] == 3).all()
-    cases = workdir / "results" / "synthetic" / "carvemix" / "cases"
+@pytest.mark.slow
+def test_rule_generate_carvemix_writes_the_largest_set_and_its_mosaic(tiny_demo):
+    workdir, config = tiny_demo
+    study = study_of(config)
+    manifest = pd.read_csv(workdir / layout.synthetic_manifest("carvemix"))
+    assert len(manifest) == study.generation_size("carvemix") > 0
+    assert (manifest["seed"] == config["seed"]).all()
+    assert set(manifest["case_a"]) | set(manifest["case_b"]) <= set(study.train_cases)
+    cases = workdir / layout.synthetic_cases_dir("carvemix")
     # Snakemake adds a hidden .snakemake_timestamp to directory outputs.
-    assert sorted(p.name for p in cases.iterdir() if not p.name.startswith(".")) == list(
-        manifest["case_id"]
-    )
-    assert (workdir / "results" / "report" / "figures" / "mosaic_carvemix.png").stat().st_size > 0
+    assert sorted(p.name for p in cases.iterdir() if not p.name.startswith(".")) == list(manifest["case_id"])
+    assert (workdir / layout.report_figure("mosaic_carvemix")).stat().st_size > 0
     assert (workdir / "logs" / "generate_carvemix" / "carvemix.log").exists()
-    unchanged = snakemake(workdir, "-n", "results/report/figures/mosaic_carvemix.png")
-    assert unchanged.returncode == 0 and "Nothing to be done" in unchanged.stdout + unchanged.stderr
-    # Changing the lambda range re-runs generation (params trigger).
-    config = (workdir / "config.yaml").read_text().replace("[0.0, 1.0]", "[-0.5, 1.0]")
-    (workdir / "config.yaml").write_text(config)
-    planned = snakemake(workdir, "-n", "results/report/figures/mosaic_carvemix.png")
-    assert planned.returncode == 0, planned.stderr[-3000:]
-    assert "rule generate_carvemix:" in planned.stdout + planned.stderr
+
+
+@pytest.mark.slow
+def test_a_changed_lambda_range_reruns_carvemix_and_no_other_source(tiny_demo):
+    workdir, config = tiny_demo
+    changed = copy.deepcopy(config)
+    changed.setdefault("carvemix", {})["lambda_range"] = [-0.5, 1.0]
+    jobs = planned_jobs(run_snakemake(workdir, changed, "-n"))
+    assert jobs["generate_carvemix"] == 1
+    other_sources = {"fit_tfaug_intensity", "generate_tfaug", "train_tfgan", "generate_tf", "train_pix2pix", "generate_pix2pix"}
+    assert not other_sources & set(jobs)
 
 
 def test_an_inverted_lambda_range_stops_the_workflow_naming_the_key(tmp_path):
-    # The whole workflow: the check runs with the others in common.smk.
+    # The whole workflow: the check runs where the workflow builds its settings.
     config = tiny_demo_config()
-    config["carvemix"]["lambda_range"] = [0.8, 0.2]
+    config.setdefault("carvemix", {})["lambda_range"] = [0.8, 0.2]
     planned = run_snakemake(tmp_path, config, "-n", check=False)
     assert planned.returncode != 0
     assert "carvemix.lambda_range [0.8, 0.2]" in planned.stdout

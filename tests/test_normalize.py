@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from tumorfab.preprocess.normalize import brainmask_from_stripped, normalize_intensity, normalize_real_case
+from tumorfab.preprocess.settings import NormalizeSettings
 
 from conftest import make_brats_case, write_volume
 
 BRATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "brats" / "BraTS-GLI-00000-000"
-#: The ``normalize`` settings and ``data.remap_label_4_to_3`` as the config passes them.
-NORMALIZE = {"lower_percentile": 0.5, "upper_percentile": 99.5, "remap_label_4_to_3": False}
+NORMALIZE = NormalizeSettings(lower_percentile=0.5, upper_percentile=99.5)
 
 
 def load(path: Path) -> np.ndarray:
@@ -22,7 +22,7 @@ def test_normalized_brain_spans_minus_one_to_one_and_background_is_minus_one():
     image = rng.gamma(2.0, 50.0, size=(20, 20, 20)).astype(np.float32)
     mask = np.zeros(image.shape, bool)
     mask[4:16, 4:16, 4:16] = True
-    out = normalize_intensity(image, mask, 0.5, 99.5)
+    out = normalize_intensity(image, mask, NORMALIZE)
     assert out[mask].min() == -1.0 and out[mask].max() == 1.0
     assert np.all(out[~mask] == -1.0)
 
@@ -33,8 +33,7 @@ def test_real_case_folder_has_image_mask_and_labels(tmp_path):
         images={"t1n": folder / "BraTS-GLI-00001-000-t1n.nii.gz"},
         seg=folder / "BraTS-GLI-00001-000-seg.nii.gz",
         out_dir=tmp_path / "case",
-        lower_percentile=0.5,
-        upper_percentile=99.5,
+        settings=NORMALIZE,
         remap_label_4_to_3=False,
     )
     image = nib.load(str(tmp_path / "case" / "t1n.nii.gz")).get_fdata()
@@ -56,7 +55,7 @@ def test_real_brain_mask_and_images_come_from_the_images_not_the_labels(tmp_path
     for name, labels in {"tumour_outside": seg, "no_tumour": np.zeros_like(seg)}.items():
         seg_file = write_volume(tmp_path / f"{name}-seg.nii.gz", labels)
         outs[name] = tmp_path / name
-        normalize_real_case({"t1n": folder / "BraTS-GLI-00001-000-t1n.nii.gz"}, seg_file, outs[name], **NORMALIZE)
+        normalize_real_case({"t1n": folder / "BraTS-GLI-00001-000-t1n.nii.gz"}, seg_file, outs[name], NORMALIZE, False)
     mask = load(outs["tumour_outside"] / "brainmask.nii.gz")
     assert np.array_equal(mask, brainmask_from_stripped([image]))
     assert not mask[:, :, :2].any()
@@ -68,7 +67,7 @@ def test_real_brain_mask_and_images_come_from_the_images_not_the_labels(tmp_path
 @pytest.mark.skipif(not BRATS.is_dir(), reason=f"{BRATS} is not there (CI has it)")
 def test_real_brats_brain_mask_is_plausible_and_holds_the_tumour(tmp_path):
     normalize_real_case(
-        {"t1n": BRATS / "BraTS-GLI-00000-000-t1n.nii.gz"}, BRATS / "BraTS-GLI-00000-000-seg.nii.gz", tmp_path, **NORMALIZE
+        {"t1n": BRATS / "BraTS-GLI-00000-000-t1n.nii.gz"}, BRATS / "BraTS-GLI-00000-000-seg.nii.gz", tmp_path, NORMALIZE, False
     )
     mask = nib.load(str(tmp_path / "brainmask.nii.gz"))
     brain = np.asarray(mask.dataobj) > 0

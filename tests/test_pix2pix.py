@@ -7,7 +7,10 @@ lesion; G and D are narrow (widths [4, 8, 16]: sizes multiple of 4, at least
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import pickle
 from pathlib import Path
 
 import nibabel as nib
@@ -18,7 +21,9 @@ import torch
 
 from tumorfab.casefolder import Case, load_case, save_case
 from tumorfab.labels import ED, ET, NCR
+from tumorfab.config import compose, load_yaml, with_defaults
 from tumorfab.synthesis.gan import CHECKPOINT
+from tumorfab.synthesis.gan_settings import Pix2PixSettings
 from tumorfab.synthesis.manifest import write_manifest
 from tumorfab.synthesis.pix2pix import losses
 from tumorfab.synthesis.pix2pix import train as p2p_train
@@ -33,7 +38,7 @@ PIX2PIX = {
     "generator_widths": WIDTHS,
     "discriminator_width": 4,
     "discriminator_layers": 3,
-    "epochs": None,  # ignored: train_pix2pix gets the resolved number
+    "epochs": None,  # TF-GAN's: Pix2PixSettings.from_config's tfgan_epochs
     "batch_size": 1,
     "crop": 32,
     "lr_generator": 2e-4,
@@ -87,6 +92,10 @@ def layouts(tmp_path_factory):
     return root
 
 
+def _settings(epochs: int = 2, **overrides) -> Pix2PixSettings:
+    return Pix2PixSettings.from_config({**PIX2PIX, **overrides}, tfgan_epochs=epochs)
+
+
 def _train(real_dirs, out: Path, epochs: int = 2, **overrides) -> pd.DataFrame:
     return train_pix2pix(
         real_case_dirs=real_dirs,
@@ -95,8 +104,7 @@ def _train(real_dirs, out: Path, epochs: int = 2, **overrides) -> pd.DataFrame:
         out_losses=out / "losses.csv",
         out_curves=out / "losses.png",
         modalities=["t1n"],
-        pix2pix={**PIX2PIX, **overrides},
-        epochs=epochs,
+        pix2pix=_settings(epochs, **overrides),
         seed=5,
         threads=1,
         device="cpu",
@@ -110,7 +118,7 @@ def trained(real_dirs, tmp_path_factory):
     return out, rows
 
 
-def _generate(layouts, generator, out: Path, n_cases: int) -> pd.DataFrame:
+def _generate(layouts, generator, out: Path, n_cases: int, settings: Pix2PixSettings | None = None) -> pd.DataFrame:
     return generate_pix2pix(
         layout_manifest=layouts / "manifest.csv",
         layout_cases_dir=layouts / "cases",
@@ -120,12 +128,63 @@ def _generate(layouts, generator, out: Path, n_cases: int) -> pd.DataFrame:
         n_cases=n_cases,
         modalities=["t1n"],
         seed=5,
-        window=32,
-        overlap=0.5,
-        mixed_precision="off",
+        pix2pix=settings or _settings(),
         threads=1,
         device="cpu",
     )
+
+
+# --- the settings ---
+
+REPO = Path(__file__).resolve().parents[1]
+#: The generator file's ``pix2pix`` keys, in the order its bytes (and the
+#: manifests' generator_sha256) depend on.
+RECORD_ORDER = [
+    "generator_widths", "discriminator_width", "discriminator_layers", "epochs", "batch_size", "crop",
+    "lr_generator", "lr_discriminator", "betas", "lambda_l1", "checkpoint_every", "mixed_precision", "window",
+    "overlap",
+]
+
+
+@pytest.mark.parametrize("preset", ["demo.yaml", "config.yaml"])
+def test_the_record_is_the_config_section_as_plain_values_in_the_fixed_order_epochs_resolved(preset):
+    config = load_yaml(REPO / "config" / "config.yaml")
+    if preset != "config.yaml":
+        config = compose(config, load_yaml(REPO / "config" / preset))
+    config = with_defaults(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
+    section = {k: v for k, v in config["pix2pix"].items() if k not in ("threads", "mem_mb")}
+    settings = Pix2PixSettings.from_config(section, tfgan_epochs=config["tfgan"]["epochs"])
+    record = settings.as_record()
+    assert list(record) == RECORD_ORDER and set(section) == set(RECORD_ORDER)
+    expected = {key: section[key] for key in RECORD_ORDER}
+    expected["epochs"] = section["epochs"] or config["tfgan"]["epochs"]
+    # the same bytes as the section itself in that order: same values, same types (lists, ints, floats)
+    assert pickle.dumps(record, protocol=2) == pickle.dumps(expected, protocol=2)
+    assert Pix2PixSettings.from_config(record) == settings
+
+
+def test_epochs_null_are_tfgans_and_otherwise_its_own():
+    assert _settings(epochs=7).epochs == 7
+    assert Pix2PixSettings.from_config({**PIX2PIX, "epochs": 3}, tfgan_epochs=7).epochs == 3
+    with pytest.raises(ValueError, match="pix2pix.epochs: null means tfgan.epochs"):
+        Pix2PixSettings.from_config(PIX2PIX)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"crop": 30}, r"pix2pix\.crop: 30 does not suit G's 3 levels \(a multiple of 4 and at least 8\)"),
+        ({"window": 6}, r"pix2pix\.window: 6 does not suit G's 3 levels"),
+        ({"generator_widths": [4, 8], "crop": 16}, r"pix2pix\.crop: 16 is below D's minimum 24 \(3 layers\)"),
+        ({"epochs": 0}, r"pix2pix\.epochs: at least one epoch"),
+        ({"lambda_l1": "strong"}, r"pix2pix\.lambda_l1: 'strong' is not of type float"),
+        ({"mixed_precision": "bf16"}, r"pix2pix\.mixed_precision: one of"),
+        ({"threads": 1}, r"pix2pix: unknown keys \['threads'\]"),
+    ],
+)
+def test_a_refused_setting_is_named(change, message):
+    with pytest.raises(ValueError, match=message):
+        _settings(**change)
 
 
 # --- the label map ---
@@ -240,7 +299,8 @@ def test_training_writes_the_generator_the_loss_rows_and_the_curves(trained, rea
     assert np.isfinite(table[LOSS_COLUMNS[2:]].to_numpy()).all()
     assert (out / "losses.png").stat().st_size > 0
     record = torch.load(out / "generator.pt", weights_only=False)
-    assert record["pix2pix"]["epochs"] == 2 and record["steps"] == 4
+    assert list(record) == ["generator", "pix2pix", "n_modalities", "modalities", "seed", "steps"]
+    assert record["pix2pix"] == _settings().as_record() and record["pix2pix"]["epochs"] == 2 and record["steps"] == 4
     assert record["n_modalities"] == 1 and record["modalities"] == ["t1n"] and record["seed"] == 5
 
 
@@ -307,9 +367,16 @@ def test_the_bf16_autocast_path_runs_on_the_cpu_with_float32_losses(real_dirs, t
     }
 
 
-def test_a_crop_the_generator_cannot_take_is_refused(real_dirs, tmp_path):
-    with pytest.raises(ValueError, match="multiple of 4"):
-        _train(real_dirs, tmp_path, crop=30)
+def test_a_checkpoint_of_the_former_format_is_not_resumed(trained, real_dirs, tmp_path):
+    whole, _ = trained
+    state = torch.load(whole / "work" / CHECKPOINT, weights_only=False)
+    former = {"pix2pix": _settings().as_record(), "seed": 5, "modalities": ["t1n"], "real": [str(d) for d in real_dirs]}
+    state["digest"] = hashlib.sha256(json.dumps(former, sort_keys=True).encode()).hexdigest()  # digest without the format
+    state["step"] = 3
+    (tmp_path / "work").mkdir()
+    torch.save(state, tmp_path / "work" / CHECKPOINT)
+    rows = _train(real_dirs, tmp_path)
+    assert list(rows["step"]) == [0, 1, 2, 3]
 
 
 # --- generation ---
@@ -343,9 +410,17 @@ def test_generation_is_nested(trained, layouts, tmp_path):
 
 def test_generation_refuses_a_window_the_generator_cannot_take(trained, layouts, tmp_path):
     out, _ = trained
+    shallower = _settings(generator_widths=[4, 8], window=30)  # suits a G of two levels, not the file's three
     with pytest.raises(ValueError, match="multiple of 4"):
+        _generate(layouts, out / "generator.pt", tmp_path, 1, shallower)
+    assert not (tmp_path / "cases").exists()
+
+
+def test_generation_refuses_a_generator_trained_for_other_modalities(trained, layouts, tmp_path):
+    out, _ = trained
+    with pytest.raises(ValueError, match=r"trained for modalities \['t1n'\], not \['t1n', 't2w'\]"):
         generate_pix2pix(
             layouts / "manifest.csv", layouts / "cases", out / "generator.pt", tmp_path / "cases", tmp_path / "m.csv",
-            1, ["t1n"], 5, 30, 0.5, "off", 1, "cpu",
+            1, ["t1n", "t2w"], 5, _settings(), 1, "cpu",
         )
     assert not (tmp_path / "cases").exists()

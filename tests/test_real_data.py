@@ -22,13 +22,15 @@ import pandas as pd
 import pytest
 from helpers.schema_defaults import schema_defaults
 
-from tumorfab.synthesis.carvemix import generate_carvemix
+from tumorfab.synthesis.carvemix import CarveMixSettings, generate_carvemix
 from tumorfab.prepare.cases import discover_brats, discover_healthy
 from tumorfab.preprocess.normalize import normalize_healthy_scan, normalize_real_case
 from tumorfab.preprocess.registration import register_to_reference
+from tumorfab.preprocess.settings import NormalizeSettings, RegistrationSettings, SkullstripSettings
 from tumorfab.preprocess.skullstrip import skullstrip
-from tumorfab.synthesis.tfaug import generate_tfaug
+from tumorfab.synthesis.tfaug.generate import generate_tfaug
 from tumorfab.synthesis.tfaug.intensity_fit import FitResult, save_intensity
+from tumorfab.synthesis.tfaug.settings import TFAugSettings
 from tumorfab.synthesis.tfgan.refine import refine_volume
 from tumorfab.synthesis.tfgan.train import make_generator
 from tumorfab.prepare.validate import prepare_manifests
@@ -36,7 +38,7 @@ from tumorfab.prepare.validate import prepare_manifests
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 CASE = "BraTS-GLI-00000-000"
 HEADS = {"chris": "chris_t1.nii.gz", "swm": "swm_T1.nii.gz"}
-NORMALIZE = {"lower_percentile": 0.5, "upper_percentile": 99.5}
+NORMALIZE = NormalizeSettings(lower_percentile=0.5, upper_percentile=99.5)
 
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is not there (CI has it)")
 
@@ -75,8 +77,9 @@ def stripped(work):
         out = work / "stripped" / name
         results[name] = skullstrip(
             REAL / "healthy" / file, out / "t1n.nii.gz", out / "brainmask.nii.gz", out / "qc.png",
-            failure_qc=out / "refused.png", synthstrip_weights=None, border_mm=1.0,
-            atlas_transform="SyN", brain_volume_ml=[900, 2000], seed=2025,
+            failure_qc=out / "refused.png",
+            settings=SkullstripSettings(None, border_mm=1.0, atlas_transform="SyN", brain_volume_ml=(900, 2000)),
+            seed=2025,
         )
     return results
 
@@ -86,7 +89,7 @@ def real_case(work):
     folder = REAL / "brats" / CASE
     out = work / "preprocess" / "real" / CASE
     normalize_real_case(
-        {"t1n": folder / f"{CASE}-t1n.nii.gz"}, folder / f"{CASE}-seg.nii.gz", out, remap_label_4_to_3=False, **NORMALIZE
+        {"t1n": folder / f"{CASE}-t1n.nii.gz"}, folder / f"{CASE}-seg.nii.gz", out, NORMALIZE, remap_label_4_to_3=False
     )
     return out
 
@@ -121,7 +124,7 @@ def registered(work, stripped):
             moved / "t1n.nii.gz", moved / "brainmask.nii.gz",
             folder / f"{CASE}-t1n.nii.gz", folder / f"{CASE}-seg.nii.gz",
             out / "t1n.nii.gz", out / "brainmask.nii.gz", out / "qc.png",
-            type_of_transform="Affine", interpolator="linear", seed=2025,
+            RegistrationSettings(type_of_transform="Affine", interpolator="linear"), seed=2025,
         )
     return out, similarity, scratch
 
@@ -130,7 +133,7 @@ def registered(work, stripped):
 def healthy_case(work, registered):
     out = work / "preprocess" / "healthy" / "swm"
     folder, _, _ = registered
-    normalize_healthy_scan(folder / "t1n.nii.gz", folder / "brainmask.nii.gz", out, "t1n", **NORMALIZE)
+    normalize_healthy_scan(folder / "t1n.nii.gz", folder / "brainmask.nii.gz", out, "t1n", NORMALIZE)
     return out
 
 
@@ -184,11 +187,10 @@ def test_normalized_real_and_healthy_cases_are_in_range(real_case, healthy_case)
 def test_tfaug_puts_the_real_mask_into_the_real_healthy_brain(work, real_case, healthy_case):
     save_intensity(FitResult(np.array([[0.6, 1.2, 1.4]]), np.array([[-0.5, 0.1, 0.3]]), 1.0, 0.5), ["t1n"], work / "intensity.json")
     out = work / "tfaug"
-    tfaug = schema_defaults()["tfaug"]  # the paper preset
+    tfaug = TFAugSettings.from_config(schema_defaults()["tfaug"])  # the paper preset
     manifest = generate_tfaug(
         [real_case], [healthy_case], work / "intensity.json", out / "cases", out / "manifest.csv", 1, seed=7,
-        modalities=["t1n"], masks=tfaug["masks"], blur_sigma=tfaug["blur_sigma"], controls=tfaug["controls"],
-        mass_effect=tfaug["mass_effect"],
+        modalities=["t1n"], settings=tfaug,
     )
     case = out / "cases" / manifest.case_id[0]
     seg, image = load(case / "seg.nii.gz"), load(case / "t1n.nii.gz")
@@ -209,7 +211,7 @@ def test_carvemix_mixes_the_real_case_with_its_mirror(work, real_case):
         nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[::-1].copy(), image.affine, image.header), str(mirror / file))
     out = work / "carvemix"
     manifest = generate_carvemix(
-        {CASE: real_case, mirror.name: mirror}, out / "cases", out / "manifest.csv", 1, ["t1n"], lambda_range=[0.0, 1.0], seed=3
+        {CASE: real_case, mirror.name: mirror}, out / "cases", out / "manifest.csv", 1, ["t1n"], CarveMixSettings((0.0, 1.0)), seed=3
     )
     seg = load(out / "cases" / manifest.case_id[0] / "seg.nii.gz")
     assert set(np.unique(seg)) <= {0, 1, 2, 3} and seg.any()

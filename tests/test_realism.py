@@ -1,4 +1,4 @@
-"""Realism before training (issue #9 item 7): Fréchet distances of F-features."""
+"""Realism before training: Fréchet distances of F-features."""
 
 from __future__ import annotations
 

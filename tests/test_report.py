@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
+import copy
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import workflow_sections
+from conftest import planned_jobs, run_snakemake, study_of
 from scipy import stats
 
 from tumorfab.io import save_nifti
@@ -23,8 +22,8 @@ from tumorfab.report.tables import (
     write_collected,
     write_table,
 )
+from tumorfab.study import layout
 
-REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = {
     "baseline": {"source": "none", "n_synthetic": 0, "label": "Baseline (nnU-Net)"},
     "carvemix_2": {"source": "carvemix", "n_synthetic": 2, "label": "CarveMix"},
@@ -37,10 +36,11 @@ SEEDS = [0, 1, 2]
 CASES = ["BraTS-GLI-00010-000", "BraTS-GLI-00011-000", "BraTS-GLI-00012-001", "BraTS-GLI-00013-000"]
 
 
-def write_evaluation(root: Path, experiments=LEVELS, seeds=SEEDS) -> list[Path]:
-    """Per-case CSVs as the segmentation stage writes them (no tf_4: not implemented)."""
+def write_evaluation(root: Path, experiments=LEVELS, seeds=SEEDS) -> list[tuple[str, int, Path]]:
+    """Per-case CSVs as the segmentation stage writes them, as (experiment, seed,
+    path) of each run (no tf_4: not implemented)."""
     rng = np.random.default_rng(0)
-    paths = []
+    runs = []
     for experiment, level in experiments.items():
         for seed in seeds:
             frame = pd.DataFrame({"case_id": CASES})
@@ -51,31 +51,21 @@ def write_evaluation(root: Path, experiments=LEVELS, seeds=SEEDS) -> list[Path]:
                 frame[f"hd95_{region}"] = rng.uniform(2, 20, len(CASES))
                 frame[f"lesion_sens_{region}"] = rng.uniform(0.5, 1, len(CASES))
             frame.loc[1, "hd95_et"] = np.nan  # undefined for one case
-            path = (
-                root
-                / "results"
-                / "segmentation"
-                / "evaluation"
-                / experiment
-                / f"seed{seed}"
-                / "per_case.csv"
-            )
+            path = root / layout.evaluation_csv(experiment, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             frame.to_csv(path, index=False)
-            paths.append(path)
-    return paths
+            runs.append((experiment, seed, path))
+    return runs
 
 
 @pytest.fixture()
 def per_run_csv(tmp_path):
-    paths = write_evaluation(tmp_path)
-    write_collected(paths, tmp_path / "per_case.csv", tmp_path / "per_run.csv")
+    write_collected(write_evaluation(tmp_path), tmp_path / "per_case.csv", tmp_path / "per_run.csv")
     return tmp_path / "per_run.csv"
 
 
 def test_per_case_stacks_every_run_with_experiment_and_seed(tmp_path):
-    paths = write_evaluation(tmp_path)
-    per_case = collect_per_case(paths)
+    per_case = collect_per_case(write_evaluation(tmp_path))
     assert list(per_case.columns) == ["experiment", "seed", "case_id", *METRIC_COLUMNS]
     assert len(per_case) == len(LEVELS) * len(SEEDS) * len(CASES)
     assert set(zip(per_case["experiment"], per_case["seed"])) == {
@@ -84,10 +74,9 @@ def test_per_case_stacks_every_run_with_experiment_and_seed(tmp_path):
 
 
 def test_per_run_is_the_mean_over_cases_and_dice_mean_the_mean_of_regions(tmp_path):
-    paths = write_evaluation(tmp_path)
-    per_run = per_run_table(collect_per_case(paths))
+    per_run = per_run_table(collect_per_case(write_evaluation(tmp_path)))
     assert len(per_run) == len(LEVELS) * len(SEEDS)
-    one = pd.read_csv(tmp_path / "results/segmentation/evaluation/carvemix_2/seed1/per_case.csv")
+    one = pd.read_csv(tmp_path / layout.evaluation_csv("carvemix_2", 1))
     row = per_run[(per_run["experiment"] == "carvemix_2") & (per_run["seed"] == 1)].iloc[0]
     for column in METRIC_COLUMNS:
         assert row[column] == pytest.approx(one[column].mean())  # NaN skipped, as nnU-Net
@@ -205,12 +194,8 @@ def _md_rows(md: str) -> dict[str, str]:
 
 
 def test_a_row_missing_a_configured_seed_is_marked_and_says_which(tmp_path):
-    paths = [
-        p
-        for p in write_evaluation(tmp_path)
-        if not ("carvemix_2" in str(p) and "seed2" in str(p))
-    ]
-    write_collected(paths, tmp_path / "per_case.csv", tmp_path / "per_run.csv")
+    runs = [run for run in write_evaluation(tmp_path) if run[:2] != ("carvemix_2", 2)]
+    write_collected(runs, tmp_path / "per_case.csv", tmp_path / "per_run.csv")
     labels = {e: v["label"] for e, v in EXPERIMENTS.items()}
     table = write_table(
         tmp_path / "per_run.csv",
@@ -257,13 +242,13 @@ def test_a_row_missing_a_configured_seed_is_marked_and_says_which(tmp_path):
 
 
 def test_caption_counts_the_held_out_cases_that_have_each_region(tmp_path):
-    paths = write_evaluation(tmp_path)
-    for path in paths:  # case 2 has no ET in its reference; seed 0 predicts none there
+    runs = write_evaluation(tmp_path)
+    for _, seed, path in runs:  # case 2 has no ET in its reference; seed 0 predicts none there
         frame = pd.read_csv(path)
         frame.loc[2, "lesion_sens_et"] = np.nan
-        frame.loc[2, "dice_et"] = np.nan if "seed0" in str(path) else 0.0
+        frame.loc[2, "dice_et"] = np.nan if seed == 0 else 0.0
         frame.to_csv(path, index=False)
-    _, per_run = write_collected(paths, tmp_path / "per_case.csv", tmp_path / "per_run.csv")
+    _, per_run = write_collected(runs, tmp_path / "per_case.csv", tmp_path / "per_run.csv")
     assert set(per_run["n_ref_et"]) == {3} and set(per_run["n_ref_tc"]) == {4}
     assert sorted(set(per_run["n_dice_et"])) == [3, 4]
     out = tmp_path / "t.md"
@@ -303,12 +288,18 @@ def test_p_value_is_printed_with_two_decimals_or_scientific_below_001():
 
 
 def test_dice_in_percent_is_rejected_with_the_file_name(tmp_path):
-    (path,) = write_evaluation(tmp_path, {"baseline": 0.6}, [0])
-    frame = pd.read_csv(path)
+    (run,) = write_evaluation(tmp_path, {"baseline": 0.6}, [0])
+    frame = pd.read_csv(run[2])
     frame["dice_et"] *= 100
-    frame.to_csv(path, index=False)
+    frame.to_csv(run[2], index=False)
     with pytest.raises(ValueError, match=r"baseline/seed0/per_case.csv: Dice outside \[0, 1\]"):
-        collect_per_case([path])
+        collect_per_case([run])
+
+
+def test_a_run_given_twice_is_rejected_with_the_file_name(tmp_path):
+    (run,) = write_evaluation(tmp_path, {"baseline": 0.6}, [0])
+    with pytest.raises(ValueError, match=r"baseline/seed0/per_case.csv: experiment baseline seed 0 given twice"):
+        collect_per_case([run, run])
 
 
 def test_dice_vs_synthetic_starts_every_source_at_the_baseline(per_run_csv, tmp_path):
@@ -367,90 +358,41 @@ def test_mosaic_shows_the_first_cases_in_manifest_order(tmp_path):
     assert (tmp_path / "mosaic.png").read_bytes()[:4] == b"\x89PNG"
 
 
-HARNESS = """
-configfile: "config.yaml"
-
-from snakemake.exceptions import WorkflowError
-
-TRAIN_CASES = []
-VAL_CASES = []
-
-
-# Realism needs the baseline model (F): tested with the tiny demo.
-rule all:
-    input:
-        lambda wildcards: [f for f in get_report_outputs() if "realism" not in f],
+@pytest.mark.slow
+def test_report_rules_write_every_output(tiny_demo):
+    workdir, config = tiny_demo
+    study = study_of(config)
+    for name in study.report_outputs():
+        assert (workdir / name).stat().st_size > 0, name
+    per_run = pd.read_csv(workdir / layout.report_file("per_run.csv"))
+    assert set(zip(per_run["experiment"], per_run["seed"])) == set(study.runs)
+    for table, spec in study.tables.items():
+        assert list(pd.read_csv(workdir / layout.report_file(f"{table}.csv"))["experiment"]) == spec["experiments"]
+        assert (workdir / "logs" / "report_tables" / f"{table}.log").exists()
 
 
-{common}
-
-include: "{rules}/report.smk"
-
-
-def get_evaluation_csvs():
-    return expand(
-        "results/segmentation/evaluation/{{experiment}}/seed{{seed}}/per_case.csv",
-        experiment=list(EXPERIMENTS),
-        seed=[0, 1, 2],
-    )
-"""
-
-
-def test_report_rules_write_every_output_and_the_html_report(tmp_path):
-    workdir = tmp_path / "wf"
-    write_evaluation(workdir)
-    make_synthetic_source(workdir / "results" / "synthetic" / "carvemix", 3)
-    (workdir / "Snakefile").write_text(
-        textwrap.dedent(HARNESS).format(
-            rules=REPO / "workflow" / "rules", common=workflow_sections("report")
-        )
-    )
-    (workdir / "config.yaml").write_text(textwrap.dedent("""
-        seed: 1
-        data: {modalities: [t1n]}
-        experiments:
-          baseline: {source: none, n_synthetic: 0, label: Baseline, real_fraction: 1.0, init_from: null}
-          carvemix_2: {source: carvemix, n_synthetic: 2, label: CarveMix, real_fraction: 1.0, init_from: null}
-          carvemix_4: {source: carvemix, n_synthetic: 4, label: CarveMix4, real_fraction: 1.0, init_from: null}
-        tables:
-          table1: {title: "Table 1. Methods", experiments: [baseline, carvemix_2]}
-          table2: {title: "Table 2. Sizes", experiments: [baseline, carvemix_2, carvemix_4]}
-        report: {mosaic_cases: 2}
-        segmentation: {seeds: [0, 1, 2]}
-        tfgan: {n_stages: 3}
-    """))
-    exe = str(Path(sys.executable).parent / "snakemake")
-    done = subprocess.run([exe, "--cores", "1"], cwd=workdir, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = workdir / "results" / "report"
-    for name in [
-        "per_case.csv",
-        "per_run.csv",
-        "table1.csv",
-        "table1.md",
-        "table2.csv",
-        "table2.md",
-        "figures/dice_vs_n_synthetic.png",
-        "figures/mosaic_carvemix.png",
-    ]:
-        assert (report / name).stat().st_size > 0, name
-    assert list(pd.read_csv(report / "table1.csv")["experiment"]) == ["baseline", "carvemix_2"]
-    assert (workdir / "logs" / "report_tables" / "table1.log").exists()
-    # A label of an experiment outside table1 re-runs table2 only.
-    config = (workdir / "config.yaml").read_text().replace("label: CarveMix4", "label: CarveMix 4")
-    (workdir / "config.yaml").write_text(config)
-    planned = subprocess.run(
-        [exe, "--cores", "1", "-n"], cwd=workdir, capture_output=True, text=True
-    )
-    out = planned.stdout + planned.stderr
-    assert "wildcards: table=table2" in out and "wildcards: table=table1" not in out
-    html = subprocess.run(
-        [exe, "--report", "report.html"], cwd=workdir, capture_output=True, text=True
-    )
-    assert html.returncode == 0, html.stderr[-3000:]
-    text = (workdir / "report.html").read_text()
+@pytest.mark.slow
+def test_the_html_report_holds_the_tables_figures_and_captions(tiny_demo, tmp_path):
+    workdir, config = tiny_demo
+    study = study_of(config)
+    run_snakemake(workdir, config, "--report", str(tmp_path / "report.html"))
+    text = (tmp_path / "report.html").read_text()
     assert "Tumor Fabrication (TF) study" in text  # workflow/report/workflow.rst
-    for name in ["dice_vs_n_synthetic.png", "mosaic_carvemix.png", "table1.md", "per_run.csv"]:
+    figures = [Path(name).name for name in study.report_outputs() if name.endswith(".png")]
+    for name in [*figures, *(f"{table}.md" for table in study.tables), "per_run.csv"]:
         assert name in text, name
-    assert "Configured seeds: 0, 1, 2" in text  # workflow/report/table.rst, from the params
+    seeds = ", ".join(str(s) for s in study.seeds)
+    assert f"Configured seeds: {seeds}" in text  # workflow/report/table.rst, from the params
     assert "HD95 373.13" in text
+
+
+@pytest.mark.slow
+def test_a_label_reruns_only_the_tables_that_show_its_experiment(tiny_demo):
+    workdir, config = tiny_demo
+    study = study_of(config)
+    assert [t for t, spec in study.tables.items() if "carvemix_8" in spec["experiments"]] == ["table1"]
+    changed = copy.deepcopy(config)
+    changed["experiments"]["carvemix_8"]["label"] = "CarveMix, relabelled"
+    planned = run_snakemake(workdir, changed, "-n")
+    assert re.findall(r"wildcards: table=(\S+)", planned.stdout) == ["table1"]
+    assert "nnunet_train" not in planned_jobs(planned)

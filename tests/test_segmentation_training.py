@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -26,9 +27,11 @@ from segmentation_fixtures import (
     VAL_IDS,
     make_study,
     plan_and_preprocess,
+    tiny_settings,
     train_code,
     train_predict_evaluate,
 )
+from tumorfab.segmentation.environment import nnunet_environment
 from tumorfab.segmentation.train import FOLD, trainer_output_folder
 
 pytestmark = pytest.mark.slow
@@ -73,6 +76,50 @@ def test_data_identifier_resolves_as_nnunets_plans_manager(study):
     own = {**plans, "configurations": {**plans["configurations"]}}
     own["configurations"][study["configuration"]] = {**plans["configurations"][study["configuration"]], "data_identifier": "x"}
     assert data_identifier(own, study["configuration"]) == PlansManager(own).get_configuration(study["configuration"]).data_identifier == "x"
+
+
+def _trainer(study, results, trainer_class=None, **kwargs):
+    """A trainer of the baseline's preprocessed dataset on the CPU, as train() builds it."""
+    from tumorfab.segmentation.trainers.nnUNetTrainerTumorfab import nnUNetTrainerTumorfab
+
+    dataset = study["root"] / "nnpre" / "baseline" / "Dataset001_baseline"
+    plans = {**json.loads((dataset / "tumorfabPlans.json").read_text()), "continue_training": False}
+    dataset_json = json.loads((dataset / "dataset.json").read_text())
+    with nnunet_environment(nnUNet_preprocessed=dataset.parent, nnUNet_results=results):
+        return (trainer_class or nnUNetTrainerTumorfab)(
+            plans, study["configuration"], FOLD, dataset_json, torch.device("cpu"), **kwargs
+        )
+
+
+def test_trainer_takes_its_settings_and_seed_without_any_environment_variable(study, tmp_path, monkeypatch):
+    from tumorfab.segmentation.trainers.nnUNetTrainerTumorfab import seed_everything
+
+    for name in [n for n in os.environ if n.startswith("TUMORFAB_")]:
+        monkeypatch.delenv(name)
+    settings = tiny_settings(epochs=7, iterations_per_epoch=5, val_iterations_per_epoch=2, checkpoint_every=3,
+                             initial_lr=0.05).train
+    trainer = _trainer(study, tmp_path, settings=settings, seed=4)
+    drawn = (random.random(), np.random.rand(), torch.rand(1).item())
+    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (7, 5, 2)
+    assert (trainer.save_every, trainer.initial_lr, trainer.seed) == (3, 0.05, 4)
+    seed_everything(4)
+    assert drawn == (random.random(), np.random.rand(), torch.rand(1).item())  # seeded when built
+    # nnU-Net's own record of the constructor's arguments (saved in every checkpoint as init_args)
+    assert list(trainer.my_init_kwargs) == ["plans", "configuration", "fold", "dataset_json", "device"]
+
+
+def test_trainer_built_by_nnunets_cli_keeps_nnunets_settings_and_seed_0(study, tmp_path):
+    """``nnUNetv2_train ... -tr nnUNetTrainerTumorfab``: nnU-Net finds the trainer by name and builds it."""
+    from nnunetv2.run.run_training import get_trainer_from_args
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    with nnunet_environment(nnUNet_preprocessed=study["root"] / "nnpre" / "baseline", nnUNet_results=tmp_path):
+        trainer = get_trainer_from_args("Dataset001_baseline", study["configuration"], FOLD, "nnUNetTrainerTumorfab",
+                                        "tumorfabPlans", device=torch.device("cpu"))
+    nnunet = _trainer(study, tmp_path / "nnunet", trainer_class=nnUNetTrainer)
+    names = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch", "save_every", "initial_lr")
+    assert type(trainer).__name__ == "nnUNetTrainerTumorfab" and trainer.seed == 0
+    assert {n: getattr(trainer, n) for n in names} == {n: getattr(nnunet, n) for n in names}
 
 
 def test_a_real_case_is_preprocessed_once_and_linked_into_every_experiment(study):
@@ -247,7 +294,7 @@ def test_fine_tune_starts_from_the_pretrained_weights_and_trains_on_the_real_sub
 
 
 def test_each_region_keeps_its_labels_from_training_to_evaluation(study):
-    """WT, TC and ET keep their BraTS labels through the whole chain (issue #11).
+    """WT, TC and ET keep their BraTS labels through the whole chain.
 
     A tiny nnU-Net (the study's plan) is trained region-based on cases whose
     regions it learns in 200 iterations (``make_region_case``: each label its
@@ -258,7 +305,6 @@ def test_each_region_keeps_its_labels_from_training_to_evaluation(study):
     regions), a region would score far below its threshold: an "ET" that is
     the tumour core scores Dice <= 0.55 on these cases, NCR taken for ET ~0.
     """
-    from helpers.schema_defaults import schema_defaults
     from segmentation_fixtures import make_region_case, run_python
     from tumorfab.segmentation import dataset as ds
     from tumorfab.segmentation import preprocessed as pp
@@ -280,8 +326,7 @@ def test_each_region_keeps_its_labels_from_training_to_evaluation(study):
                                   configuration=study["configuration"])
     run_python(train_code(study, "regions", "regions", epochs=8, iterations_per_epoch=25, checkpoint_every=8))
     predict(study["root"] / "runs" / "regions" / "model", raw / "imagesTs", root / "pred", ["t1n"],
-            case_ids=held_out, device="cpu", threads=1,
-            **{**schema_defaults()["segmentation"]["predict"], "use_mirroring": False})
+            case_ids=held_out, settings=tiny_settings().predict, threads=1)
     table = evaluate(root / "pred", {c: cases[c] / "seg.nii.gz" for c in held_out}, root / "per_case.csv")
 
     thresholds = {"et": 0.85, "tc": 0.7, "wt": 0.85}  # reached: ET ~0.97, TC ~0.83, WT ~0.97
@@ -309,7 +354,6 @@ def test_prediction_segments_as_nnunets_own_model_loading_does(study, run_a, tmp
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from tumorfab.segmentation.environment import nnunet_environment
     from tumorfab.segmentation.trainers.nnUNetTrainerTumorfab import nnUNetTrainerTumorfab
 
     # predict() builds nnUNetTrainer's network: the trainer must not change it

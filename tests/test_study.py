@@ -196,3 +196,25 @@ def test_a_key_added_to_the_schema_reaches_both_presets(tmp_path):
     for preset in ({}, load_yaml(DEMO)):
         config = with_defaults(compose(load_yaml(PAPER), copy.deepcopy(preset)), extended)
         assert config["normalize"]["clip_outliers"] is True
+
+
+def test_snakemake_records_every_stage_settings_for_its_params_trigger():
+    from snakemake.persistence import UNREPRESENTABLE, PersistenceBase
+
+    def recorded(value):
+        return PersistenceBase._serialize_param_builtin(None, value)
+
+    settings = Study.from_config(demo_config()).settings
+    changed = Study.from_config(
+        demo_config(
+            skullstrip={"border_mm": 2.0}, registration={"interpolator": "nearestNeighbor"},
+            normalize={"upper_percentile": 99.0}, carvemix={"lambda_range": [-0.5, 1.0]},
+            tfaug={"blur_sigma": 1.0}, tfgan={"hinge_margin": 0.2}, pix2pix={"lambda_l1": 10.0},
+            segmentation={"train": {"epochs": 3}}, report={"mosaic_cases": 2},
+        )
+    ).settings
+    for stage in settings.__dataclass_fields__:
+        value = getattr(settings, stage)
+        assert recorded(value) is not UNREPRESENTABLE, stage
+        assert recorded(value) != recorded(getattr(changed, stage)), stage
+        assert recorded(value) == recorded(getattr(Study.from_config(demo_config()).settings, stage)), stage

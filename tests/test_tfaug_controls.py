@@ -1,4 +1,4 @@
-"""Lesion controls (SPEC §5, paper 000): each does, measurably, what it says."""
+"""Lesion controls (paper 000): each does, measurably, what it says."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from helpers.schema_defaults import schema_defaults
 from scipy import ndimage
 from test_tfaug_data import AFFINE, CENTRE, CSF, GM, WM, healthy_scan, make_cohort
 
-from tumorfab.synthesis.tfaug.controls import Controls, LocationSpec, hemisphere_mask, tissue_classes
-from tumorfab.synthesis.tfaug.generate import MassEffect, Settings, make_case
-from tumorfab.synthesis.tfaug.masks import Grid, MaskAugmentation, MaskBank, count_lesions
+from tumorfab.synthesis.tfaug.controls import hemisphere_mask, tissue_classes
+from tumorfab.synthesis.tfaug.generate import CaseRecipe, make_case
+from tumorfab.synthesis.tfaug.masks import Grid, MaskBank, count_lesions
+from tumorfab.synthesis.tfaug.settings import TFAugSettings
 
 SEEDS = range(6)
 
@@ -24,13 +25,11 @@ def cohort(tmp_path_factory):
     return MaskBank.from_case_dirs(real), {p.name: p for p in healthy}
 
 
-def settings(controls: dict | None = None, masks: dict | None = None, seed: int = 0) -> Settings:
+def recipe(controls: dict | None = None, masks: dict | None = None, seed: int = 0) -> CaseRecipe:
     """The schema's defaults of tfaug, with ``controls`` and ``masks`` overriding them."""
     tfaug = schema_defaults({"tfaug": {"controls": controls or {}, "masks": masks or {}}})["tfaug"]
-    return Settings(
-        ("t1n",), np.ones((1, 3), np.float32), np.zeros((1, 3), np.float32), seed,
-        MaskAugmentation.from_config(tfaug["masks"]), 2.0, Controls.from_config(tfaug["controls"]),
-        MassEffect.from_config(tfaug["mass_effect"]),
+    return CaseRecipe(
+        TFAugSettings.from_config(tfaug), ("t1n",), np.ones((1, 3), np.float32), np.zeros((1, 3), np.float32), seed
     )
 
 
@@ -43,7 +42,7 @@ def test_size_range_puts_every_lesion_volume_in_range(cohort):
     bank, healthy = cohort
     voxel_ml = bank.grid.voxel_ml
     for index in SEEDS:
-        made = make_case(index, bank, healthy, settings({"size_ml": [1.0, 2.0]}))
+        made = make_case(index, bank, healthy, recipe({"size_ml": [1.0, 2.0]}))
         volume = (made.case.seg > 0).sum() * voxel_ml
         assert 1.0 <= volume <= 2.0
         assert made.row["volume_ml"] == pytest.approx(volume)
@@ -54,7 +53,7 @@ def test_coordinates_put_lesion_centroids_within_the_radius(cohort):
     center_mm = bank.grid.to_world(CENTRE + [5, 5, 0])
     control = {"location": {"mode": "coordinates", "center_mm": center_mm.tolist(), "radius_mm": 6.0}}
     for index in SEEDS:
-        made = make_case(index, bank, healthy, settings(control))
+        made = make_case(index, bank, healthy, recipe(control))
         centroid = np.asarray(ndimage.center_of_mass(made.case.seg > 0))
         assert np.linalg.norm(bank.grid.to_world(centroid) - center_mm) <= 6.0
 
@@ -63,7 +62,7 @@ def test_coordinates_put_lesion_centroids_within_the_radius(cohort):
 def test_hemisphere_puts_lesion_centroids_on_that_side_of_the_midline(cohort, side):
     bank, healthy = cohort
     for index in SEEDS:
-        made = make_case(index, bank, healthy, settings({"location": {"mode": "hemisphere", "side": side}}))
+        made = make_case(index, bank, healthy, recipe({"location": {"mode": "hemisphere", "side": side}}))
         centroid_x = bank.grid.to_world(np.asarray(ndimage.center_of_mass(made.case.seg > 0)))[0]
         midline_x = bank.grid.to_world(np.asarray(ndimage.center_of_mass(made.case.brainmask > 0)))[0]
         assert (centroid_x < midline_x) if side == "left" else (centroid_x >= midline_x)
@@ -90,7 +89,7 @@ def test_tissue_classes_recover_the_phantom_tissues():
 def test_tissue_constraint_puts_lesion_centroids_in_that_tissue(cohort):
     bank, healthy = cohort
     for index in SEEDS:
-        made = make_case(index, bank, healthy, settings({"location": {"mode": "tissue", "tissue": "gm"}}))
+        made = make_case(index, bank, healthy, recipe({"location": {"mode": "tissue", "tissue": "gm"}}))
         # The class map of the healthy source scan, as the control sees it.
         source = Path(healthy[made.row["healthy_subject"]])
         healthy_image = np.asarray(nib.load(source / "t1n.nii.gz").dataobj)
@@ -102,7 +101,7 @@ def test_tissue_constraint_puts_lesion_centroids_in_that_tissue(cohort):
 def test_number_of_lesions_is_the_number_of_connected_components(cohort):
     bank, healthy = cohort
     for index in SEEDS:
-        made = make_case(index, bank, healthy, settings({"n_lesions": [3, 3]}, {"scale": [0.5, 0.7]}))
+        made = make_case(index, bank, healthy, recipe({"n_lesions": [3, 3]}, {"scale": [0.5, 0.7]}))
         assert count_lesions(made.case.seg) == 3
         assert made.row["n_lesions"] == 3
 
@@ -110,7 +109,7 @@ def test_number_of_lesions_is_the_number_of_connected_components(cohort):
 def test_neighbouring_lesions_are_each_blurred_once_from_the_healthy_scan(cohort):
     bank, healthy = cohort
     for index in SEEDS:
-        made = make_case(index, bank, healthy, settings({"n_lesions": [3, 3]}, {"scale": [0.5, 0.7]}))
+        made = make_case(index, bank, healthy, recipe({"n_lesions": [3, 3]}, {"scale": [0.5, 0.7]}))
         source = Path(healthy[made.row["healthy_subject"]])
         image = np.asarray(nib.load(source / "t1n.nii.gz").dataobj)
         weight = made.case.brainmask.astype(np.float32)
@@ -124,8 +123,8 @@ def test_neighbouring_lesions_are_each_blurred_once_from_the_healthy_scan(cohort
 
 def test_offset_shifts_the_mean_of_its_subregion_and_keeps_the_lesions(cohort):
     bank, healthy = cohort
-    plain = make_case(0, bank, healthy, settings())
-    shifted = make_case(0, bank, healthy, settings({"offset": {"ed": 0.15, "et": -0.1}}))
+    plain = make_case(0, bank, healthy, recipe())
+    shifted = make_case(0, bank, healthy, recipe({"offset": {"ed": 0.15, "et": -0.1}}))
     assert np.array_equal(plain.case.seg, shifted.case.seg)  # appearance has its own random stream
     ed, et, ncr = (plain.case.seg == 2), (plain.case.seg == 3), (plain.case.seg == 1)
     assert (shifted.case.images["t1n"][ed] - plain.case.images["t1n"][ed]).mean() == pytest.approx(0.15, abs=0.01)
@@ -137,29 +136,7 @@ def test_heterogeneity_raises_the_std_inside_the_lesion(cohort):
     bank, healthy = cohort
     stds = []
     for amplitude in (0.0, 0.1, 0.2):
-        made = make_case(1, bank, healthy, settings({"heterogeneity": {"amplitude": amplitude, "scale_mm": 3.0}}))
+        made = make_case(1, bank, healthy, recipe({"heterogeneity": {"amplitude": amplitude, "scale_mm": 3.0}}))
         stds.append(made.case.images["t1n"][made.case.seg == 2].std())
     assert stds[0] < stds[1] < stds[2]
     assert stds[2] > 1.5 * stds[0]
-
-
-def test_unknown_or_invalid_controls_are_named():
-    # Dicts the schema would refuse or cannot check (low <= high), passed as a caller might.
-    defaults = schema_defaults()["tfaug"]["controls"]
-    with pytest.raises(ValueError, match="colour"):
-        Controls.from_config({**defaults, "colour": 1})
-    with pytest.raises(ValueError, match="side"):
-        LocationSpec.from_config({"mode": "hemisphere"})
-    with pytest.raises(ValueError, match="offset"):
-        Controls.from_config({**defaults, "offset": {**defaults["offset"], "tumour": 0.1}})
-    with pytest.raises(ValueError, match="size_ml"):
-        Controls.from_config({**defaults, "size_ml": [5, 1]})
-
-
-def test_the_paper_defaults_are_no_control_at_all():
-    """The schema's defaults of tfaug.controls are the paper's TF-Aug: no control."""
-    controls = Controls.from_config(schema_defaults()["tfaug"]["controls"])
-    assert controls.location.mode == "any" and controls.size_ml is None
-    assert controls.n_lesions == (1, 1)
-    assert all(v == (0.0, 0.0) for v in controls.offset.values())
-    assert controls.heterogeneity_amplitude == (0.0, 0.0)

@@ -1,4 +1,4 @@
-"""Generating TF-Aug case folders + manifest (paper 002 §2.1; SPEC §2 items 4, 6)."""
+"""Generating TF-Aug case folders + manifest (paper 002 §2.1; nested sets: docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,15 @@ import pytest
 from helpers.schema_defaults import schema_defaults
 from test_tfaug_data import AFFINE, make_cohort
 
-from tumorfab.synthesis.tfaug import generate_tfaug
-from tumorfab.synthesis.tfaug.generate import MANIFEST_COLUMNS
+from tumorfab.synthesis.tfaug.generate import MANIFEST_COLUMNS, generate_tfaug
 from tumorfab.synthesis.tfaug.intensity_fit import FitResult, save_intensity
+from tumorfab.synthesis.tfaug.settings import TFAugSettings
 
 FILES = ("t1n.nii.gz", "seg.nii.gz", "brainmask.nii.gz")
 A = np.array([[0.6, 1.2, 1.4]])
 B = np.array([[-0.5, 0.1, 0.3]])
-#: The settings the validated config passes: the schema's defaults, the paper preset of each section.
-_TFAUG = schema_defaults()["tfaug"]
-PAPER = {"modalities": ["t1n"], **{key: _TFAUG[key] for key in ("masks", "blur_sigma", "controls", "mass_effect")}}
+#: The schema's defaults: the paper preset of each section.
+PAPER = TFAugSettings.from_config(schema_defaults()["tfaug"])
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +31,11 @@ def inputs(tmp_path_factory):
     return root, real, healthy
 
 
-def generate(inputs, name: str, n: int, **settings) -> tuple[Path, pd.DataFrame]:
+def generate(inputs, name: str, n: int) -> tuple[Path, pd.DataFrame]:
     root, real, healthy = inputs
     out = root / name
     manifest = generate_tfaug(
-        real, healthy, root / "intensity.json", out / "cases", out / "manifest.csv", n, seed=11, **{**PAPER, **settings}
+        real, healthy, root / "intensity.json", out / "cases", out / "manifest.csv", n, 11, ["t1n"], PAPER
     )
     return out, manifest
 
@@ -116,7 +115,7 @@ def test_a_smaller_set_is_a_prefix_of_a_larger_one(inputs, paper_set):
 def test_another_seed_gives_other_cases(inputs, paper_set):
     root, real, healthy = inputs
     out, manifest = paper_set
-    other = generate_tfaug(real, healthy, root / "intensity.json", root / "other" / "cases", root / "other" / "m.csv", 2, seed=12, **PAPER)
+    other = generate_tfaug(real, healthy, root / "intensity.json", root / "other" / "cases", root / "other" / "m.csv", 2, 12, ["t1n"], PAPER)
     assert list(other.lesions) != list(manifest.lesions[:2])
 
 

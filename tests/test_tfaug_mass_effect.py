@@ -1,4 +1,4 @@
-"""Mass effect (SPEC §5): diffeomorphic, peaks at the lesion, decays with distance."""
+"""Mass effect (not in the paper): diffeomorphic, peaks at the lesion, decays with distance."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from helpers.schema_defaults import schema_defaults
 from test_tfaug_data import make_cohort
 
 from tumorfab.synthesis.tfaug import mass_effect as me
-from tumorfab.synthesis.tfaug.controls import Controls
-from tumorfab.synthesis.tfaug.generate import MassEffect, Settings, make_case
-from tumorfab.synthesis.tfaug.masks import MaskAugmentation, MaskBank
+from tumorfab.synthesis.tfaug.generate import CaseRecipe, make_case
+from tumorfab.synthesis.tfaug.masks import MaskBank
+from tumorfab.synthesis.tfaug.settings import TFAugSettings
 
 SHAPE = (48, 48, 48)
 SPACING = (1.0, 1.0, 1.0)
@@ -71,20 +71,18 @@ def cohort(tmp_path_factory):
     return MaskBank.from_case_dirs(real), {p.name: p for p in healthy}
 
 
-def settings(enabled: bool) -> Settings:
+def recipe(enabled: bool) -> CaseRecipe:
     tfaug = schema_defaults({"tfaug": {"mass_effect": {"enabled": enabled, "magnitude_mm": [4.0, 4.0]}}})["tfaug"]
-    return Settings(
-        ("t1n",), np.ones((1, 3), np.float32), np.zeros((1, 3), np.float32), 5,
-        MaskAugmentation.from_config(tfaug["masks"]), 2.0, Controls.from_config(tfaug["controls"]),
-        MassEffect.from_config(tfaug["mass_effect"]),
+    return CaseRecipe(
+        TFAugSettings.from_config(tfaug), ("t1n",), np.ones((1, 3), np.float32), np.zeros((1, 3), np.float32), 5
     )
 
 
 def test_a_case_with_mass_effect_keeps_the_case_folder_contract(cohort):
     bank, healthy = cohort
     for index in range(3):
-        off = make_case(index, bank, healthy, settings(False))
-        on = make_case(index, bank, healthy, settings(True))
+        off = make_case(index, bank, healthy, recipe(False))
+        on = make_case(index, bank, healthy, recipe(True))
         brain = on.case.brainmask > 0
         assert on.case.seg.any() and not on.case.seg[~brain].any()
         assert (on.case.images["t1n"][~brain] == -1).all()

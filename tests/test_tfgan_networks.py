@@ -1,4 +1,4 @@
-"""TF-GAN's generator and discriminator (issue #9 items 1-2; paper 002 §2.2)."""
+"""TF-GAN's generator and discriminator (paper 002 §2.2)."""
 
 from __future__ import annotations
 

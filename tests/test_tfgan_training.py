@@ -21,9 +21,12 @@ import pytest
 import torch
 
 from tumorfab.casefolder import Case, load_case, save_case
+from tumorfab.synthesis.gan import CHECKPOINT, load_generator
+from tumorfab.synthesis.gan_settings import TFGANSettings
 from tumorfab.synthesis.manifest import write_manifest
-from tumorfab.synthesis.tfgan.refine import generate_tf, load_generator, refine_volume
-from tumorfab.synthesis.tfgan.train import CHECKPOINT, train_tfgan
+from tumorfab.synthesis.tfgan.networks import make_generator
+from tumorfab.synthesis.tfgan.refine import generate_tf, refine_volume
+from tumorfab.synthesis.tfgan.train import train_tfgan
 
 SHAPE = (48, 56, 44)
 AFFINE = np.diag([3.0, 3.0, 3.0, 1.0])
@@ -117,7 +120,7 @@ def _train(cohort, out: Path, **overrides):
         out_losses=out / "losses.csv",
         out_curves=out / "losses.png",
         modalities=["t1n"],
-        tfgan={**TFGAN, **overrides},
+        tfgan=TFGANSettings.from_config({**TFGAN, **overrides}),
         seed=5,
         threads=1,
         device="cpu",
@@ -192,24 +195,30 @@ def trained(cohort, tmp_path_factory):
     return out / "generator.pt"
 
 
-def test_refinement_keeps_labels_and_brain_and_writes_the_provenance(cohort, trained, tmp_path):
+def _generate(cohort, generator: Path, out: Path, modalities=("t1n",)):
     root, coarse_dir, _ = cohort
-    manifest = generate_tf(
+    return generate_tf(
         coarse_manifest=root / "tfaug" / "manifest.csv",
         coarse_cases_dir=coarse_dir,
-        generator_path=trained,
-        out_dir=tmp_path / "cases",
-        manifest_path=tmp_path / "manifest.csv",
+        generator_path=generator,
+        out_dir=out / "cases",
+        manifest_path=out / "manifest.csv",
         n_cases=2,
-        modalities=["t1n"],
+        modalities=list(modalities),
         seed=5,
-        window=64,
-        overlap=0.5,
-        hinge_margin=0.1,
-        mixed_precision="off",
+        tfgan=TFGANSettings.from_config(TFGAN),
         threads=1,
         device="cpu",
     )
+
+
+def _load_generator(path: Path) -> torch.nn.Module:
+    return load_generator(path, torch.device("cpu"), TFGANSettings, make_generator).network
+
+
+def test_refinement_keeps_labels_and_brain_and_writes_the_provenance(cohort, trained, tmp_path):
+    _, coarse_dir, _ = cohort
+    manifest = _generate(cohort, trained, tmp_path)
     assert list(manifest["case_id"]) == ["tf_0000", "tf_0001"]
     assert list(manifest["coarse_case"]) == ["tfaug_0000", "tfaug_0001"]
     assert manifest["generator_sha256"].nunique() == 1 and len(manifest["generator_sha256"][0]) == 64
@@ -222,8 +231,23 @@ def test_refinement_keeps_labels_and_brain_and_writes_the_provenance(cohort, tra
         assert image.min() >= -1 and image.max() <= 1
 
 
+def test_refinement_refuses_a_generator_trained_for_other_modalities(cohort, trained, tmp_path):
+    with pytest.raises(ValueError, match=r"trained for modalities \['t1n'\], not \['t1n', 't2w'\]"):
+        _generate(cohort, trained, tmp_path, modalities=("t1n", "t2w"))
+    assert not (tmp_path / "cases").exists() and not (tmp_path / "manifest.csv").exists()
+
+
+def test_the_generator_file_holds_the_settings_it_was_trained_with(trained):
+    record = torch.load(trained, weights_only=False)
+    assert record["tfgan"] == TFGANSettings.from_config({**TFGAN, "epochs": 1}).as_record()
+    assert list(record) == ["generator", "n_modalities", "modalities", "tfgan", "seed", "steps"]
+    loaded = load_generator(trained, torch.device("cpu"), TFGANSettings, make_generator)
+    assert loaded.settings == TFGANSettings.from_config({**TFGAN, "epochs": 1}) and loaded.modalities == ["t1n"]
+    assert not loaded.network.training
+
+
 def test_sliding_windows_leave_no_seams_on_a_constant_input(trained):
-    generator, _ = load_generator(trained, torch.device("cpu"))
+    generator = _load_generator(trained)
     torch.manual_seed(0)  # a correction far from zero everywhere, as a longer training gives
     torch.nn.init.normal_(generator.head.weight, std=0.5)
     shape = (160, 64, 64)  # several windows of 64 along x
@@ -241,7 +265,7 @@ def test_sliding_windows_leave_no_seams_on_a_constant_input(trained):
 def test_batched_cpu_windows_give_what_one_window_at_a_time_gives(trained, monkeypatch):
     from tumorfab.synthesis import gan
 
-    generator, _ = load_generator(trained, torch.device("cpu"))
+    generator = _load_generator(trained)
     torch.manual_seed(1)
     torch.nn.init.normal_(generator.head.weight, std=0.5)
     shape = (128, 96, 64)  # 3 x 2 x 1 windows of 64 at overlap 0.5: more than one batch of windows

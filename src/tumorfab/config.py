@@ -99,3 +99,31 @@ def with_defaults(config: Mapping[str, Any], schema: str | os.PathLike) -> dict[
     config = copy.deepcopy(dict(config))
     validate(config, str(schema), set_default=True)
     return config
+
+
+# --- Settings ----------------------------------------------------------------------------
+
+
+class Settings(tuple):
+    """Base of every stage's settings: frozen dataclasses made by ``from_config``.
+
+    A rule's ``params`` is its stage's settings object, and Snakemake's params
+    rerun trigger records a param only when it is a built-in value (it stores
+    its ``repr``), silently skipping any other object. Being a tuple (an empty
+    one: the values are the dataclass's fields) lets Snakemake record the
+    dataclass's ``repr``, which names every field and value, so a changed
+    setting reruns exactly the jobs that read it.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, *args, **kwargs):
+        return super().__new__(cls)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __ne__(self, other):
+        # tuple's own != would compare the (empty) tuples.
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal

@@ -26,7 +26,7 @@ variant (the draws, their order, dtype and arithmetic are part of the contract):
 :func:`gaussian_noise` then :func:`standardize`: voxel lattice, Gaussian, zero mean and unit std
     Used by TF-Aug's heterogeneity texture
     (``tumorfab.synthesis.tfaug.blend.smooth_noise``): noise on a lesion's
-    own voxel box, smoothed by a Gaussian of a scale in voxels (SPEC §5),
+    own voxel box, smoothed by a Gaussian of a scale in voxels,
     standardized over that lesion's voxels, so the texture amplitude is the
     std the lesion gets whatever its size or scale.
 

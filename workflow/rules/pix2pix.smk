@@ -5,11 +5,6 @@
 # an image for each of TF-Aug's label maps (the mask bank's masks placed in
 # healthy brains), so that Pix2Pix and TF differ only in how the image is made.
 
-# Settings that change what is computed (threads and memory do not); epochs
-# null = as long as TF-GAN (the paper trains both for the same epochs).
-PIX2PIX = {k: v for k, v in config["pix2pix"].items() if k not in ("threads", "mem_mb")}
-PIX2PIX_EPOCHS = PIX2PIX["epochs"] or config["tfgan"]["epochs"]
-
 
 rule train_pix2pix:
     """U-Net G and PatchGAN D for the configured epochs; resumes from its checkpoint."""
@@ -36,8 +31,7 @@ rule train_pix2pix:
         mem_mb=config["pix2pix"]["mem_mb"],
         runtime=48 * 60,
     params:
-        pix2pix=PIX2PIX,
-        epochs=PIX2PIX_EPOCHS,
+        pix2pix=SETTINGS.pix2pix,
         real_case_dirs=[layout.real_case_dir(case) for case in STUDY.train_cases],
         work_dir=layout.training_checkpoint_dir("train_pix2pix"),
         modalities=MODALITIES,
@@ -70,8 +64,6 @@ rule generate_pix2pix:
         n_cases=STUDY.generation_size("pix2pix"),
         modalities=MODALITIES,
         seed=config["seed"],
-        window=PIX2PIX["window"],
-        overlap=PIX2PIX["overlap"],
-        mixed_precision=PIX2PIX["mixed_precision"],
+        pix2pix=SETTINGS.pix2pix,
     script:
         "../scripts/generate_pix2pix.py"

@@ -105,7 +105,7 @@ rule nnunet_plan:
         mem_mb=config["segmentation"]["mem_mb"],
         runtime=60,
     params:
-        plan=SETTINGS.segmentation["plan"],
+        plan=SETTINGS.segmentation.plan,
         raw_dataset=layout.nnunet_raw_dataset(STUDY.baseline),
     script:
         "../scripts/nnunet_plan.py"
@@ -218,7 +218,7 @@ rule nnunet_train:
         mem_mb=config["segmentation"]["mem_mb"],
         runtime=24 * 60,
     params:
-        train=SETTINGS.segmentation["train"],
+        train=SETTINGS.segmentation.train,
         configuration=NNUNET_CONFIGURATION,
         work_root=layout.nnunet_checkpoint_dir("{experiment}", "{seed}"),
     script:
@@ -245,8 +245,7 @@ rule nnunet_predict:
         mem_mb=config["segmentation"]["mem_mb"],
         runtime=4 * 60,
     params:
-        predict=SETTINGS.segmentation["predict"],
-        device=SETTINGS.segmentation["train"]["device"],
+        predict=SETTINGS.segmentation.predict,
         modalities=MODALITIES,
         val_cases=STUDY.val_cases,
         images_dir=layout.nnunet_test_images(STUDY.baseline),

@@ -4,9 +4,6 @@
 # Snakefile); generate_tf refines every coarse pair an experiment needs, as a
 # whole volume.
 
-# Settings that change what is computed (threads and memory do not).
-TFGAN = {k: v for k, v in config["tfgan"].items() if k not in ("threads", "mem_mb")}
-
 
 rule train_tfgan:
     """G and D trained for the configured epochs; resumes from its checkpoint."""
@@ -37,7 +34,7 @@ rule train_tfgan:
         mem_mb=config["tfgan"]["mem_mb"],
         runtime=48 * 60,
     params:
-        tfgan=TFGAN,
+        tfgan=SETTINGS.tfgan,
         real_case_dirs=[layout.real_case_dir(case) for case in STUDY.train_cases],
         work_dir=layout.training_checkpoint_dir("train_tfgan"),
         modalities=MODALITIES,
@@ -71,9 +68,6 @@ rule generate_tf:
         n_cases=STUDY.generation_size("tf"),
         modalities=MODALITIES,
         seed=config["seed"],
-        window=TFGAN["window"],
-        overlap=TFGAN["overlap"],
-        hinge_margin=TFGAN["hinge_margin"],
-        mixed_precision=TFGAN["mixed_precision"],
+        tfgan=SETTINGS.tfgan,
     script:
         "../scripts/generate_tf.py"

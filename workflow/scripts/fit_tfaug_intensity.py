@@ -1,5 +1,5 @@
 from tumorfab.log import log_to
-from tumorfab.synthesis.tfaug import fit_tfaug_intensity
+from tumorfab.synthesis.tfaug.intensity_fit import fit_tfaug_intensity
 
 with log_to(snakemake.log[0]):
     fit_tfaug_intensity(

@@ -8,6 +8,6 @@ with log_to(snakemake.log[0]):
         manifest_path=snakemake.output.manifest,
         n_cases=snakemake.params.n_cases,
         modalities=snakemake.params.modalities,
-        lambda_range=snakemake.params.carvemix["lambda_range"],
+        settings=snakemake.params.carvemix,
         seed=snakemake.params.seed,
     )

@@ -11,8 +11,6 @@ with log_to(snakemake.log[0]):
         n_cases=snakemake.params.n_cases,
         modalities=snakemake.params.modalities,
         seed=snakemake.params.seed,
-        window=snakemake.params.window,
-        overlap=snakemake.params.overlap,
-        mixed_precision=snakemake.params.mixed_precision,
+        pix2pix=snakemake.params.pix2pix,
         threads=snakemake.threads,
     )

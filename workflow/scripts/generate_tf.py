@@ -11,9 +11,6 @@ with log_to(snakemake.log[0]):
         n_cases=snakemake.params.n_cases,
         modalities=snakemake.params.modalities,
         seed=snakemake.params.seed,
-        window=snakemake.params.window,
-        overlap=snakemake.params.overlap,
-        hinge_margin=snakemake.params.hinge_margin,
-        mixed_precision=snakemake.params.mixed_precision,
+        tfgan=snakemake.params.tfgan,
         threads=snakemake.threads,
     )

@@ -1,5 +1,5 @@
 from tumorfab.log import log_to
-from tumorfab.synthesis.tfaug import generate_tfaug
+from tumorfab.synthesis.tfaug.generate import generate_tfaug
 
 with log_to(snakemake.log[0]):
     generate_tfaug(
@@ -11,8 +11,5 @@ with log_to(snakemake.log[0]):
         n_cases=snakemake.params.n_cases,
         seed=snakemake.params.seed,
         modalities=snakemake.params.modalities,
-        masks=snakemake.params.masks,
-        blur_sigma=snakemake.params.blur_sigma,
-        controls=snakemake.params.controls,
-        mass_effect=snakemake.params.mass_effect,
+        settings=snakemake.params.tfaug,
     )

@@ -8,5 +8,5 @@ with log_to(snakemake.log[0]):
         refined_manifest=snakemake.input.refined_manifest,
         out_png=snakemake.output.figure,
         modality=snakemake.params.modalities[0],
-        n_cases=snakemake.params.report["mosaic_cases"],
+        n_cases=snakemake.params.report.mosaic_cases,
     )

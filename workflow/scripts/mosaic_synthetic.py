@@ -9,6 +9,6 @@ with log_to(snakemake.log[0]):
         manifest_path=snakemake.input.manifest,
         out_png=snakemake.output.figure,
         modalities=snakemake.params.modalities,
-        n_cases=snakemake.params.report["mosaic_cases"],
+        n_cases=snakemake.params.report.mosaic_cases,
         title=source_label(source),
     )

@@ -9,6 +9,6 @@ if __name__ == "__main__":
             raw_dataset_dir=snakemake.params.raw_dataset,
             out_plans=snakemake.output.plans,
             out_fingerprint=snakemake.output.fingerprint,
+            plan=snakemake.params.plan,
             num_processes=snakemake.threads,
-            **snakemake.params.plan,
         )

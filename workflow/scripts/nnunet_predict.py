@@ -10,7 +10,6 @@ if __name__ == "__main__":
                 out_dir=out_dir,
                 modalities=snakemake.params.modalities,
                 case_ids=snakemake.params.val_cases,
-                device=snakemake.params.device,
+                settings=snakemake.params.predict,
                 threads=snakemake.threads,
-                **snakemake.params.predict,
             )

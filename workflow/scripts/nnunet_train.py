@@ -11,7 +11,7 @@ if __name__ == "__main__":
             model_dir=snakemake.output.model,
             seed=int(snakemake.wildcards.seed),
             configuration=snakemake.params.configuration,
+            settings=snakemake.params.train,
             threads=snakemake.threads,
             pretrained_model=snakemake.input.get("pretrained"),
-            **snakemake.params.train,
         )

@@ -8,7 +8,7 @@ with log_to(snakemake.log[0]):
         brainmask=snakemake.input.brainmask,
         out_dir=snakemake.params.case_dir,
         modality="t1n",
-        **snakemake.params.normalize,
+        settings=snakemake.params.normalize,
     )
     orthogonal_slices_png(
         snakemake.output.image,

@@ -8,8 +8,8 @@ with log_to(snakemake.log[0]):
         images={m: snakemake.input[m] for m in modalities},
         seg=snakemake.input.seg,
         out_dir=snakemake.params.case_dir,
+        settings=snakemake.params.normalize,
         remap_label_4_to_3=snakemake.params.remap_label_4_to_3,
-        **snakemake.params.normalize,
     )
     orthogonal_slices_png(
         snakemake.output.images[0],

@@ -13,13 +13,13 @@ with log_to(snakemake.log[0]):
         out_image=snakemake.output.image,
         out_mask=snakemake.output.brainmask,
         out_qc=snakemake.output.qc,
+        settings=snakemake.params.registration,
         seed=snakemake.params.seed,
-        **snakemake.params.registration,
     )
     row = {
         "subject": snakemake.wildcards.subject,
         "reference_case": snakemake.params.reference_case,
-        "transform": snakemake.params.registration["type_of_transform"],
+        "transform": snakemake.params.registration.type_of_transform,
         **similarity,
     }
     save_csv(pd.DataFrame([row]), snakemake.output.similarity)

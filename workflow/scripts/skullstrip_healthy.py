@@ -10,7 +10,7 @@ with log_to(snakemake.log[0]):
         failure_qc=snakemake.params.failure_qc,
         seed=snakemake.params.seed,
         threads=snakemake.threads,
-        **snakemake.params.skullstrip,
+        settings=snakemake.params.skullstrip,
     )
     print(
         f"skull stripped {snakemake.wildcards.subject} with the {result['method']} method: "

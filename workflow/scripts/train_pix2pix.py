@@ -10,7 +10,6 @@ with log_to(snakemake.log[0]):
         out_curves=snakemake.output.curves,
         modalities=snakemake.params.modalities,
         pix2pix=snakemake.params.pix2pix,
-        epochs=snakemake.params.epochs,
         seed=snakemake.params.seed,
         threads=snakemake.threads,
     )

@@ -12,7 +12,7 @@ Where the data come from
     197x233x189, 1 mm, RAS). The T1 is already skull-stripped: its non-zero
     voxels are the brain mask. Nothing is downloaded.
 
-What is written (the layouts of the real data, SPEC section 1)
+What is written (the layouts of the real data: BraTS 2023 and IXI, README "Running on real data")
     * ``<brats_root>/BraTS-GLI-XXXXX-YYY/BraTS-GLI-XXXXX-YYY-{t1n,seg}.nii.gz``:
       tumour "patients" in the BraTS 2023 layout, skull-stripped, all on one
       reference grid (see :func:`make_demo_cohort`); t1n float32 with a

@@ -1,4 +1,4 @@
-"""Stage 1, prepare (SPEC §2 item 1): find the real and healthy scans and check them.
+"""Prepare: find the real and healthy scans, check them, split them (paper 002 §3.1.1).
 
 ``cases``: the BraTS case folders and healthy scans on disk, their names and
 the seeded split by patient (cheap: what the workflow needs to build the DAG).

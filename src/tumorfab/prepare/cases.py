@@ -1,4 +1,5 @@
-"""Finding cases on disk and splitting them by patient (SPEC §1, §2 item 1).
+"""Finding cases on disk and splitting them by patient (paper 002 §3.1.1: real
+training cases and held-out cases of BraTS 2023, healthy IXI scans).
 
 These functions only look at file *names*: they run when Snakemake builds the
 DAG, so they must be cheap. Reading and checking the image data is the job of

@@ -1,4 +1,4 @@
-"""Checking every input volume before any heavy work (SPEC §2 item 1).
+"""Checking every input volume before any heavy work.
 
 The ``prepare`` rule runs these checks on every case the study uses and
 writes the manifests only when all pass, so a bad file stops the run before

@@ -22,18 +22,17 @@ from scipy import ndimage
 from tumorfab.casefolder import Case, save_case
 from tumorfab.io import load_nifti
 from tumorfab.labels import ET, LEGACY_ET
+from tumorfab.preprocess.settings import NormalizeSettings
 
 BACKGROUND = -1.0
 
 
-def normalize_intensity(
-    image: np.ndarray, brainmask: np.ndarray, lower_percentile: float, upper_percentile: float
-) -> np.ndarray:
+def normalize_intensity(image: np.ndarray, brainmask: np.ndarray, settings: NormalizeSettings) -> np.ndarray:
     """Percentile-clip inside ``brainmask`` and rescale to [-1, 1]; -1 outside."""
     inside = brainmask.astype(bool)
     if not inside.any():
         raise ValueError("empty brain mask: nothing to normalize")
-    low, high = np.percentile(image[inside], [lower_percentile, upper_percentile])
+    low, high = np.percentile(image[inside], [settings.lower_percentile, settings.upper_percentile])
     if high <= low:
         raise ValueError(f"brain intensities are constant ({low}); cannot normalize")
     scaled = (np.clip(image, low, high) - low) / (high - low) * 2.0 - 1.0
@@ -59,8 +58,7 @@ def normalize_real_case(
     images: dict[str, str | Path],
     seg: str | Path,
     out_dir: str | Path,
-    lower_percentile: float,
-    upper_percentile: float,
+    settings: NormalizeSettings,
     remap_label_4_to_3: bool,
 ) -> None:
     """Write a real BraTS case as a case folder (docs/architecture.md).
@@ -78,7 +76,7 @@ def normalize_real_case(
     if remap_label_4_to_3:
         labels[labels == LEGACY_ET] = ET
     normalized = {
-        modality: normalize_intensity(volume, brainmask, lower_percentile, upper_percentile)
+        modality: normalize_intensity(volume, brainmask, settings)
         for modality, volume in data.items()
     }
     save_case(Case(normalized, brainmask, labels, affine), out_dir)
@@ -89,14 +87,11 @@ def normalize_healthy_scan(
     brainmask: str | Path,
     out_dir: str | Path,
     modality: str,
-    lower_percentile: float,
-    upper_percentile: float,
+    settings: NormalizeSettings,
 ) -> None:
     """Write a registered healthy scan as a case folder without ``seg``."""
     out_dir = Path(out_dir)
     loaded = load_nifti(image)
     mask = np.asarray(load_nifti(brainmask).dataobj).astype(np.uint8)
-    normalized = normalize_intensity(
-        loaded.get_fdata(dtype=np.float32), mask, lower_percentile, upper_percentile
-    )
+    normalized = normalize_intensity(loaded.get_fdata(dtype=np.float32), mask, settings)
     save_case(Case({modality: normalized}, mask, None, loaded.affine), out_dir)

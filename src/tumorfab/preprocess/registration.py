@@ -22,9 +22,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from tumorfab.preprocess.ants import centre_alignment, deterministic_ants, to_ants
 from tumorfab.io import load_nifti, save_nifti
+from tumorfab.preprocess.ants import centre_alignment, deterministic_ants, to_ants
 from tumorfab.preprocess.qc import orthogonal_slices_png
+from tumorfab.preprocess.settings import RegistrationSettings
 
 SIMILARITY_METRIC = "MattesMutualInformation"
 
@@ -43,8 +44,7 @@ def register_to_reference(
     out_image: str | Path,
     out_mask: str | Path,
     out_qc: str | Path,
-    type_of_transform: str,
-    interpolator: str,
+    settings: RegistrationSettings,
     seed: int,
 ) -> dict[str, float]:
     """Register one stripped healthy scan onto the reference grid.
@@ -70,7 +70,7 @@ def register_to_reference(
         result = ants.registration(
             fixed=fixed,
             moving=moving,
-            type_of_transform=type_of_transform,
+            type_of_transform=settings.type_of_transform,
             initial_transform=start,
             mask=metric_mask,
             moving_mask=moving_brain,
@@ -78,7 +78,7 @@ def register_to_reference(
             outprefix=str(Path(scratch) / "registration_"),
         )
         warped = ants.apply_transforms(
-            fixed=fixed, moving=moving, transformlist=result["fwdtransforms"], interpolator=interpolator
+            fixed=fixed, moving=moving, transformlist=result["fwdtransforms"], interpolator=settings.interpolator
         )
         warped_mask = ants.apply_transforms(
             fixed=fixed,

@@ -25,20 +25,14 @@ import numpy as np
 from nilearn import datasets
 from scipy import ndimage
 
-from tumorfab.preprocess.ants import centre_alignment, deterministic_ants, to_ants
+from tumorfab.device import resolve_device
 from tumorfab.io import load_nifti, save_nifti
+from tumorfab.preprocess.ants import centre_alignment, deterministic_ants, to_ants
 from tumorfab.preprocess.qc import orthogonal_slices_png
-
+from tumorfab.preprocess.settings import SkullstripSettings
 
 # torch is imported in the SynthStrip functions only: the atlas method does
 # not need it, and importing it costs ~2 s of CPU per healthy scan.
-
-
-def pick_device() -> torch.device:
-    """CUDA when present, CPU otherwise."""
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_synthstrip(weights: str | Path, device: torch.device) -> torch.nn.Module:
@@ -192,17 +186,14 @@ def skullstrip(
     out_mask: str | Path,
     out_qc: str | Path,
     failure_qc: str | Path,
-    synthstrip_weights: str | None,
-    border_mm: float,
-    atlas_transform: str,
-    brain_volume_ml: list[float],
+    settings: SkullstripSettings,
     seed: int,
     threads: int = 1,
 ) -> dict:
     """Strip one healthy scan; write the masked image (background 0), the
     mask on the scan's own grid and a QC picture of the mask's outline.
 
-    A brain whose volume falls outside ``brain_volume_ml`` stops here, naming
+    A brain whose volume falls outside ``settings.brain_volume_ml`` stops here, naming
     the scan: a mask over the scalp or a half brain would otherwise flow into
     every synthetic case made from it. The QC picture of a refused mask goes
     to ``failure_qc`` (Snakemake deletes a failed job's outputs), so that the
@@ -210,18 +201,18 @@ def skullstrip(
     """
     image = load_nifti(image_path)
     image = nib.Nifti1Image(image.get_fdata(dtype=np.float32), image.affine, image.header)
-    if synthstrip_weights:
+    if settings.synthstrip_weights:
         import torch
 
         torch.set_num_threads(threads)
-        model = load_synthstrip(synthstrip_weights, pick_device())
-        mask = synthstrip_mask(image, model, border_mm)
+        model = load_synthstrip(settings.synthstrip_weights, resolve_device())
+        mask = synthstrip_mask(image, model, settings.border_mm)
         method = "synthstrip"
     else:
-        mask = atlas_mask(image, atlas_transform, seed)
+        mask = atlas_mask(image, settings.atlas_transform, seed)
         method = "atlas"
     volume = mask_volume_ml(mask, image.affine)
-    low, high = brain_volume_ml
+    low, high = settings.brain_volume_ml
     plausible = low <= volume <= high
     orthogonal_slices_png(
         image,

@@ -1,6 +1,6 @@
-"""Figures of the report (SPEC §2 item 9): Dice against the number of synthetic
-cases (paper 002 §3.2.5, Table 2 as a plot, for every source), and mosaics of
-synthetic cases per source (paper 002 Fig. 3: image and labels side by side).
+"""Figures of the report: Dice against the number of synthetic cases (paper
+002 §3.2.5, Table 2 as a plot, for every source), and mosaics of synthetic
+cases per source (paper 002 Fig. 3: image and labels side by side).
 
 Matplotlib is used through ``matplotlib.figure.Figure`` (the Agg canvas), never
 ``pyplot``: no display and no global state, safe in parallel jobs.

@@ -1,4 +1,4 @@
-"""Realism of the synthetic sources before any segmentation training (issue #9 item 7).
+"""Realism of the synthetic sources before any segmentation training (not in the paper).
 
 Per synthetic source, the Fréchet distance between the features the frozen
 encoder F (``tumorfab.segmentation.features``: the first ``n_stages`` stages of
@@ -8,7 +8,7 @@ and a bar figure for the report. A low distance says that F, which the
 segmentation network's own first layers define, sees the synthetic tumours
 (and the brain around them) like real ones.
 
-Our reading, where the issue leaves it open:
+What we chose:
 
 * **Regions**: ``tumour`` = every tumour label (> 0: NCR, ED and ET together);
   ``brain`` = the brain mask without the tumour (the non-tumour tissue the

@@ -49,13 +49,8 @@ from scipy import stats
 
 from tumorfab.io import save_csv, save_text
 from tumorfab.labels import REGION_KEYS
+from tumorfab.segmentation.evaluate import METRIC_COLUMNS
 
-#: Columns every per-case evaluation CSV carries (besides ``case_id``).
-METRIC_COLUMNS = [
-    *(f"dice_{r}" for r in REGION_KEYS),
-    *(f"hd95_{r}" for r in REGION_KEYS),
-    *(f"lesion_sens_{r}" for r in REGION_KEYS),
-]
 #: Table columns: (display header, per-run column, short name of the numeric columns):
 #: ET, TC, WT, then their mean.
 TABLE_REGIONS = [

@@ -2,7 +2,8 @@
 
 Pipeline images live in [-1, 1] with a background of exactly -1 (what a GAN
 sees). nnU-Net crops every case to the non-zero region of its channels and
-z-scores inside it (SPEC §2 item 8), so every image it gets is converted once
+z-scores inside it (the shared plan's ``use_mask_for_norm``,
+:mod:`~tumorfab.segmentation.plans`), so every image it gets is converted once
 per case by :func:`to_nnunet_image` (brain ``x + 2``, i.e. in [1, 3], and
 exactly 0 outside the brain mask) and written to a per-case folder; the raw
 dataset then only *links* those files.

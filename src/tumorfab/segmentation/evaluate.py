@@ -1,6 +1,6 @@
 """Per-case evaluation of held-out predictions: Dice, HD95 and lesion-wise sensitivity.
 
-Regions (BraTS, SPEC §1): WT = {1,2,3}, TC = {1,3}, ET = {3}.
+Regions (BraTS, :data:`tumorfab.labels.REGIONS`): WT = {1,2,3}, TC = {1,3}, ET = {3}.
 
 - **Dice** is nnU-Net's own (``nnunetv2.evaluation.evaluate_predictions.
   compute_metrics``, per case, regions keyed as nnU-Net keys them). nnU-Net
@@ -36,12 +36,14 @@ from scipy import ndimage
 from tumorfab.io import save_csv
 from tumorfab.labels import REGIONS
 
-COLUMNS = [
-    "case_id",
+#: The metrics of a case, per region: the columns of a per-case CSV besides ``case_id``.
+METRIC_COLUMNS = [
     *[f"dice_{r}" for r in REGIONS],
     *[f"hd95_{r}" for r in REGIONS],
     *[f"lesion_sens_{r}" for r in REGIONS],
 ]
+#: The columns of a per-case CSV (:func:`evaluate`).
+COLUMNS = ["case_id", *METRIC_COLUMNS]
 _CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
 
 
@@ -90,7 +92,7 @@ def lesion_sensitivity(reference: np.ndarray, prediction: np.ndarray) -> float:
 
 
 def evaluate_case(reference_file: str | os.PathLike, prediction_file: str | os.PathLike) -> dict[str, float]:
-    """All metrics of one case (keys as in :data:`COLUMNS`, without case_id)."""
+    """All metrics of one case (keys: :data:`METRIC_COLUMNS`)."""
     reference_image = nib.load(str(reference_file))
     prediction_image = nib.load(str(prediction_file))
     reference = np.asanyarray(reference_image.dataobj).astype(np.int16)

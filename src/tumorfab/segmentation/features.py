@@ -10,7 +10,7 @@ trainer's ``build_network_architecture`` builds), and keeps the first
 
 F takes pipeline images (``[B, C, X, Y, Z]`` in nibabel's axis order, brain
 in [-1, 1], background -1) and their brain masks, and feeds the encoder what
-nnU-Net fed it in training (SPEC §2 item 3):
+nnU-Net fed it in training:
 
 1. :func:`~tumorfab.segmentation.dataset.to_nnunet_image`: ``x + 2`` in the
    brain, 0 outside;
@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 from torch import nn
+
+from tumorfab.device import resolve_device
 
 #: nnU-Net's NibabelIO reverses the axes of a NIfTI array (to SimpleITK's order).
 _READER_AXES = (2, 1, 0)
@@ -153,7 +155,8 @@ def load_feature_extractor(
 
     ``model_dir`` holds ``plans.json``, ``dataset.json`` and
     ``fold_all/checkpoint_final.pth`` (``results/segmentation/models/
-    {baseline}/seed{seed}``). ``device`` None: the GPU when there is one.
+    {baseline}/seed{seed}``). ``device``: as :func:`tumorfab.device.resolve_device`
+    takes it (None: the GPU when there is one).
     """
     from tumorfab.segmentation.model import load_trained_model
 
@@ -171,6 +174,4 @@ def load_feature_extractor(
         use_mask_for_norm=list(config.use_mask_for_norm),
         transpose_forward=list(manager.transpose_forward),
     )
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return extractor.to(device)
+    return extractor.to(resolve_device(device))

@@ -1,12 +1,12 @@
 """One nnU-Net plan for every experiment.
 
-Paper 002 §3 trains nnU-Net (3d_fullres) on each training set; SPEC §2 item 8
-asks that the plan be made once and shared, so that the experiments differ
-only in their data. We run nnU-Net's own fingerprint extraction and
-``ExperimentPlanner`` on the *real training cases* (the study's one raw
-dataset, named after the baseline experiment) and give every experiment a copy
-of that plan with its own dataset name (:func:`plans_for_dataset`, what
-``nnUNetv2_move_plans_between_datasets`` does).
+Paper 002 §3 trains nnU-Net (3d_fullres) on each training set; we make the
+plan once and share it, so that the experiments differ only in their data.
+We run nnU-Net's own fingerprint extraction and ``ExperimentPlanner`` on the
+*real training cases* (the study's one raw dataset, named after the baseline
+experiment) and give every experiment a copy of that plan with its own dataset
+name (:func:`plans_for_dataset`, what ``nnUNetv2_move_plans_between_datasets``
+does).
 
 Choices made here (the paper is silent):
 
@@ -15,12 +15,13 @@ Choices made here (the paper is silent):
   inside it, as nnU-Net plans for BraTS; nnU-Net would otherwise decide from
   how much cropping shrinks the volumes, which depends on how tightly a
   dataset was cropped (the demo's volumes are), not on the data.
-- Overrides for small machines (the demo): ``patch_size``, ``base_features`` /
-  ``max_features`` (the network's width per stage, ``min(max, base * 2**i)``
-  as nnU-Net computes it), ``batch_size`` and ``n_conv_per_stage``
-  (convolutions per encoder and decoder stage, nnU-Net 2) add a configuration
-  ``3d_fullres_tumorfab`` that ``inherits_from`` 3d_fullres; the network
-  topology for a new patch size comes from nnU-Net's
+- Overrides for small machines (the demo), the
+  :class:`~tumorfab.segmentation.settings.PlanSettings`: ``patch_size``,
+  ``base_features`` / ``max_features`` (the network's width per stage,
+  ``min(max, base * 2**i)`` as nnU-Net computes it), ``batch_size`` and
+  ``n_conv_per_stage`` (convolutions per encoder and decoder stage, nnU-Net 2)
+  add a configuration ``3d_fullres_tumorfab`` that ``inherits_from``
+  3d_fullres; the network topology for a new patch size comes from nnU-Net's
   ``get_pool_and_conv_props``. It reuses 3d_fullres's preprocessed data.
 - With a shared plan and z-score normalization per image, a case's
   preprocessed files depend only on the case and the plan, so each case is
@@ -39,10 +40,9 @@ from typing import Mapping, Sequence
 
 from tumorfab.segmentation.dataset import dataset_name
 from tumorfab.segmentation.environment import nnunet_environment
+from tumorfab.segmentation.settings import BASE_CONFIGURATION, CUSTOM_CONFIGURATION, PlanSettings
 
 PLANS_NAME = "tumorfabPlans"
-BASE_CONFIGURATION = "3d_fullres"
-CUSTOM_CONFIGURATION = "3d_fullres_tumorfab"
 #: nnU-Net's smallest feature-map edge in the bottleneck (ExperimentPlanner default).
 MIN_FEATURE_MAP_EDGE = 4
 
@@ -67,28 +67,24 @@ def configuration_name(
     batch_size: int | None,
     n_conv_per_stage: int | None = None,
 ) -> str:
-    """The configuration trained: 3d_fullres, or 3d_fullres_tumorfab when any override is set."""
-    overrides = (patch_size, base_features, max_features, batch_size, n_conv_per_stage)
-    return BASE_CONFIGURATION if all(v is None for v in overrides) else CUSTOM_CONFIGURATION
+    """The configuration trained, from the plan's overrides as keywords
+    (:attr:`PlanSettings.configuration <tumorfab.segmentation.settings.PlanSettings.configuration>`)."""
+    return PlanSettings(patch_size, base_features, max_features, batch_size, n_conv_per_stage).configuration
 
 
-def _custom_configuration(
-    base: dict,
-    patch_size: Sequence[int] | None,
-    base_features: int | None,
-    max_features: int | None,
-    batch_size: int | None,
-    n_conv_per_stage: int | None = None,
-) -> dict:
-    """A configuration inheriting from 3d_fullres with the given overrides."""
+def _custom_configuration(base: dict, plan: PlanSettings) -> dict:
+    """A configuration inheriting from 3d_fullres with the plan's overrides."""
     from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
 
     arch = copy.deepcopy(base["architecture"])
     kwargs = arch["arch_kwargs"]
     custom: dict = {"inherits_from": BASE_CONFIGURATION}
+    patch_size = plan.patch_size
     if patch_size is not None:
         if len(patch_size) != len(base["patch_size"]):
-            raise ValueError(f"patch_size {list(patch_size)} must have {len(base['patch_size'])} entries")
+            raise ValueError(
+                f"segmentation.plan.patch_size {list(patch_size)} must have {len(base['patch_size'])} entries"
+            )
         _, strides, kernels, fitted, _ = get_pool_and_conv_props(
             base["spacing"], list(patch_size), MIN_FEATURE_MAP_EDGE, 999999
         )
@@ -106,16 +102,16 @@ def _custom_configuration(
         custom["patch_size"] = fitted
     n_stages = kwargs["n_stages"]
     planned = list(kwargs["features_per_stage"])
-    if base_features is not None or max_features is not None or len(planned) != n_stages:
-        first = base_features if base_features is not None else 32
-        cap = max_features if max_features is not None else 320
+    if plan.base_features is not None or plan.max_features is not None or len(planned) != n_stages:
+        first = plan.base_features if plan.base_features is not None else 32
+        cap = plan.max_features if plan.max_features is not None else 320
         kwargs["features_per_stage"] = [min(cap, first * 2**i) for i in range(n_stages)]
-    if n_conv_per_stage is not None:
-        kwargs["n_conv_per_stage"] = [int(n_conv_per_stage)] * n_stages
-        kwargs["n_conv_per_stage_decoder"] = [int(n_conv_per_stage)] * (n_stages - 1)
+    if plan.n_conv_per_stage is not None:
+        kwargs["n_conv_per_stage"] = [int(plan.n_conv_per_stage)] * n_stages
+        kwargs["n_conv_per_stage_decoder"] = [int(plan.n_conv_per_stage)] * (n_stages - 1)
     custom["architecture"] = arch
-    if batch_size is not None:
-        custom["batch_size"] = int(batch_size)
+    if plan.batch_size is not None:
+        custom["batch_size"] = int(plan.batch_size)
     return custom
 
 
@@ -123,12 +119,8 @@ def plan_experiment(
     raw_dataset_dir: str | os.PathLike,
     out_plans: str | os.PathLike,
     out_fingerprint: str | os.PathLike,
-    patch_size: Sequence[int] | None,
-    base_features: int | None,
-    max_features: int | None,
-    batch_size: int | None,
+    plan: PlanSettings,
     num_processes: int = 1,
-    n_conv_per_stage: int | None = None,
 ) -> dict:
     """Plan nnU-Net on a raw dataset (the real training cases) and write the shared plan.
 
@@ -170,9 +162,8 @@ def plan_experiment(
         for scheme, used in zip(fullres["normalization_schemes"], fullres["use_mask_for_norm"])
     ]
     plans["configurations"] = {BASE_CONFIGURATION: fullres}
-    overrides = (patch_size, base_features, max_features, batch_size, n_conv_per_stage)
-    if configuration_name(*overrides) == CUSTOM_CONFIGURATION:
-        plans["configurations"][CUSTOM_CONFIGURATION] = _custom_configuration(fullres, *overrides)
+    if plan.configuration == CUSTOM_CONFIGURATION:
+        plans["configurations"][CUSTOM_CONFIGURATION] = _custom_configuration(fullres, plan)
     _write_json(plans, out_plans)
     _write_text(fingerprint, out_fingerprint)
     return plans

@@ -19,11 +19,12 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from tumorfab.device import resolve_device
+from tumorfab.io import atomic_directory
 from tumorfab.segmentation.dataset import FILE_ENDING
 from tumorfab.segmentation.environment import nnunet_environment
-from tumorfab.io import atomic_directory
 from tumorfab.segmentation.model import load_trained_model
-from tumorfab.segmentation.train import FOLD, resolve_device
+from tumorfab.segmentation.settings import PredictSettings
 
 
 def predict(
@@ -32,9 +33,7 @@ def predict(
     out_dir: str | os.PathLike,
     modalities: Sequence[str],
     case_ids: Sequence[str] | None,
-    device: str,
-    tile_step_size: float,
-    use_mirroring: bool,
+    settings: PredictSettings,
     threads: int,
 ) -> list[Path]:
     """Segment ``{case}_{channel:04d}.nii.gz`` images of ``images_dir`` into ``out_dir/{case}.nii.gz``.
@@ -52,7 +51,7 @@ def predict(
         case_ids = sorted(p.name[: -len(suffix)] for p in images_dir.glob(f"*{suffix}"))
     if not case_ids:
         raise ValueError(f"{images_dir}: no images to predict")
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(settings.device, setting="segmentation.train.device")
     if torch_device.type == "cpu":
         torch.set_num_threads(max(1, threads))
     inputs = [
@@ -63,9 +62,9 @@ def predict(
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
         predictor = nnUNetPredictor(
-            tile_step_size=tile_step_size,
+            tile_step_size=settings.tile_step_size,
             use_gaussian=True,
-            use_mirroring=use_mirroring,
+            use_mirroring=settings.use_mirroring,
             perform_everything_on_device=torch_device.type == "cuda",
             device=torch_device,
             verbose=False,

@@ -10,11 +10,13 @@ not settings (they do not change what is computed).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping
 
 from tumorfab.preprocess.settings import NormalizeSettings, RegistrationSettings, SkullstripSettings
 from tumorfab.report.settings import ReportSettings
+from tumorfab.segmentation.settings import SegmentationSettings
 from tumorfab.synthesis.carvemix import CarveMixSettings
+from tumorfab.synthesis.gan_settings import Pix2PixSettings, TFGANSettings
 from tumorfab.synthesis.tfaug.settings import TFAugSettings
 
 #: Config keys that size a job (threads, memory) rather than change what it computes.
@@ -45,16 +47,16 @@ def _tfaug(config: Mapping) -> TFAugSettings:
     return TFAugSettings.from_config(config["tfaug"])
 
 
-def _tfgan(config: Mapping) -> Any:
-    return _without_resources(config["tfgan"])
+def _tfgan(config: Mapping) -> TFGANSettings:
+    return TFGANSettings.from_config(_without_resources(config["tfgan"]))
 
 
-def _pix2pix(config: Mapping) -> Any:
-    return _without_resources(config["pix2pix"])
+def _pix2pix(config: Mapping) -> Pix2PixSettings:
+    return Pix2PixSettings.from_config(_without_resources(config["pix2pix"]), tfgan_epochs=config["tfgan"]["epochs"])
 
 
-def _segmentation(config: Mapping) -> Any:
-    return dict(config["segmentation"])
+def _segmentation(config: Mapping) -> SegmentationSettings:
+    return SegmentationSettings.from_config(config["segmentation"])
 
 
 def _report(config: Mapping) -> ReportSettings:
@@ -65,15 +67,15 @@ def _report(config: Mapping) -> ReportSettings:
 class StageSettings:
     """One settings object per stage (attribute = the config section's name)."""
 
-    skullstrip: Any
-    registration: Any
-    normalize: Any
-    carvemix: Any
-    tfaug: Any
-    tfgan: Any
-    pix2pix: Any
-    segmentation: Any
-    report: Any
+    skullstrip: SkullstripSettings
+    registration: RegistrationSettings
+    normalize: NormalizeSettings
+    carvemix: CarveMixSettings
+    tfaug: TFAugSettings
+    tfgan: TFGANSettings
+    pix2pix: Pix2PixSettings
+    segmentation: SegmentationSettings
+    report: ReportSettings
 
     @classmethod
     def from_config(cls, config: Mapping) -> "StageSettings":

@@ -94,7 +94,7 @@ def generation_size(experiments: Mapping[str, Mapping], source: str) -> int:
     ``experiments`` is the config's mapping (name -> {source, n_synthetic}).
     An experiment with ``n`` synthetic cases takes the first ``n`` rows of the
     manifest (``tumorfab.synthesis.manifest.first_cases``), so one generation
-    at this size serves them all (nested sets, SPEC §2 item 6). 0 when no
+    at this size serves them all (nested sets, docs/architecture.md). 0 when no
     experiment needs the source.
     """
     users = {source} | {s.name for s in SOURCES.values() if s.derived_from == source}

@@ -27,8 +27,7 @@ donor of the lesion):
      up to ``depth`` mm. That is ``lambda_range: [-0.5, 1.0]``.
    - The TF paper describes it as carving the lesion "along with a surrounding
      contextual margin", i.e. ``λ ≥ 0``: ``lambda_range: [0.0, 1.0]``, our
-     default (SPEC §2 item 7). With ``λ ≥ 0`` the carved region always holds
-     B's whole lesion.
+     default. With ``λ ≥ 0`` the carved region always holds B's whole lesion.
 3. Carved region ``C = {d < λ}``. Image(s) = B inside ``C``, A outside (a hard
    cut, as CarveMix: no blending); labels = B's labels inside ``C`` (B's
    background in the margin overwrites A's labels there), A's outside.
@@ -44,7 +43,8 @@ Choices where neither paper speaks:
   brain, so the whole carved lesion is inside the new mask.
 - **No intensity harmonization**: CarveMix's heterogeneous-data variant
   z-scores both images first; our cases are already normalized to [-1, 1] by
-  the same percentile method (SPEC §2 item 2), so they are mixed as they are.
+  the same percentile method (``tumorfab.preprocess.normalize``), so they
+  are mixed as they are.
 - **Pairs**: B is drawn among training cases with a lesion, A among the
   training cases of other patients (two BraTS timepoints of one patient are
   nearly the same scan; CarveMix's code even allows A = B, which only copies a
@@ -60,6 +60,7 @@ import logging
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -68,6 +69,7 @@ import pandas as pd
 from scipy import ndimage
 
 from tumorfab.casefolder import Case, load_case, read_seg, save_case
+from tumorfab.config import Settings, config_section
 from tumorfab.io import atomic_directory
 from tumorfab.synthesis.manifest import synthetic_case_id, write_manifest
 
@@ -190,7 +192,7 @@ def draw_pairs(
 
     Each case takes exactly three draws from ``rng`` (B, then A of another
     patient, then the fraction), so the first k triples of a run for N cases are the triples of
-    a run for k cases: sets are nested prefixes (SPEC §2 item 6).
+    a run for k cases: sets are nested prefixes (docs/architecture.md, "Contract 2").
     """
     low, high = (float(v) for v in lambda_range)
     case_ids, lesion_ids = sorted(case_ids), sorted(lesion_ids)
@@ -204,17 +206,26 @@ def draw_pairs(
     return triples
 
 
-def check_lambda_range(lambda_range: Sequence[float]) -> tuple[float, float]:
-    """Validate ``carvemix.lambda_range``: two fractions of the lesion depth, -1 ≤ low ≤ high."""
-    if len(lambda_range) != 2:
-        raise ValueError(f"carvemix.lambda_range must be [low, high], got {list(lambda_range)}")
-    low, high = (float(v) for v in lambda_range)
-    if not -1.0 <= low <= high:
-        raise ValueError(
-            f"carvemix.lambda_range [{low}, {high}]: need -1 <= low <= high "
-            "(fractions of the lesion's largest inner distance; below -1 nothing is carved)"
-        )
-    return low, high
+@dataclass(frozen=True)
+class CarveMixSettings(Settings):
+    """``carvemix``: λ's range as fractions of the lesion's largest inner distance."""
+
+    lambda_range: tuple[float, float]
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> CarveMixSettings:
+        """From the validated ``carvemix`` section; -1 <= low <= high is checked here."""
+        section = config_section(section, cls.__dataclass_fields__, "carvemix")
+        lambda_range = section["lambda_range"]
+        if len(lambda_range) != 2:
+            raise ValueError(f"carvemix.lambda_range must be [low, high], got {list(lambda_range)}")
+        low, high = (float(v) for v in lambda_range)
+        if not -1.0 <= low <= high:
+            raise ValueError(
+                f"carvemix.lambda_range [{low}, {high}]: need -1 <= low <= high "
+                "(fractions of the lesion's largest inner distance; below -1 nothing is carved)"
+            )
+        return cls((low, high))
 
 
 def generate_carvemix(
@@ -223,10 +234,10 @@ def generate_carvemix(
     manifest_path: str | os.PathLike,
     n_cases: int,
     modalities: Sequence[str],
-    lambda_range: Sequence[float],
+    settings: CarveMixSettings,
     seed: int,
 ) -> pd.DataFrame:
-    """Generate ``n_cases`` CarveMix cases from real training cases (SPEC §2 item 7).
+    """Generate ``n_cases`` CarveMix cases from real training cases (paper 002 §3.2.1).
 
     ``train_case_dirs`` maps training case id -> case folder; ``out_dir`` is the
     cases folder (``results/synthetic/carvemix/cases``), written as a whole:
@@ -237,7 +248,6 @@ def generate_carvemix(
     ``MANIFEST_COLUMNS``. ``rng = numpy.random.default_rng(seed)``; generating
     N cases and keeping the first k equals generating k.
     """
-    low, high = check_lambda_range(lambda_range)
     if n_cases < 0:
         raise ValueError(f"n_cases must be >= 0, got {n_cases}")
     dirs = {case_id: Path(path) for case_id, path in train_case_dirs.items()}
@@ -247,7 +257,7 @@ def generate_carvemix(
     if not lesion_ids:
         raise ValueError("CarveMix: no training case has a lesion (seg > 0) to carve")
     rng = np.random.default_rng(seed)
-    triples = draw_pairs(list(dirs), lesion_ids, n_cases, (low, high), rng)
+    triples = draw_pairs(list(dirs), lesion_ids, n_cases, settings.lambda_range, rng)
 
     rows = []
     with atomic_directory(out_dir) as tmp_dir:

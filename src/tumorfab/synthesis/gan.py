@@ -22,18 +22,23 @@ module holds the rest:
   deletes a failed job's outputs; a rerun resumes from it when the settings
   digest is the same, else starts over), :func:`write_training_outputs`
   (G's record, the loss CSV, the curves of :func:`plot_losses`).
-* **Inference**: :func:`brain_box_inference`, a network over a whole volume
-  by MONAI's sliding-window inferer with Gaussian blending, over the brain's
-  bounding box plus :data:`BRAIN_MARGIN` voxels; -1 (background) outside the
-  brain.
+* **Generation**: :func:`load_generator` (G from a training's generator
+  file, rebuilt from the settings it stores) and :func:`generate_cases` (the
+  loop over the layout cases: checks G against the request, writes the case
+  folders whole and the manifest); :func:`brain_box_inference`, a network
+  over a whole volume by MONAI's sliding-window inferer with Gaussian
+  blending, over the brain's bounding box plus :data:`BRAIN_MARGIN` voxels;
+  -1 (background) outside the brain.
 * :func:`save_torch` (atomic ``torch.save``), :func:`file_sha256`,
   :func:`settings_digest`.
+
+The settings both GANs share are ``tumorfab.synthesis.gan_settings.GANSettings``.
 
 Reproducibility: the data of a step come from the GAN's own
 ``SeedSequence([seed, STREAM, step])`` (the caller's sampler), the weights
 from ``torch.manual_seed(seed)`` before the networks are built, and a
-checkpoint holds torch's RNG state, so on CPU a resumed run ends with the
-weights of an uninterrupted one.
+checkpoint holds the random generators' state (``tumorfab.rng``), so on CPU
+a resumed run ends with the weights of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -54,13 +59,20 @@ import torch
 from matplotlib.figure import Figure
 from monai.inferers import sliding_window_inference
 
-from tumorfab.casefolder import load_case
-from tumorfab.io import atomic_path, save_csv
+from tumorfab.casefolder import Case, load_case, save_case
+from tumorfab.device import resolve_device
+from tumorfab.io import atomic_directory, atomic_path, save_csv
+from tumorfab.rng import capture_rng_state, restore_rng_state
+from tumorfab.synthesis.gan_settings import GANSettings
+from tumorfab.synthesis.manifest import first_cases, synthetic_case_id, write_manifest
 
 log = logging.getLogger(__name__)
 
 #: File name of a training's checkpoint inside its work folder.
 CHECKPOINT = "checkpoint.pt"
+#: The layout of :meth:`GANTrainer.state`; part of the settings digest, so that
+#: a checkpoint of another layout is never resumed from.
+CHECKPOINT_FORMAT = 2
 #: Voxels kept around the brain's bounding box by :func:`brain_box_inference`,
 #: so that a generator sees the brain's edge with background around it, as in
 #: its training crops.
@@ -201,8 +213,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def settings_digest(settings: Mapping) -> str:
     """What a checkpoint must have been made with to be resumed from: the
-    SHA-256 of ``settings`` as sorted JSON (plain values only)."""
-    text = json.dumps(dict(settings), sort_keys=True)
+    SHA-256 of ``settings`` (plain values only) and :data:`CHECKPOINT_FORMAT`
+    as sorted JSON."""
+    text = json.dumps({"checkpoint_format": CHECKPOINT_FORMAT, **settings}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -212,29 +225,29 @@ def settings_digest(settings: Mapping) -> str:
 class GANTrainer:
     """G, D, their optimizers and schedulers, the gradient scaler and the autocast context.
 
-    ``settings`` is the GAN's config section; read here: ``lr_generator``,
-    ``lr_discriminator``, ``betas`` (Adam's, both networks) and
-    ``mixed_precision``. Both learning rates decay linearly to 0 over
-    ``total_steps`` (``LambdaLR``, stepped once per training step). The
-    scaler is enabled only for fp16 autocast. Subclasses build the networks
-    (weights drawn after ``torch.manual_seed``), hand them to this
-    constructor and implement :meth:`step`.
+    Read from ``settings``: ``lr_generator``, ``lr_discriminator``, ``betas``
+    (Adam's, both networks) and ``mixed_precision``. Both learning rates
+    decay linearly to 0 over ``total_steps`` (``LambdaLR``, stepped once per
+    training step). The scaler is enabled only for fp16 autocast. Subclasses
+    build the networks (weights drawn after ``torch.manual_seed``), hand them
+    to this constructor and implement :meth:`step`.
     """
 
-    def __init__(self, generator: torch.nn.Module, discriminator: torch.nn.Module, settings: Mapping, total_steps: int, device):
-        self.settings, self.total_steps, self.device = settings, total_steps, torch.device(device)
+    def __init__(
+        self, generator: torch.nn.Module, discriminator: torch.nn.Module, settings: GANSettings, total_steps: int, device
+    ):
+        self.total_steps, self.device = total_steps, torch.device(device)
         self.generator = cpu_layout(generator.to(self.device), self.device)
         self.discriminator = cpu_layout(discriminator.to(self.device), self.device)
-        betas = tuple(float(b) for b in settings["betas"])
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=float(settings["lr_generator"]), betas=betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=float(settings["lr_discriminator"]), betas=betas)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=settings.lr_generator, betas=settings.betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=settings.lr_discriminator, betas=settings.betas)
 
         def decay(step: int) -> float:
             return max(0.0, 1.0 - step / total_steps)
 
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, decay)
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, decay)
-        self.amp_dtype = autocast_dtype(str(settings["mixed_precision"]), self.device)
+        self.amp_dtype = autocast_dtype(settings.mixed_precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
     def _autocast(self):
@@ -252,8 +265,8 @@ class GANTrainer:
         self.sched_d.step()
 
     def state(self, step: int, rows: list[dict], digest: str) -> dict:
-        """The checkpoint: networks, optimizers, schedulers, scaler, torch's RNG
-        state, the next step, the loss rows so far and the settings digest."""
+        """The checkpoint: networks, optimizers, schedulers, scaler, the random
+        generators' state, the next step, the loss rows so far and the settings digest."""
         return {
             "step": step,
             "digest": digest,
@@ -265,8 +278,7 @@ class GANTrainer:
             "sched_g": self.sched_g.state_dict(),
             "sched_d": self.sched_d.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "rng": capture_rng_state(),
         }
 
     def load(self, state: dict) -> None:
@@ -278,9 +290,7 @@ class GANTrainer:
         self.sched_g.load_state_dict(state["sched_g"])
         self.sched_d.load_state_dict(state["sched_d"])
         self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        restore_rng_state(state["rng"])
 
 
 def run_training(
@@ -308,7 +318,9 @@ def run_training(
     checkpoint = Path(work_dir) / CHECKPOINT
     start, rows = 0, []
     if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=trainer.device, weights_only=False)
+        # On the CPU: the RNG states must stay CPU tensors; the networks and
+        # optimizers copy theirs to the trainer's device.
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if state["digest"] == digest:
             trainer.load(state)
             start, rows = int(state["step"]), list(state["rows"])
@@ -373,12 +385,102 @@ def write_training_outputs(
     return frame
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``device``, or the GPU when there is one (None)."""
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+# --- Generation ------------------------------------------------------------------------
 
 
-# --- Inference -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainedGenerator:
+    """A training's generator file read back: G (eval mode, on its device), the
+    settings it was trained with, its modalities and the file's SHA-256."""
+
+    network: torch.nn.Module
+    settings: GANSettings
+    modalities: list[str]
+    sha256: str
+
+
+def load_generator(
+    path: str | os.PathLike,
+    device: torch.device,
+    settings_type: type[GANSettings],
+    make_generator: Callable[[GANSettings, int], torch.nn.Module],
+) -> TrainedGenerator:
+    """G from a training rule's generator file: ``make_generator`` rebuilds it
+    from the settings the file stores (under ``settings_type.SECTION``, read by
+    ``settings_type.from_config``), then its weights are loaded."""
+    record = torch.load(path, map_location=device, weights_only=False)
+    settings = settings_type.from_config(record[settings_type.SECTION])
+    generator = make_generator(settings, int(record["n_modalities"]))
+    generator.load_state_dict(record["generator"])
+    return TrainedGenerator(cpu_layout(generator.to(device), device).eval(), settings, list(record["modalities"]), file_sha256(path))
+
+
+#: What a GAN makes of one layout case: ``(generator, layout_id, layout, device)`` ->
+#: the image [C, X, Y, Z] and the GAN's own manifest columns of the case.
+Synthesize = Callable[[torch.nn.Module, str, Case, torch.device], tuple[np.ndarray, dict]]
+
+
+def generate_cases(
+    layout_manifest: str | os.PathLike,
+    layout_cases_dir: str | os.PathLike,
+    generator_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    manifest_path: str | os.PathLike,
+    n_cases: int,
+    modalities: Sequence[str],
+    seed: int,
+    threads: int,
+    device: str | None,
+    *,
+    source: str,
+    columns: Sequence[str],
+    settings: GANSettings,
+    make_generator: Callable[[GANSettings, int], torch.nn.Module],
+    synthesize: Synthesize,
+    layout_images: bool,
+) -> pd.DataFrame:
+    """A GAN's generation (its generating rule's arguments, then what is the
+    GAN's own): case ``{source}_{i:04d}`` is G's image of the ``i``-th layout case.
+
+    The layouts are the first ``n_cases`` rows of ``layout_manifest`` (case
+    folders in ``layout_cases_dir``, read with their images when
+    ``layout_images``); each keeps its labels, brain mask, affine and header.
+    G comes from ``generator_path`` (:func:`load_generator`); it must have
+    been trained for ``modalities`` and take ``settings.window``. The image
+    is ``synthesize``'s; the manifest holds ``case_id``, ``seed`` (the study
+    seed, recorded: G draws nothing), ``generator_sha256``, ``window``,
+    ``overlap`` and the GAN's own columns, in ``columns`` order. ``out_dir``
+    is built whole and renamed into place, the manifest written after it.
+    ``threads``: torch's CPU threads; ``device`` None or ``auto``: the GPU
+    when there is one (``tumorfab.device.resolve_device``). Returns the manifest.
+    """
+    torch.set_num_threads(threads)
+    device = resolve_device(device)
+    layout_ids = first_cases(layout_manifest, n_cases)
+    trained = load_generator(generator_path, device, type(settings), make_generator)
+    if trained.modalities != list(modalities):
+        raise ValueError(f"{generator_path}: G was trained for modalities {trained.modalities}, not {list(modalities)}")
+    trained.network.check_spatial_shape((settings.window,) * 3)
+    rows = []
+    with atomic_directory(out_dir) as tmp:
+        for index, layout_id in enumerate(layout_ids):
+            layout = load_case(Path(layout_cases_dir) / layout_id, modalities if layout_images else [])
+            image, own = synthesize(trained.network, layout_id, layout, device)
+            case_id = synthetic_case_id(source, index)
+            images = {m: image[c] for c, m in enumerate(modalities)}
+            save_case(Case(images, layout.brainmask, layout.seg, layout.affine, layout.header), tmp / case_id)
+            log.info("%s <- %s: %s", case_id, layout_id, own)
+            rows.append(
+                {
+                    "case_id": case_id,
+                    "seed": seed,
+                    "generator_sha256": trained.sha256,
+                    "window": settings.window,
+                    "overlap": settings.overlap,
+                    **own,
+                }
+            )
+    return write_manifest(rows, columns, manifest_path, source)
 
 
 @torch.no_grad()

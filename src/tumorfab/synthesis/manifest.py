@@ -9,7 +9,8 @@ Every manifest has the :data:`CORE_COLUMNS`; case ids are
 A source is generated once at the largest size any experiment needs
 (``tumorfab.synthesis.generation_size``); an experiment with ``n`` synthetic
 cases takes the first ``n`` rows (:func:`first_cases`), so smaller sets are
-nested prefixes of larger ones (SPEC §2 item 6). :func:`training_cases` is an
+nested prefixes of larger ones (paper 002 §3.2.5's Syn50 ⊂ Syn100 ⊂ …; docs/architecture.md,
+"Contract 2"). :func:`training_cases` is an
 experiment's training set: the real training cases, then that prefix.
 """
 

@@ -1,35 +1,39 @@
-"""nnU-Net trainer whose length and seed come from the environment.
+"""nnU-Net trainer built with tumorfab's training settings and a seed.
 
-nnU-Net finds this class through ``nnUNet_extTrainer`` (``nnUNetv2_train ...
--tr nnUNetTrainerTumorfab`` works too). It is nnU-Net's default trainer
-(default augmentation, loss, optimizer, poly learning rate) with:
+:mod:`tumorfab.segmentation.train` builds it with a
+:class:`~tumorfab.segmentation.settings.TrainSettings` and the seed, and
+``__init__`` sets nnU-Net's attributes from them, as nnU-Net's own trainer
+variants set theirs: ``num_epochs`` (paper: 100),
+``num_iterations_per_epoch`` and ``num_val_iterations_per_epoch`` (nnU-Net:
+250 and 50), ``save_every`` (epochs between ``checkpoint_latest.pth``;
+nnU-Net: 50) and ``initial_lr`` (nnU-Net's SGD with its poly schedule,
+nnU-Net: 0.01; a short training such as the demo's converges sooner with a
+larger one). Built without settings, as nnU-Net's CLI does (``nnUNetv2_train
+... -tr nnUNetTrainerTumorfab``, found through ``nnUNet_extTrainer``), it
+keeps nnU-Net's values and seed 0. Besides these it is nnU-Net's default
+trainer (default augmentation, loss, optimizer, poly learning rate) with:
 
-- ``TUMORFAB_EPOCHS``, ``TUMORFAB_ITERATIONS``, ``TUMORFAB_VAL_ITERATIONS``:
-  epochs (paper: 100), training and validation iterations per epoch (nnU-Net:
-  250 and 50), set by :mod:`tumorfab.segmentation.train` from the config.
-- ``TUMORFAB_INITIAL_LR``: the initial learning rate of nnU-Net's SGD (poly
-  schedule; nnU-Net: 0.01), unset = nnU-Net's. A short training (the demo's
-  ~160 iterations) converges sooner with a larger one.
-- ``TUMORFAB_SEED``: seeds Python's ``random``, NumPy and torch. nnU-Net has
-  no seed option; with ``nnUNet_n_proc_DA=0`` (augmentation in the main
-  process) two CPU runs are then identical.
-- ``TUMORFAB_CHECKPOINT_EVERY``: epochs between ``checkpoint_latest.pth``
-  (nnU-Net: 50). Checkpoints are written under a temporary name and renamed,
-  so a job killed while saving leaves the previous checkpoint intact, and they
-  carry the random generators' states, so a resumed training continues
-  exactly as an uninterrupted one would.
+- The seed: Python's ``random``, NumPy and torch are seeded when the trainer
+  is built, before anything draws. nnU-Net has no seed option; with
+  ``nnUNet_n_proc_DA=0`` (augmentation in the main process) two CPU runs are
+  then identical.
+- Checkpoints written under a temporary name and renamed, so a job killed
+  while saving leaves the previous checkpoint intact, and carrying the random
+  generators' states (``tumorfab_rng_state``), so a resumed training
+  continues exactly as an uninterrupted one would.
 - Training cases in sorted order (nnU-Net lists the folder, whose order the
   file system decides), so sampling does not depend on the disk.
 - On the CPU the network runs in the channels-last memory layout (faster
   3-D convolutions there; same weights and checkpoint format).
 - No ``checkpoint_best.pth``: the final model is the one used (as nnU-Net's
   predictor does by default), and its "best" is chosen on a pseudo-Dice of
-  training cases on fold ``all``. The progress plot is drawn every 25 epochs
-  and at the end. Both save time on short demo epochs.
+  training cases on fold ``all``. The progress plot is drawn every
+  :data:`PLOT_EVERY` epochs and at the end.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import random
 
@@ -37,15 +41,12 @@ import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from tumorfab.rng import capture_rng_state, restore_rng_state
+from tumorfab.segmentation.settings import TrainSettings
 
 #: Epochs between redraws of nnU-Net's progress.png (and always at the end):
 #: a drawing costs ~1 s of CPU, several iterations of a small demo network.
 PLOT_EVERY = 25
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return default if value in (None, "") else int(value)
 
 
 def seed_everything(seed: int) -> None:
@@ -53,21 +54,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class nnUNetTrainerTumorfab(nnUNetTrainer):
@@ -78,15 +64,18 @@ class nnUNetTrainerTumorfab(nnUNetTrainer):
         fold: int,
         dataset_json: dict,
         device: torch.device = torch.device("cuda"),
+        settings: TrainSettings | None = None,
+        seed: int = 0,
     ):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.seed = _env_int("TUMORFAB_SEED", 0)
-        self.num_epochs = _env_int("TUMORFAB_EPOCHS", self.num_epochs)
-        self.num_iterations_per_epoch = _env_int("TUMORFAB_ITERATIONS", self.num_iterations_per_epoch)
-        self.num_val_iterations_per_epoch = _env_int("TUMORFAB_VAL_ITERATIONS", self.num_val_iterations_per_epoch)
-        self.save_every = max(1, _env_int("TUMORFAB_CHECKPOINT_EVERY", self.save_every))
-        if os.environ.get("TUMORFAB_INITIAL_LR"):
-            self.initial_lr = float(os.environ["TUMORFAB_INITIAL_LR"])
+        self.seed = seed
+        if settings is not None:
+            self.num_epochs = settings.epochs
+            self.num_iterations_per_epoch = settings.iterations_per_epoch
+            self.num_val_iterations_per_epoch = settings.val_iterations_per_epoch
+            self.save_every = settings.checkpoint_every
+            if settings.initial_lr is not None:
+                self.initial_lr = float(settings.initial_lr)
         self._rng_state_to_restore = None
         seed_everything(self.seed)
         self.print_to_log_file(
@@ -114,7 +103,7 @@ class nnUNetTrainerTumorfab(nnUNetTrainer):
         # Building the data loaders drew random numbers; a resumed run continues
         # from the generators' states saved with the checkpoint instead.
         if self._rng_state_to_restore is not None:
-            _set_rng_state(self._rng_state_to_restore)
+            restore_rng_state(self._rng_state_to_restore)
             self._rng_state_to_restore = None
         self.print_to_log_file(f"tumorfab: training epochs {self.current_epoch} to {self.num_epochs - 1}")
 
@@ -138,7 +127,7 @@ class nnUNetTrainerTumorfab(nnUNetTrainer):
         tmp = os.path.join(directory, f".{name}.tmp")
         super().save_checkpoint(tmp)
         checkpoint = torch.load(tmp, map_location="cpu", weights_only=False)
-        checkpoint["tumorfab_rng_state"] = _rng_state()
+        checkpoint["tumorfab_rng_state"] = capture_rng_state()
         checkpoint["tumorfab_seed"] = self.seed
         torch.save(checkpoint, tmp)
         os.replace(tmp, filename)
@@ -149,3 +138,12 @@ class nnUNetTrainerTumorfab(nnUNetTrainer):
         checkpoint = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
         self._rng_state_to_restore = checkpoint.get("tumorfab_rng_state")
         self.print_to_log_file(f"tumorfab: resumed from a checkpoint at epoch {self.current_epoch}")
+
+
+# nnU-Net records a trainer's constructor arguments (``init_args``, saved in
+# every checkpoint) by looking up, for each parameter of
+# ``inspect.signature(self.__init__)``, the local variable of that name in
+# nnUNetTrainer.__init__, which has no ``settings`` or ``seed``. The signature
+# it sees is therefore nnU-Net's own: checkpoints record the same five
+# arguments as nnUNetTrainer's.
+nnUNetTrainerTumorfab.__init__.__signature__ = inspect.signature(nnUNetTrainer.__init__)

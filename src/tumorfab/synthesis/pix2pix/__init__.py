@@ -1,4 +1,4 @@
-"""3D Pix2Pix: label map -> image, the paper's GAN baseline (paper 002 §3.2.1 (2); SPEC §2 item 7).
+"""3D Pix2Pix: label map -> image, the paper's GAN baseline (paper 002 §3.2.1 (2)).
 
 * ``networks``: the 5-channel label map (background, brain minus tumour, NCR,
   ED, ET), G (MONAI ``UNet`` + tanh) and D (MONAI ``PatchDiscriminator``
@@ -8,5 +8,7 @@
 * ``train``: the ``train_pix2pix`` rule on the real training cases (paired
   crops; checkpoints, resume, mixed precision from ``tumorfab.synthesis.gan``);
 * ``generate``: the ``generate_pix2pix`` rule: an image for each of TF-Aug's
-  label maps, by the shared brain-box sliding window.
+  label maps, by the shared generation loop and brain-box sliding window.
+
+Its settings are ``tumorfab.synthesis.gan_settings.Pix2PixSettings``.
 """

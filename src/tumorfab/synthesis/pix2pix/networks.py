@@ -53,7 +53,7 @@ Discriminator D
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from monai.networks.nets import PatchDiscriminator, UNet
@@ -61,6 +61,7 @@ from monai.networks.utils import normal_init
 from torch import nn
 
 from tumorfab.labels import BACKGROUND, ED, ET, LABELS, NCR
+from tumorfab.synthesis.gan_settings import Pix2PixSettings, patchgan_min_size, unet_sizes
 
 #: The label map's channels, in order (G's input, D's condition).
 LABEL_MAP_CHANNELS = ("background", "brain", "NCR", "ED", "ET")
@@ -150,12 +151,12 @@ class Generator(nn.Module):
     @property
     def size_multiple(self) -> int:
         """Every spatial size must be a multiple of this (``2 ** (levels - 1)``)."""
-        return 2 ** (len(self.widths) - 1)
+        return unet_sizes(len(self.widths))[0]
 
     @property
     def min_size(self) -> int:
         """Smallest spatial size: two voxels per axis at the bottleneck (instance norm)."""
-        return 2 * self.size_multiple
+        return unet_sizes(len(self.widths))[1]
 
     def check_spatial_shape(self, shape: Sequence[int]) -> None:
         """``ValueError`` naming the required multiple and minimum when G cannot take ``shape``."""
@@ -194,7 +195,7 @@ class Discriminator(nn.Module):
     @property
     def min_size(self) -> int:
         """Smallest spatial size: two voxels per axis at the last normalised layer."""
-        return 3 * 2**self.n_layers
+        return patchgan_min_size(self.n_layers)
 
     def check_spatial_shape(self, shape: Sequence[int]) -> None:
         """``ValueError`` naming the minimum when D cannot take ``shape``."""
@@ -213,16 +214,14 @@ class Discriminator(nn.Module):
 # --- From the settings -----------------------------------------------------------------
 
 
-def make_generator(pix2pix: Mapping, n_modalities: int) -> Generator:
-    """G for images of ``n_modalities`` channels from the ``pix2pix`` settings (``generator_widths``)."""
-    return Generator(out_channels=n_modalities, widths=list(pix2pix["generator_widths"]))
+def make_generator(pix2pix: Pix2PixSettings, n_modalities: int) -> Generator:
+    """G for images of ``n_modalities`` channels."""
+    return Generator(out_channels=n_modalities, widths=pix2pix.generator_widths)
 
 
-def build_networks(pix2pix: Mapping, n_modalities: int, seed: int) -> tuple[Generator, Discriminator]:
-    """G and D from the ``pix2pix`` settings, their weights drawn after ``torch.manual_seed(seed)``."""
+def build_networks(pix2pix: Pix2PixSettings, n_modalities: int, seed: int) -> tuple[Generator, Discriminator]:
+    """G and D, their weights drawn (in this order) after ``torch.manual_seed(seed)``."""
     torch.manual_seed(seed)
     generator = make_generator(pix2pix, n_modalities)
-    discriminator = Discriminator(
-        n_modalities, width=int(pix2pix["discriminator_width"]), n_layers=int(pix2pix["discriminator_layers"])
-    )
+    discriminator = Discriminator(n_modalities, width=pix2pix.discriminator_width, n_layers=pix2pix.discriminator_layers)
     return generator, discriminator

@@ -1,4 +1,4 @@
-"""3D Pix2Pix training (paper 002 §3.2.1 (2); SPEC §2 item 7): the ``train_pix2pix`` rule.
+"""3D Pix2Pix training (paper 002 §3.2.1 (2)): the ``train_pix2pix`` rule.
 
 Paired data: each real training case gives its image ``x`` and its label map
 ``y`` (``networks.label_map``: background, brain minus tumour, NCR, ED, ET).
@@ -27,9 +27,9 @@ the same as TF-GAN's so that the two GANs differ only in what they are:
 * **Epoch**: one pass over the real training cases, ``ceil(n_real /
   batch_size)`` steps (each draws its cases at random); paper 002 trains
   every GAN for 200 epochs, so ``epochs`` is TF-GAN's unless
-  ``pix2pix.epochs`` says otherwise (resolved by the caller). Adam (β from
-  the config, pix2pix's (0.5, 0.999)), both learning rates (2e-4) decayed
-  linearly to 0 over all steps.
+  ``pix2pix.epochs`` says otherwise (``Pix2PixSettings.from_config``). Adam
+  (β from the config, pix2pix's (0.5, 0.999)), both learning rates (2e-4)
+  decayed linearly to 0 over all steps.
 * **Mixed precision**: as TF-GAN (``gan.autocast_dtype``): ``auto`` on a GPU
   only, ``on`` forces it (bf16 on the CPU), ``off``; losses in float32.
 
@@ -42,13 +42,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
+from tumorfab.device import resolve_device
 from tumorfab.synthesis import gan
+from tumorfab.synthesis.gan_settings import Pix2PixSettings
 from tumorfab.synthesis.pix2pix import losses
 from tumorfab.synthesis.pix2pix.networks import build_networks, label_map
 
@@ -72,10 +74,10 @@ class Trainer(gan.GANTrainer):
     """Pix2Pix's G and D (``networks.build_networks``), λ_L1 and one training step;
     optimizers, schedulers, scaler and checkpoint state: ``gan.GANTrainer``."""
 
-    def __init__(self, pix2pix: Mapping, n_modalities: int, total_steps: int, seed: int, device):
+    def __init__(self, pix2pix: Pix2PixSettings, n_modalities: int, total_steps: int, seed: int, device):
         generator, discriminator = build_networks(pix2pix, n_modalities, seed)
         super().__init__(generator, discriminator, pix2pix, total_steps, device)
-        self.lambda_l1 = float(pix2pix["lambda_l1"])
+        self.lambda_l1 = pix2pix.lambda_l1
 
     def generate(self, condition: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
         """``G(y)``, float32, -1 outside the brain mask ``brain`` [B, 1, ...]."""
@@ -109,8 +111,7 @@ def train_pix2pix(
     out_losses: str | os.PathLike,
     out_curves: str | os.PathLike,
     modalities: Sequence[str],
-    pix2pix: Mapping,
-    epochs: int,
+    pix2pix: Pix2PixSettings,
     seed: int,
     threads: int,
     device: str | None = None,
@@ -118,48 +119,38 @@ def train_pix2pix(
     """The ``train_pix2pix`` rule: train G and D on the real training cases,
     write G's record and the loss curves.
 
-    ``pix2pix`` is the validated config's ``pix2pix`` section (read:
-    ``generator_widths``, ``discriminator_width``, ``discriminator_layers``,
-    ``batch_size``, ``crop``, ``lr_generator``, ``lr_discriminator``,
-    ``betas``, ``lambda_l1``, ``checkpoint_every``, ``mixed_precision``); its
-    ``epochs`` key is ignored: ``epochs`` is the resolved number (TF-GAN's
-    when the key is null). ``real_case_dirs``: the real training case folders
-    (each must hold a lesion). ``work_dir`` holds the checkpoint a rerun
-    resumes from (same settings, seed, modalities and cases). ``threads``:
-    torch's CPU threads; ``device`` None: the GPU when there is one.
+    ``real_case_dirs``: the real training case folders (each must hold a
+    lesion). ``work_dir`` holds the checkpoint a rerun resumes from (same
+    settings, seed, modalities and cases). ``threads``: torch's CPU threads;
+    ``device`` None: the GPU when there is one.
 
     ``out_generator`` gets ``{"generator": state dict, "pix2pix": the
-    settings (``epochs`` resolved), "n_modalities", "modalities", "seed",
-    "steps"}``; ``out_losses`` the rows (:data:`LOSS_COLUMNS`), ``out_curves``
-    their plot. Returns the loss rows.
+    settings (``Pix2PixSettings.as_record``, ``epochs`` resolved),
+    "n_modalities", "modalities", "seed", "steps"}``; ``out_losses`` the rows
+    (:data:`LOSS_COLUMNS`), ``out_curves`` their plot. Returns the loss rows.
     """
-    if int(epochs) < 1:
-        raise ValueError(f"Pix2Pix needs at least one epoch, got {epochs}")
     if not real_case_dirs:
         raise ValueError("no real training cases to train Pix2Pix on")
     torch.set_num_threads(threads)
-    device = gan.resolve_device(device)
-    settings = {**dict(pix2pix), "epochs": int(epochs)}
+    device = resolve_device(device)
     real = gan.load_volumes(real_case_dirs, modalities, who="Pix2Pix")
-    batch_size, crop = int(settings["batch_size"]), int(settings["crop"])
+    batch_size, crop = pix2pix.batch_size, pix2pix.crop
     steps_per_epoch = math.ceil(len(real) / batch_size)
-    total_steps = int(epochs) * steps_per_epoch
-    trainer = Trainer(settings, len(modalities), total_steps, seed, device)
-    trainer.generator.check_spatial_shape((crop,) * 3)
-    trainer.discriminator.check_spatial_shape((crop,) * 3)
+    total_steps = pix2pix.epochs * steps_per_epoch
+    trainer = Trainer(pix2pix, len(modalities), total_steps, seed, device)
     digest = gan.settings_digest(
-        {"pix2pix": settings, "seed": seed, "modalities": list(modalities), "real": [str(d) for d in real_case_dirs]}
+        {"pix2pix": pix2pix.as_record(), "seed": seed, "modalities": list(modalities), "real": [str(d) for d in real_case_dirs]}
     )
     log.info(
         "Pix2Pix: %d real cases, %d epochs x %d steps, crop %d, batch %d, %s, autocast %s",
-        len(real), int(epochs), steps_per_epoch, crop, batch_size, device, trainer.amp_dtype,
+        len(real), pix2pix.epochs, steps_per_epoch, crop, batch_size, device, trainer.amp_dtype,
     )
     rows = gan.run_training(
         trainer,
         lambda step: (sample_batch(real, batch_size, crop, seed, step, device),),
         total_steps,
         steps_per_epoch,
-        int(settings["checkpoint_every"]),
+        pix2pix.checkpoint_every,
         work_dir,
         digest,
         "Pix2Pix",
@@ -167,7 +158,7 @@ def train_pix2pix(
     )
     record = {
         "generator": trainer.generator.state_dict(),
-        "pix2pix": settings,
+        "pix2pix": pix2pix.as_record(),
         "n_modalities": len(modalities),
         "modalities": list(modalities),
         "seed": seed,

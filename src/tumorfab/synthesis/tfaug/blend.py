@@ -112,7 +112,7 @@ def smooth_noise(
 
     White noise on each lesion's box (grown by the kernel radius) blurred by a
     Gaussian of ``scale_vox`` (per axis), then standardized over the lesion's
-    own voxels (paper 000's "patchy or uniform" control; SPEC §5): the
+    own voxels (paper 000's "patchy or uniform" control): the
     voxel-lattice variant of ``tumorfab.fields``, one draw per lesion in order.
     ``lesions`` and ``boxes``: see :func:`blur_in_roi`.
     """

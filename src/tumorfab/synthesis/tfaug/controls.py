@@ -1,14 +1,15 @@
 """Lesion controls of TF-Aug: location, size, number, intensity offset, heterogeneity.
 
-SPEC §5 / paper 000 (configurable location, size, intensity and heterogeneity,
-"how many lesions"); paper 002 §4 names control of "location, size, shape" as
-a possibility of TF-Aug it did not explore. The defaults (in the config
-schema, the only place they live) reproduce the paper's TF-Aug: any location
-(the real mask's own position plus the paper's shift), no size constraint, one
-lesion per case (itself possibly a combination of masks), no offset, no
-texture.
+Paper 000 makes location, size, intensity and heterogeneity configurable,
+and asks how many lesions; paper 002 §4 names control of "location, size,
+shape" as a possibility of TF-Aug it did not explore. The defaults (in the
+config schema, the only place they live) reproduce the paper's TF-Aug: any
+location (the real mask's own position plus the paper's shift), no size
+constraint, one lesion per case (itself possibly a combination of masks), no
+offset, no texture.
 
-``tfaug.controls`` in the config::
+``tfaug.controls`` in the config (read by
+``tumorfab.synthesis.tfaug.settings.Controls``)::
 
     location: {mode: any}                                # the paper's reading
     location: {mode: coordinates, center_mm: [x, y, z], radius_mm: 15}
@@ -51,167 +52,31 @@ lesion; a lesion that breaks them is re-drawn, see ``masks.place_lesions``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping, Sequence
-
 import numpy as np
 from scipy import ndimage
 from scipy.cluster.vq import kmeans2
 
-from tumorfab.config import config_section
-from tumorfab.labels import LABEL_KEYS, LABELS
+from tumorfab.labels import LABELS
 from tumorfab.synthesis.tfaug.masks import Grid
-
-LOCATION_MODES = ("any", "coordinates", "hemisphere", "tissue")
-TISSUES = {"csf": 1, "gm": 2, "wm": 3}
+from tumorfab.synthesis.tfaug.settings import TISSUES, Controls, LocationSpec
 
 
-def parse_range(value, what: str) -> tuple[float, float]:
-    """A number (fixed) or ``[low, high]`` -> ``(low, high)``."""
-    if isinstance(value, (int, float)):
-        return float(value), float(value)
-    if isinstance(value, Sequence) and len(value) == 2:
-        low, high = float(value[0]), float(value[1])
-        if low <= high:
-            return low, high
-    raise ValueError(f"{what}: expected a number or [low, high] with low <= high, got {value!r}")
+def draw_count(controls: Controls, rng: np.random.Generator) -> int:
+    """Number of lesions of one case (one draw from ``rng``)."""
+    return int(rng.integers(controls.n_lesions[0], controls.n_lesions[1] + 1))
 
 
-@dataclass(frozen=True)
-class LocationSpec:
-    """The location control (see the module docstring); the fields of other modes are None."""
+def draw_appearance(controls: Controls, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Per-label offsets (index = label value, 0 unused) and the texture amplitude.
 
-    mode: str
-    center_mm: tuple[float, float, float] | None = None
-    radius_mm: float | None = None
-    side: str | None = None
-    tissue: str | None = None
-
-    @classmethod
-    def from_config(cls, settings: Mapping) -> LocationSpec:
-        """From the validated config's ``tfaug.controls.location``."""
-        settings = dict(settings)
-        if "mode" not in settings:
-            raise ValueError(f"tfaug.controls.location: mode missing (one of {LOCATION_MODES})")
-        mode = settings.pop("mode")
-        allowed = {
-            "any": set(),
-            "coordinates": {"center_mm", "radius_mm"},
-            "hemisphere": {"side"},
-            "tissue": {"tissue"},
-        }
-        if mode not in allowed:
-            raise ValueError(f"tfaug.controls.location.mode {mode!r}: one of {LOCATION_MODES}")
-        unknown = set(settings) - allowed[mode]
-        if unknown:
-            raise ValueError(f"tfaug.controls.location (mode {mode}): unknown keys {sorted(unknown)}")
-        if mode == "coordinates":
-            center = settings.get("center_mm")
-            if center is None or len(center) != 3:
-                raise ValueError("tfaug.controls.location: mode coordinates needs center_mm: [x, y, z]")
-            if "radius_mm" not in settings:
-                raise ValueError("tfaug.controls.location: mode coordinates needs radius_mm")
-            radius = float(settings["radius_mm"])
-            if radius <= 0:
-                raise ValueError("tfaug.controls.location.radius_mm must be > 0")
-            return cls(mode, center_mm=tuple(float(v) for v in center), radius_mm=radius)
-        if mode == "hemisphere":
-            side = settings.get("side")
-            if side not in ("left", "right"):
-                raise ValueError("tfaug.controls.location: mode hemisphere needs side: left or right")
-            return cls(mode, side=side)
-        if mode == "tissue":
-            tissue = settings.get("tissue")
-            if tissue not in TISSUES:
-                raise ValueError(f"tfaug.controls.location: mode tissue needs tissue: one of {sorted(TISSUES)}")
-            return cls(mode, tissue=tissue)
-        return cls(mode)
-
-    def record(self) -> dict:
-        """The control as given (for the manifest)."""
-        if self.mode == "coordinates":
-            return {"mode": self.mode, "center_mm": list(self.center_mm), "radius_mm": self.radius_mm}
-        if self.mode == "hemisphere":
-            return {"mode": self.mode, "side": self.side}
-        if self.mode == "tissue":
-            return {"mode": self.mode, "tissue": self.tissue}
-        return {"mode": self.mode}
-
-
-@dataclass(frozen=True)
-class Controls:
-    """``tfaug.controls``: what the user asks of every lesion (SPEC §5).
-
-    No defaults here: they live in the config schema only.
+    Always four draws from ``rng``, whatever the values, so a change of one
+    control does not shift the others' draws.
     """
-
-    location: LocationSpec
-    size_ml: tuple[float, float] | None
-    n_lesions: tuple[int, int]
-    offset: dict[int, tuple[float, float]]
-    heterogeneity_amplitude: tuple[float, float]
-    heterogeneity_scale_mm: float
-
-    @classmethod
-    def from_config(cls, settings: Mapping) -> Controls:
-        """From the validated config's ``tfaug.controls`` (every key present)."""
-        settings = config_section(
-            settings, ("location", "size_ml", "n_lesions", "offset", "heterogeneity"), "tfaug.controls"
-        )
-        size = settings["size_ml"]
-        if size is not None:
-            size = parse_range(size, "tfaug.controls.size_ml")
-            if size[0] <= 0:
-                raise ValueError("tfaug.controls.size_ml must be > 0 ml")
-        low, high = parse_range(settings["n_lesions"], "tfaug.controls.n_lesions")
-        if low < 1 or low != int(low) or high != int(high):
-            raise ValueError("tfaug.controls.n_lesions: whole numbers >= 1")
-        offsets = dict(settings["offset"])
-        names = {name: label for label, name in LABEL_KEYS.items()}
-        unknown = set(offsets) - set(names)
-        if unknown:
-            raise ValueError(f"tfaug.controls.offset: unknown subregions {sorted(unknown)} (ncr, ed, et)")
-        missing = [name for name in names if name not in offsets]
-        if missing:
-            raise ValueError(f"tfaug.controls.offset: missing subregions {missing}")
-        offset = {label: parse_range(offsets[name], f"tfaug.controls.offset.{name}") for name, label in names.items()}
-        texture = dict(settings["heterogeneity"])
-        unknown = set(texture) - {"amplitude", "scale_mm"}
-        if unknown:
-            raise ValueError(f"tfaug.controls.heterogeneity: unknown keys {sorted(unknown)}")
-        missing = [key for key in ("amplitude", "scale_mm") if key not in texture]
-        if missing:
-            raise ValueError(f"tfaug.controls.heterogeneity: missing keys {missing}")
-        amplitude = parse_range(texture["amplitude"], "tfaug.controls.heterogeneity.amplitude")
-        if amplitude[0] < 0:
-            raise ValueError("tfaug.controls.heterogeneity.amplitude must be >= 0")
-        scale_mm = float(texture["scale_mm"])
-        if scale_mm <= 0:
-            raise ValueError("tfaug.controls.heterogeneity.scale_mm must be > 0")
-        return cls(
-            LocationSpec.from_config(settings["location"]),
-            size,
-            (int(low), int(high)),
-            offset,
-            amplitude,
-            scale_mm,
-        )
-
-    def draw_count(self, rng: np.random.Generator) -> int:
-        """Number of lesions of one case (one draw from ``rng``)."""
-        return int(rng.integers(self.n_lesions[0], self.n_lesions[1] + 1))
-
-    def draw_appearance(self, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-        """Per-label offsets (index = label value, 0 unused) and the texture amplitude.
-
-        Always four draws from ``rng``, whatever the values, so a change of one
-        control does not shift the others' draws.
-        """
-        offsets = np.zeros(len(LABELS), dtype=np.float32)
-        for label in sorted(self.offset):
-            offsets[label] = rng.uniform(*self.offset[label])
-        amplitude = float(rng.uniform(*self.heterogeneity_amplitude))
-        return offsets, amplitude
+    offsets = np.zeros(len(LABELS), dtype=np.float32)
+    for label, (low, high) in controls.offset:
+        offsets[label] = rng.uniform(low, high)
+    amplitude = float(rng.uniform(*controls.heterogeneity_amplitude))
+    return offsets, amplitude
 
 
 # --- Location rules bound to one healthy scan -------------------------------------------

@@ -1,13 +1,13 @@
-"""Generating TF-Aug's coarse synthetic pairs (x_s', m_s) (paper 002 §2.1; SPEC §2 items 4 and 6).
+"""Generating TF-Aug's coarse synthetic pairs (x_s', m_s) (paper 002 §2.1).
 
 Case ``i`` (id ``tfaug_{i:04d}``) is made from its own random streams,
 ``SeedSequence([seed, i]).spawn(3)``: *geometry* (healthy scan, number of
 lesions, their masks and placement), *appearance* (offsets, texture amplitude,
 mass-effect magnitude: always the same number of draws) and *texture* (the
 noise field). A case therefore depends only on ``seed``, ``i`` and the
-settings, never on how many cases are generated: the first k cases of a run for
-N are the cases of a run for k (nested prefixes, SPEC §2 item 6), and a rerun
-gives bit-identical files. Changing an appearance control (offset, texture,
+settings, never on how many cases are generated: the first k cases of a run
+for N are the cases of a run for k (nested prefixes, docs/architecture.md), and
+a rerun gives bit-identical files. Changing an appearance control (offset, texture,
 mass-effect magnitude) keeps every case's lesions and healthy scan.
 
 Per case (in this order):
@@ -47,15 +47,15 @@ import numpy as np
 import pandas as pd
 
 from tumorfab.casefolder import Case, load_case, save_case
-from tumorfab.config import config_section
 from tumorfab.io import atomic_directory
+from tumorfab.labels import LABEL_KEYS
 from tumorfab.synthesis.manifest import synthetic_case_id, write_manifest
 from tumorfab.synthesis.tfaug import mass_effect as me
 from tumorfab.synthesis.tfaug.blend import augment_roi, smooth_noise
-from tumorfab.synthesis.tfaug.controls import Controls, LocationRule, parse_range
-from tumorfab.labels import LABEL_KEYS
+from tumorfab.synthesis.tfaug.controls import LocationRule, draw_appearance, draw_count
 from tumorfab.synthesis.tfaug.intensity_fit import load_intensity
-from tumorfab.synthesis.tfaug.masks import MaskAugmentation, MaskBank, equivalent_radius_mm, place_lesions
+from tumorfab.synthesis.tfaug.masks import MaskBank, equivalent_radius_mm, place_lesions
+from tumorfab.synthesis.tfaug.settings import TFAugSettings
 
 log = logging.getLogger(__name__)
 
@@ -82,41 +82,14 @@ MANIFEST_COLUMNS = [
 
 
 @dataclass(frozen=True)
-class MassEffect:
-    """``tfaug.mass_effect``: off in the paper preset; magnitude (mm) a number or [low, high].
+class CaseRecipe:
+    """Everything a case depends on besides its index: the settings and the fitted (a, b)."""
 
-    No defaults here: they live in the config schema only.
-    """
-
-    enabled: bool
-    magnitude_mm: tuple[float, float]
-    steps: int
-
-    @classmethod
-    def from_config(cls, settings: Mapping) -> MassEffect:
-        """From the validated config's ``tfaug.mass_effect`` (every key present)."""
-        settings = config_section(settings, ("enabled", "magnitude_mm", "steps"), "tfaug.mass_effect")
-        magnitude = parse_range(settings["magnitude_mm"], "tfaug.mass_effect.magnitude_mm")
-        if magnitude[0] < 0:
-            raise ValueError("tfaug.mass_effect.magnitude_mm must be >= 0")
-        steps = int(settings["steps"])
-        if steps < 1:
-            raise ValueError("tfaug.mass_effect.steps must be >= 1")
-        return cls(bool(settings["enabled"]), magnitude, steps)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything a case depends on besides its index."""
-
+    tfaug: TFAugSettings
     modalities: tuple[str, ...]
     a: np.ndarray  # [C, 3]
     b: np.ndarray
     seed: int
-    masks: MaskAugmentation
-    blur_sigma: float
-    controls: Controls
-    mass_effect: MassEffect
 
 
 @dataclass
@@ -136,24 +109,25 @@ def _subregions(values: np.ndarray) -> dict:
     return {LABEL_KEYS[label]: round(float(values[label]), 6) for label in LABEL_KEYS}
 
 
-def make_case(index: int, bank: MaskBank, healthy: Mapping[str, Path], settings: Settings) -> SyntheticCase:
+def make_case(index: int, bank: MaskBank, healthy: Mapping[str, Path], recipe: CaseRecipe) -> SyntheticCase:
     """Case ``index``: draw, place, (warp), blend. See the module docstring."""
-    geometry, appearance, texture_rng = case_streams(settings.seed, index)
+    settings = recipe.tfaug
+    geometry, appearance, texture_rng = case_streams(recipe.seed, index)
     subjects = list(healthy)
     subject = subjects[int(geometry.integers(len(subjects)))]
-    healthy_case = load_case(healthy[subject], settings.modalities, with_seg=False)
-    images, brain = healthy_case.stacked(settings.modalities), healthy_case.brainmask > 0
+    healthy_case = load_case(healthy[subject], recipe.modalities, with_seg=False)
+    images, brain = healthy_case.stacked(recipe.modalities), healthy_case.brainmask > 0
     grid = bank.grid
     grid.check_same(brain.shape, healthy_case.affine, str(healthy[subject]))
 
     controls = settings.controls
     needs_image = controls.location.mode == "tissue"
     rule = LocationRule(controls.location, grid, brain, images[0] if needs_image else None, settings.masks.shift_mm)
-    n_lesions = controls.draw_count(geometry)
+    n_lesions = draw_count(controls, geometry)
     placed = place_lesions(bank, brain, geometry, settings.masks, rule, controls.size_ml, n_lesions)
     labels, lesions = placed.labels, placed.ids
 
-    offsets, amplitude = controls.draw_appearance(appearance)
+    offsets, amplitude = draw_appearance(controls, appearance)
     magnitude = float(appearance.uniform(*settings.mass_effect.magnitude_mm))
     brain = brain.astype(np.uint8)
     peak = 0.0
@@ -174,10 +148,10 @@ def make_case(index: int, bank: MaskBank, healthy: Mapping[str, Path], settings:
 
     texture = None
     if amplitude > 0:
-        scale_vox = settings.controls.heterogeneity_scale_mm / grid.spacing
+        scale_vox = controls.heterogeneity_scale_mm / grid.spacing
         texture = amplitude * smooth_noise(lesions, placed.boxes, scale_vox, texture_rng)
     image = augment_roi(
-        images, brain, labels, settings.a, settings.b, settings.blur_sigma, offsets, texture, lesions, placed.boxes
+        images, brain, labels, recipe.a, recipe.b, settings.blur_sigma, offsets, texture, lesions, placed.boxes
     )
 
     row = {
@@ -187,39 +161,22 @@ def make_case(index: int, bank: MaskBank, healthy: Mapping[str, Path], settings:
         "source_cases": ";".join(c["source"] for r in placed.records for c in r["components"]),
         "lesions": json.dumps(placed.records),
         "volume_ml": round(float((labels > 0).sum()) * grid.voxel_ml, 4),
-        "a": json.dumps({m: _subregions(np.r_[0, settings.a[c]]) for c, m in enumerate(settings.modalities)}),
-        "b": json.dumps({m: _subregions(np.r_[0, settings.b[c]]) for c, m in enumerate(settings.modalities)}),
+        "a": json.dumps({m: _subregions(np.r_[0, recipe.a[c]]) for c, m in enumerate(recipe.modalities)}),
+        "b": json.dumps({m: _subregions(np.r_[0, recipe.b[c]]) for c, m in enumerate(recipe.modalities)}),
         "offset": json.dumps(_subregions(offsets)),
         "heterogeneity_amplitude": round(amplitude, 6),
-        "heterogeneity_scale_mm": settings.controls.heterogeneity_scale_mm,
+        "heterogeneity_scale_mm": controls.heterogeneity_scale_mm,
         "location": json.dumps(controls.location.record()),
         "size_ml": json.dumps(list(controls.size_ml) if controls.size_ml else None),
         "mass_effect_mm": round(magnitude, 4),
         "mass_effect_peak_mm": round(peak, 4),
         "blur_sigma": settings.blur_sigma,
-        "seed": settings.seed,
+        "seed": recipe.seed,
         "seed_index": index,
     }
-    images = {modality: image[c] for c, modality in enumerate(settings.modalities)}
+    images = {modality: image[c] for c, modality in enumerate(recipe.modalities)}
     case = Case(images, brain.astype(np.uint8), labels.astype(np.uint8), healthy_case.affine, healthy_case.header)
     return SyntheticCase(case, row)
-
-
-def make_settings(
-    intensity_json: str | os.PathLike,
-    seed: int,
-    modalities: Sequence[str],
-    masks: Mapping,
-    blur_sigma: float,
-    controls: Mapping,
-    mass_effect: Mapping,
-) -> Settings:
-    """Check the validated config's slices and read (a, b)."""
-    a, b = load_intensity(intensity_json, modalities)
-    return Settings(
-        tuple(modalities), a, b, int(seed), MaskAugmentation.from_config(masks), float(blur_sigma),
-        Controls.from_config(controls), MassEffect.from_config(mass_effect),
-    )
 
 
 def generate_tfaug(
@@ -231,10 +188,7 @@ def generate_tfaug(
     n_cases: int,
     seed: int,
     modalities: Sequence[str],
-    masks: Mapping,
-    blur_sigma: float,
-    controls: Mapping,
-    mass_effect: Mapping,
+    settings: TFAugSettings,
 ) -> pd.DataFrame:
     """The ``generate_tfaug`` rule: ``n_cases`` coarse pairs and their manifest.
 
@@ -243,13 +197,12 @@ def generate_tfaug(
     folders (subject id = folder name; drawn from in sorted order, so the
     order given does not matter). ``out_dir`` is written as a whole: built in
     a hidden temporary folder beside it and renamed into place, so a killed
-    job leaves no partial set; the manifest is written after it. The other
-    arguments are the validated config's (``seed``, ``data.modalities``,
-    ``tfaug.*``; their defaults live in the config schema).
+    job leaves no partial set; the manifest is written after it.
     """
     if n_cases < 0:
         raise ValueError(f"n_cases must be >= 0, got {n_cases}")
-    settings = make_settings(intensity_json, seed, modalities, masks, blur_sigma, controls, mass_effect)
+    a, b = load_intensity(intensity_json, modalities)
+    recipe = CaseRecipe(settings, tuple(modalities), a, b, int(seed))
     bank = MaskBank.from_case_dirs(real_case_dirs)
     healthy = {Path(d).name: Path(d) for d in sorted(healthy_case_dirs, key=lambda d: Path(d).name)}
     if not healthy:
@@ -259,7 +212,7 @@ def generate_tfaug(
     rows = []
     with atomic_directory(out_dir) as tmp_dir:
         for index in range(n_cases):
-            made = make_case(index, bank, healthy, settings)
+            made = make_case(index, bank, healthy, recipe)
             save_case(made.case, tmp_dir / made.row["case_id"])
             row = made.row
             rows.append(row)

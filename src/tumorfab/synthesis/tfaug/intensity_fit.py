@@ -63,20 +63,17 @@ import torch
 import torch.nn.functional as F
 
 from tumorfab.casefolder import load_case
-from tumorfab.config import config_section
 from tumorfab.io import save_text
 from tumorfab.labels import LABEL_KEYS, LESION_LABELS
 from tumorfab.synthesis.tfaug.blend import blur_in_roi
-from tumorfab.synthesis.tfaug.controls import LocationRule, LocationSpec
-from tumorfab.synthesis.tfaug.masks import MaskAugmentation, MaskBank, place_lesions
+from tumorfab.synthesis.tfaug.controls import LocationRule
+from tumorfab.synthesis.tfaug.masks import MaskBank, place_lesions
+from tumorfab.synthesis.tfaug.settings import IntensityFitSettings, LocationSpec, MaskAugmentation
 
 log = logging.getLogger(__name__)
 
 #: Spawn key of the fit's random stream (generation uses SeedSequence([seed, i])).
 FIT_STREAM = 7
-#: The keys of ``tfaug.intensity_fit`` (defaults: the config schema), in the
-#: order they are written into the JSON file.
-FIT_SETTINGS = ("epochs", "lr", "batch_size", "n_pairs", "patch_size", "n_stages")
 
 
 # --- Pooling and loss -------------------------------------------------------------
@@ -353,35 +350,29 @@ def fit_tfaug_intensity(
     out_json: str | os.PathLike,
     modalities: Sequence[str],
     seed: int,
-    masks: Mapping,
+    masks: MaskAugmentation,
     blur_sigma: float,
-    intensity_fit: Mapping,
+    intensity_fit: IntensityFitSettings,
     extractor: torch.nn.Module | None = None,
 ) -> FitResult:
     """The ``fit_tfaug_intensity`` rule: build the data, load F, fit, write the JSON.
 
-    ``intensity_fit`` is the validated config's ``tfaug.intensity_fit``: every
-    key of :data:`FIT_SETTINGS` (their defaults live in the config schema
-    only). ``extractor`` replaces the nnU-Net encoder read from ``model_dir``
-    (tests).
+    Of ``tfaug`` the fit reads ``masks``, ``blur_sigma`` and ``intensity_fit``
+    only: its pool is drawn without the lesion controls and the mass effect,
+    so a change of those does not refit (a, b). ``extractor`` replaces
+    the nnU-Net encoder read from ``model_dir`` (tests).
     """
-    settings = config_section(intensity_fit, FIT_SETTINGS, "tfaug.intensity_fit")
-    settings = {key: settings[key] for key in FIT_SETTINGS}
-    augmentation = MaskAugmentation.from_config(masks)
     torch.manual_seed(seed)
     if extractor is None:
         from tumorfab.segmentation.features import load_feature_extractor
 
-        extractor = load_feature_extractor(model_dir, n_stages=int(settings["n_stages"]))
-    bank, real = real_data(real_case_dirs, modalities, int(settings["patch_size"]))
+        extractor = load_feature_extractor(model_dir, n_stages=intensity_fit.n_stages)
+    bank, real = real_data(real_case_dirs, modalities, intensity_fit.patch_size)
     pool = synthetic_pool(
-        bank, list(healthy_case_dirs), modalities, int(settings["n_pairs"]), augmentation,
-        float(blur_sigma), int(settings["patch_size"]), seed,
+        bank, list(healthy_case_dirs), modalities, intensity_fit.n_pairs, masks, blur_sigma, intensity_fit.patch_size, seed,
     )
-    log.info("intensity fit: %d real patches, %d synthetic pairs, patch %d", len(real), len(pool), settings["patch_size"])
-    result = fit_intensity(
-        extractor, real, pool, int(settings["epochs"]), float(settings["lr"]), int(settings["batch_size"]), seed
-    )
+    log.info("intensity fit: %d real patches, %d synthetic pairs, patch %d", len(real), len(pool), intensity_fit.patch_size)
+    result = fit_intensity(extractor, real, pool, intensity_fit.epochs, intensity_fit.lr, intensity_fit.batch_size, seed)
     log.info("intensity fit: loss %.5f -> %.5f; a %s, b %s", result.loss_start, result.loss_end, result.a.tolist(), result.b.tolist())
-    save_intensity(result, modalities, out_json, {**settings, "seed": seed, "blur_sigma": blur_sigma})
+    save_intensity(result, modalities, out_json, {**intensity_fit.record(), "seed": seed, "blur_sigma": blur_sigma})
     return result

@@ -49,7 +49,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -58,8 +58,8 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from tumorfab.casefolder import read_seg
-from tumorfab.config import config_section
 from tumorfab.labels import ED, ET, LABELS, NCR
+from tumorfab.synthesis.tfaug.settings import MaskAugmentation
 
 log = logging.getLogger(__name__)
 
@@ -180,39 +180,6 @@ class MaskBank:
 
         # A generator: one full volume in memory at a time, only crops are kept.
         return cls.from_arrays(read(case_dir) for case_dir in case_dirs)
-
-
-# --- Augmentation settings ---------------------------------------------------------
-@dataclass(frozen=True)
-class MaskAugmentation:
-    """``tfaug.masks`` of the config: the paper's mask augmentation (§2.1) and re-draw rule.
-
-    No defaults here: they live in the config schema only.
-    """
-
-    scale: tuple[float, float]
-    rotation_deg: float
-    flip_prob: float
-    shift_mm: float
-    combine_prob: float
-    combine_max: int
-    max_outside_fraction: float
-    max_tries: int
-
-    @classmethod
-    def from_config(cls, settings: Mapping) -> MaskAugmentation:
-        """From the validated config's ``tfaug.masks`` (every key present)."""
-        settings = config_section(settings, cls.__dataclass_fields__, "tfaug.masks")
-        settings["scale"] = tuple(float(v) for v in settings["scale"])
-        made = cls(**settings)
-        low, high = made.scale
-        if not 0 < low <= high:
-            raise ValueError(f"tfaug.masks.scale {list(made.scale)}: need 0 < low <= high")
-        if not 0 <= made.max_outside_fraction < 1:
-            raise ValueError("tfaug.masks.max_outside_fraction must be in [0, 1)")
-        if made.combine_max < 1 or made.max_tries < 1:
-            raise ValueError("tfaug.masks.combine_max and max_tries must be >= 1")
-        return made
 
 
 @dataclass(frozen=True)

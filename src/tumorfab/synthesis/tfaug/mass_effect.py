@@ -1,4 +1,4 @@
-"""Mass effect: healthy tissue pushed away from the lesion (SPEC §5; not in the paper).
+"""Mass effect: healthy tissue pushed away from the lesion (not in the paper).
 
 Paper 002 names the missing mass effect as a limitation (its hinge loss only
 tolerates small deformations, §2.2.1). Off in the paper preset

@@ -1,4 +1,4 @@
-"""TF-GAN: region-aware refinement of TF-Aug's coarse pairs (paper 002 §2.2; SPEC §2 item 5).
+"""TF-GAN: region-aware refinement of TF-Aug's coarse pairs (paper 002 §2.2).
 
 * ``networks``: G (a six-level 3D U-Net, nearest-neighbour upsampling and a
   convolution, no transposed convolution) and D (a five-stage encoder with a
@@ -10,6 +10,7 @@
   Gaussian blending; the source ``tf`` of ``tumorfab.synthesis.SOURCES``).
 
 What is not TF-GAN's own (crops, mixed precision, the trainer's optimizers
-and checkpoints, the training loop, the brain-box sliding window) is in
-``tumorfab.synthesis.gan``, shared with Pix2Pix.
+and checkpoints, the training loop, the generator file, the generation loop,
+the brain-box sliding window) is in ``tumorfab.synthesis.gan``, shared with
+Pix2Pix; its settings are ``tumorfab.synthesis.gan_settings.TFGANSettings``.
 """

@@ -45,7 +45,7 @@ def hinge_l1_outside_roi(refined: torch.Tensor, coarse: torch.Tensor, roi: torch
 
     ``L_hinge = max(0, (1 - m_roi) ⊙ |x_s - x_s'| - margin)``, reduced by the
     mean over all elements of the batch: every case, image channel and voxel
-    (the literal reading of Eq. 2 with a mean, as in SPEC item 5). ROI voxels
+    (the literal reading of Eq. 2 with a mean). ROI voxels
     give ``max(0, -margin) = 0``: they never add to the sum but do count in
     the denominator, so the loss is a mean over the whole crop, not over the
     non-ROI voxels only.

@@ -1,4 +1,4 @@
-"""TF-GAN's generator G and dual-head discriminator D (paper 002 §2.2, SPEC §2 item 5).
+"""TF-GAN's generator G and dual-head discriminator D (paper 002 §2.2).
 
 Generator G
     A 3D U-Net with six resolution levels (paper default widths
@@ -48,7 +48,9 @@ Discriminator D
 
 Weights keep PyTorch's default initialisation (deterministic under
 ``torch.manual_seed``), except G's final conv (zeros, see above). Blocks are MONAI's ``Convolution`` and ``UpSample``
-(mode ``"nontrainable"``, ``interp_mode="nearest"``).
+(mode ``"nontrainable"``, ``interp_mode="nearest"``). :func:`make_generator`
+and :func:`build_networks` build them from the settings, for training and
+generation alike.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from monai.networks.blocks import Convolution, UpSample
 from torch import nn
 
 from tumorfab.labels import LABELS
+from tumorfab.synthesis.gan_settings import TFGANSettings, unet_sizes
 
 #: Channels of the one-hot mask (background, NCR, ED, ET).
 N_MASK_CHANNELS = len(LABELS)
@@ -262,12 +265,12 @@ class Generator(nn.Module):
     @property
     def size_multiple(self) -> int:
         """Every spatial size must be a multiple of this (``2 ** (levels - 1)``)."""
-        return 2 ** (self.n_levels - 1)
+        return unet_sizes(self.n_levels)[0]
 
     @property
     def min_size(self) -> int:
         """Smallest spatial size: two voxels per axis at the bottleneck with instance norm (64 for six levels)."""
-        return 2 * self.size_multiple if self.norm == "instance" else self.size_multiple
+        return unet_sizes(self.n_levels)[1] if self.norm == "instance" else self.size_multiple
 
     def check_spatial_shape(self, shape: Sequence[int]) -> None:
         """Raise ``ValueError`` (naming the minimum) when G cannot take this spatial shape."""
@@ -370,3 +373,23 @@ class Discriminator(nn.Module):
         patch = self.patch_head(features)
         pooled = torch.flatten(self.pool(features), 1)
         return patch, self.global_head(pooled)
+
+
+# --- From the settings -----------------------------------------------------------------
+
+
+def make_generator(tfgan: TFGANSettings, n_modalities: int) -> Generator:
+    """G for images of ``n_modalities`` channels: image ⊕ one-hot mask in, image out."""
+    return Generator(in_channels=n_modalities + N_MASK_CHANNELS, out_channels=n_modalities, widths=tfgan.generator_widths)
+
+
+def build_networks(tfgan: TFGANSettings, n_modalities: int, seed: int) -> tuple[Generator, Discriminator]:
+    """G and D, their weights drawn (in this order) after ``torch.manual_seed(seed)``."""
+    torch.manual_seed(seed)
+    generator = make_generator(tfgan, n_modalities)
+    discriminator = Discriminator(
+        in_channels=n_modalities + N_MASK_CHANNELS,
+        width=tfgan.discriminator_width,
+        max_channels=tfgan.discriminator_max_channels,
+    )
+    return generator, discriminator

@@ -1,4 +1,4 @@
-"""TF-GAN training (paper 002 §2.2 and §3.1.2; SPEC §2 item 5): the ``train_tfgan`` rule.
+"""TF-GAN training (paper 002 §2.2 and §3.1.2): the ``train_tfgan`` rule.
 
 G refines TF-Aug's coarse pairs ``(x_s', m_s)``; D tells refined crops from
 crops of real cases, both conditioned on their masks; F (the frozen encoder of
@@ -36,13 +36,14 @@ Our choices where the paper is silent (docs/interpretations.md):
 Checkpoints, resume, mixed precision, the crops and the loss curves are the
 GANs' shared machinery (``tumorfab.synthesis.gan``): checkpoints
 (``checkpoint_every`` steps, and at the end) hold G, D, both optimizers and
-schedulers, the scaler, torch's RNG state, the step and the loss rows, written
-atomically into a work folder outside the rule's outputs (Snakemake deletes a
-failed job's outputs); a rerun resumes from the last one when its settings are
-the same, so a killed job loses at most ``checkpoint_every`` steps and, on
-CPU, ends with the same weights. This module keeps what is TF-GAN's own: its
-networks, its step (D on both heads, then Eq. 5), its batches (coarse pairs
-and unpaired real cases) and its settings digest.
+schedulers, the scaler, the random generators' state, the step and the loss
+rows, written atomically into a work folder outside the rule's outputs
+(Snakemake deletes a failed job's outputs); a rerun resumes from the last one
+when its settings are the same, so a killed job loses at most
+``checkpoint_every`` steps and, on CPU, ends with the same weights. This module keeps what is TF-GAN's own: its
+step (D on both heads, then Eq. 5), its batches (coarse pairs and unpaired
+real cases) and its settings digest; its networks are in ``networks``, its
+settings ``tumorfab.synthesis.gan_settings.TFGANSettings``.
 """
 
 from __future__ import annotations
@@ -51,24 +52,19 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
+from tumorfab.device import resolve_device
 from tumorfab.synthesis import gan
-from tumorfab.synthesis.gan import (  # noqa: F401  (re-exported: TF-GAN's names before the shared module)
-    CHECKPOINT,
-    Volume,
-    autocast_dtype,
-    crop_volume,
-    random_crop,
-    stack_crops,
-)
+from tumorfab.synthesis.gan import Volume, random_crop, stack_crops
+from tumorfab.synthesis.gan_settings import TFGANSettings
 from tumorfab.synthesis.manifest import manifest_case_ids
 from tumorfab.synthesis.tfgan import losses
-from tumorfab.synthesis.tfgan.networks import N_MASK_CHANNELS, Discriminator, Generator, generator_input, one_hot_labels
+from tumorfab.synthesis.tfgan.networks import build_networks, generator_input, one_hot_labels
 
 log = logging.getLogger(__name__)
 
@@ -87,40 +83,31 @@ def sample_batch(
     return stack_crops(coarse_crops, device), stack_crops(real_crops, device)
 
 
-def build_networks(tfgan: Mapping, n_modalities: int, seed: int) -> tuple[Generator, Discriminator]:
-    """G and D from the ``tfgan`` settings, their weights drawn from ``seed``."""
-    torch.manual_seed(seed)
-    generator = make_generator(tfgan, n_modalities)
-    discriminator = Discriminator(
-        in_channels=n_modalities + N_MASK_CHANNELS,
-        width=int(tfgan["discriminator_width"]),
-        max_channels=int(tfgan["discriminator_max_channels"]),
-    )
-    return generator, discriminator
-
-
-def make_generator(tfgan: Mapping, n_modalities: int) -> Generator:
-    """G for images of ``n_modalities`` channels: image ⊕ one-hot mask in, image out."""
-    return Generator(
-        in_channels=n_modalities + N_MASK_CHANNELS, out_channels=n_modalities, widths=list(tfgan["generator_widths"])
-    )
-
-
-def settings_digest(tfgan: Mapping, seed: int, coarse_ids: Sequence[str], real_dirs: Sequence[str]) -> str:
+def settings_digest(
+    tfgan: TFGANSettings, seed: int, modalities: Sequence[str], coarse_ids: Sequence[str], real_dirs: Sequence[str]
+) -> str:
     """What a checkpoint must have been made with to be resumed from."""
-    return gan.settings_digest({"tfgan": dict(tfgan), "seed": seed, "coarse": list(coarse_ids), "real": [str(d) for d in real_dirs]})
+    return gan.settings_digest(
+        {
+            "tfgan": tfgan.as_record(),
+            "seed": seed,
+            "modalities": list(modalities),
+            "coarse": list(coarse_ids),
+            "real": [str(d) for d in real_dirs],
+        }
+    )
 
 
 class Trainer(gan.GANTrainer):
     """TF-GAN's G and D (:func:`build_networks`), F, the loss weights and one training step;
     optimizers, schedulers, scaler and checkpoint state: ``gan.GANTrainer``."""
 
-    def __init__(self, tfgan: Mapping, n_modalities: int, extractor: torch.nn.Module, total_steps: int, seed: int, device):
+    def __init__(self, tfgan: TFGANSettings, n_modalities: int, extractor: torch.nn.Module, total_steps: int, seed: int, device):
         generator, discriminator = build_networks(tfgan, n_modalities, seed)
         super().__init__(generator, discriminator, tfgan, total_steps, device)
         self.tfgan = tfgan
         self.extractor = gan.cpu_layout(extractor.to(self.device), self.device)
-        self.weights = {"patch": float(tfgan["lambda_patch"]), "global": float(tfgan["lambda_global"]), "percep": float(tfgan["lambda_percep"])}
+        self.weights = {"patch": tfgan.lambda_patch, "global": tfgan.lambda_global, "percep": tfgan.lambda_percep}
 
     def refine(self, image: torch.Tensor, labels: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
         refined = self.generator(generator_input(image, labels))
@@ -129,7 +116,7 @@ class Trainer(gan.GANTrainer):
     def step(self, step: int, coarse: tuple[torch.Tensor, ...], real: tuple[torch.Tensor, ...]) -> dict[str, float]:
         (x_coarse, m_coarse, brain_coarse), (x_real, m_real, brain_real) = coarse, real
         onehot_coarse, onehot_real = one_hot_labels(m_coarse), one_hot_labels(m_real)
-        lambda_c = losses.lambda_c(step, self.total_steps, start=float(self.tfgan["lambda_c"][0]), end=float(self.tfgan["lambda_c"][1]))
+        lambda_c = losses.lambda_c(step, self.total_steps, start=self.tfgan.lambda_c[0], end=self.tfgan.lambda_c[1])
 
         with self._autocast():
             refined = self.refine(x_coarse, m_coarse, brain_coarse)
@@ -150,7 +137,7 @@ class Trainer(gan.GANTrainer):
             terms = {
                 "adv_patch": losses.generator_adversarial_loss(fake_patch),
                 "adv_global": losses.generator_adversarial_loss(fake_global),
-                "hinge": losses.hinge_l1_outside_roi(refined, x_coarse, (m_coarse > 0).float(), float(self.tfgan["hinge_margin"])),
+                "hinge": losses.hinge_l1_outside_roi(refined, x_coarse, (m_coarse > 0).float(), self.tfgan.hinge_margin),
                 "percep": losses.classwise_perceptual(fake_features, m_coarse, real_features, m_real),
             }
             g_total, parts = losses.generator_loss(
@@ -173,7 +160,7 @@ def train_tfgan(
     out_losses: str | os.PathLike,
     out_curves: str | os.PathLike,
     modalities: Sequence[str],
-    tfgan: Mapping,
+    tfgan: TFGANSettings,
     seed: int,
     threads: int,
     device: str | None = None,
@@ -181,17 +168,18 @@ def train_tfgan(
 ) -> pd.DataFrame:
     """The ``train_tfgan`` rule: train G and D, write G's weights and the loss curves.
 
-    ``tfgan`` is the validated config's ``tfgan`` section (defaults: the
-    schema). ``coarse_manifest``/``coarse_cases_dir``: TF-Aug's pairs (every
+    ``coarse_manifest``/``coarse_cases_dir``: TF-Aug's pairs (every
     row); ``real_case_dirs``: the real training case folders (D's real
     samples, the perceptual loss's unpaired real cases). ``work_dir`` holds
     the checkpoint a rerun resumes from. ``extractor`` replaces F read from
     ``feature_extractor_dir`` (tests). ``threads``: torch's CPU threads;
     ``device`` None: the GPU when there is one.
-    Returns the loss rows.
+    ``out_generator`` gets ``{"generator": state dict, "n_modalities",
+    "modalities", "tfgan": the settings (``TFGANSettings.as_record``), "seed",
+    "steps"}``. Returns the loss rows.
     """
     torch.set_num_threads(threads)
-    device = gan.resolve_device(device)
+    device = resolve_device(device)
     coarse_ids = manifest_case_ids(coarse_manifest)
     if not coarse_ids:
         raise ValueError(f"{coarse_manifest}: no coarse pairs to train TF-GAN on")
@@ -200,22 +188,22 @@ def train_tfgan(
     if extractor is None:
         from tumorfab.segmentation.features import load_feature_extractor
 
-        extractor = load_feature_extractor(feature_extractor_dir, n_stages=int(tfgan["n_stages"]), device=device)
-    batch_size, crop = int(tfgan["batch_size"]), int(tfgan["crop"])
+        extractor = load_feature_extractor(feature_extractor_dir, n_stages=tfgan.n_stages, device=device)
+    batch_size, crop = tfgan.batch_size, tfgan.crop
     steps_per_epoch = math.ceil(len(coarse) / batch_size)
-    total_steps = int(tfgan["epochs"]) * steps_per_epoch
+    total_steps = tfgan.epochs * steps_per_epoch
     trainer = Trainer(tfgan, len(modalities), extractor, total_steps, seed, device)
-    digest = settings_digest(tfgan, seed, coarse_ids, [str(d) for d in real_case_dirs])
+    digest = settings_digest(tfgan, seed, modalities, coarse_ids, real_case_dirs)
     log.info(
         "TF-GAN: %d coarse pairs, %d real cases, %d epochs x %d steps, crop %d, batch %d, %s, autocast %s",
-        len(coarse), len(real), int(tfgan["epochs"]), steps_per_epoch, crop, batch_size, device, trainer.amp_dtype,
+        len(coarse), len(real), tfgan.epochs, steps_per_epoch, crop, batch_size, device, trainer.amp_dtype,
     )
     rows = gan.run_training(
         trainer,
         lambda step: sample_batch(coarse, real, batch_size, crop, seed, step, device),
         total_steps,
         steps_per_epoch,
-        int(tfgan["checkpoint_every"]),
+        tfgan.checkpoint_every,
         work_dir,
         digest,
         "TF-GAN",
@@ -225,7 +213,7 @@ def train_tfgan(
         "generator": trainer.generator.state_dict(),
         "n_modalities": len(modalities),
         "modalities": list(modalities),
-        "tfgan": dict(tfgan),
+        "tfgan": tfgan.as_record(),
         "seed": seed,
         "steps": total_steps,
     }

@@ -1,0 +1,66 @@
+"""The preprocessing stage's settings: skull stripping, registration, normalization.
+
+Each class is built from its validated config section (defaults: the config
+schema) by ``from_config``, which also makes the checks JSON Schema cannot
+express. Imports nothing heavy: the workflow builds these while it builds the DAG.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from tumorfab.config import Settings, config_section
+
+
+@dataclass(frozen=True)
+class SkullstripSettings(Settings):
+    """``skullstrip``: SynthStrip with the user's weights, else the MNI atlas method."""
+
+    synthstrip_weights: str | None
+    border_mm: float
+    atlas_transform: str
+    brain_volume_ml: tuple[float, float]
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> SkullstripSettings:
+        section = config_section(section, cls.__dataclass_fields__, "skullstrip")
+        low, high = (float(v) for v in section["brain_volume_ml"])
+        if low >= high:
+            raise ValueError("skullstrip.brain_volume_ml must be [min, max] with min < max")
+        return cls(
+            section["synthstrip_weights"] or None,
+            float(section["border_mm"]),
+            section["atlas_transform"],
+            (low, high),
+        )
+
+
+@dataclass(frozen=True)
+class RegistrationSettings(Settings):
+    """``registration`` without ``reference_case`` (the study's choice of case,
+    not how a scan is registered): the ANTs transform and the interpolator."""
+
+    type_of_transform: str
+    interpolator: str
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> RegistrationSettings:
+        section = {k: v for k, v in section.items() if k != "reference_case"}
+        return cls(**config_section(section, cls.__dataclass_fields__, "registration"))
+
+
+@dataclass(frozen=True)
+class NormalizeSettings(Settings):
+    """``normalize``: the percentiles inside the brain mapped to -1 and 1."""
+
+    lower_percentile: float
+    upper_percentile: float
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> NormalizeSettings:
+        section = config_section(section, cls.__dataclass_fields__, "normalize")
+        lower, upper = float(section["lower_percentile"]), float(section["upper_percentile"])
+        if lower >= upper:
+            raise ValueError("normalize.lower_percentile must be below normalize.upper_percentile")
+        return cls(lower, upper)
