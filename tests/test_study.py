@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tumorfab.config import REPLACED_SECTIONS, compose, load_yaml, with_defaults
+from tumorfab.config import REPLACED_SECTIONS, compose, keys_table, load_yaml, study_config, with_defaults
 from tumorfab.prepare.cases import DataError
 from tumorfab.segmentation.plans import PLANS_NAME
 from tumorfab.study import layout, scheduling
@@ -218,3 +218,10 @@ def test_snakemake_records_every_stage_settings_for_its_params_trigger():
         assert recorded(value) is not UNREPRESENTABLE, stage
         assert recorded(value) != recorded(getattr(changed, stage)), stage
         assert recorded(value) == recorded(getattr(Study.from_config(demo_config()).settings, stage)), stage
+
+
+def test_the_readme_lists_every_key_with_its_values_in_both_presets():
+    table = keys_table(SCHEMA, study_config(REPO), study_config(REPO, DEMO))
+    assert table in (REPO / "README.md").read_text(), "README: regenerate with python -m tumorfab.config"
+    assert "| `tfgan.hinge_margin` | `0.1` | same |" in table
+    assert "| `split.n_val` | `200` | `4` |" in table

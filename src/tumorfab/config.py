@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -127,3 +128,69 @@ class Settings(tuple):
         # tuple's own != would compare the (empty) tuples.
         equal = self.__eq__(other)
         return equal if equal is NotImplemented else not equal
+
+
+# --- The README's table of keys ----------------------------------------------------------
+
+
+def _flow(value: Any) -> str:
+    """A value as it is written in a config file (YAML flow style)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("\n...")
+
+
+def _leaves(properties: Mapping[str, Any], prefix: str = ""):
+    """(key path, its schema) of every key with a value of its own."""
+    for key, spec in properties.items():
+        if spec.get("type") == "object" and "properties" in spec:
+            yield from _leaves(spec["properties"], f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", spec
+
+
+_ABSENT = object()
+
+
+def _lookup(config: Mapping[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        if not isinstance(config, Mapping) or key not in config:
+            return _ABSENT
+        config = config[key]
+    return config
+
+
+def _cell(value: Any) -> str:
+    return "–" if value is _ABSENT else f"`{_flow(value)}`"
+
+
+def keys_table(schema: str | os.PathLike, paper: Mapping[str, Any], demo: Mapping[str, Any]) -> str:
+    """A Markdown table of every config key: its value in the paper's study and
+    in the demo preset (both with the schema's defaults; – when unset) and its
+    description from the schema."""
+    rows = ["| key | paper | demo | what it does |", "| --- | --- | --- | --- |"]
+    for path, spec in _leaves(load_yaml(schema)["properties"]):
+        if path in REPLACED_SECTIONS:
+            paper_cell, demo_cell = "see `config/config.yaml`", "see `config/demo.yaml`"
+        else:
+            paper_value, demo_value = _lookup(paper, path), _lookup(demo, path)
+            paper_cell = _cell(paper_value)
+            demo_cell = "same" if demo_value == paper_value else _cell(demo_value)
+        description = " ".join(spec["description"].split()).replace("|", "\\|")
+        rows.append(f"| `{path}` | {paper_cell} | {demo_cell} | {description} |")
+    return "\n".join(rows) + "\n"
+
+
+#: The schema, relative to the repository.
+SCHEMA = Path("workflow") / "schemas" / "config.schema.yaml"
+
+
+def study_config(repo: str | os.PathLike, preset: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The config a run of the workflow in ``repo`` reads: the paper's study,
+    ``preset`` over it, the schema's defaults."""
+    paper = load_yaml(Path(repo) / "config" / "config.yaml")
+    config = compose(paper, load_yaml(preset) if preset else {})
+    return with_defaults(config, Path(repo) / SCHEMA)
+
+
+if __name__ == "__main__":
+    # The README's table of keys, for the repository in the working directory.
+    print(keys_table(SCHEMA, study_config("."), study_config(".", Path("config") / "demo.yaml")), end="")

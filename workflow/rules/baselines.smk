@@ -26,6 +26,6 @@ rule generate_carvemix:
         carvemix=SETTINGS.carvemix,
         modalities=MODALITIES,
         n_cases=STUDY.generation_size("carvemix"),
-        seed=config["seed"],
+        seed=STUDY.seed,
     script:
         "../scripts/generate_carvemix.py"

@@ -16,6 +16,6 @@ rule make_demo_cohort:
     params:
         demo=config["demo"],
         data={k: config["data"][k] for k in ("brats_root", "healthy_root")},
-        seed=config["seed"],
+        seed=STUDY.seed,
     script:
         "../scripts/make_demo_cohort.py"

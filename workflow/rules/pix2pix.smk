@@ -35,7 +35,7 @@ rule train_pix2pix:
         real_case_dirs=[layout.real_case_dir(case) for case in STUDY.train_cases],
         work_dir=layout.training_checkpoint_dir("train_pix2pix"),
         modalities=MODALITIES,
-        seed=config["seed"],
+        seed=STUDY.seed,
     script:
         "../scripts/train_pix2pix.py"
 
@@ -63,7 +63,7 @@ rule generate_pix2pix:
     params:
         n_cases=STUDY.generation_size("pix2pix"),
         modalities=MODALITIES,
-        seed=config["seed"],
+        seed=STUDY.seed,
         pix2pix=SETTINGS.pix2pix,
     script:
         "../scripts/generate_pix2pix.py"

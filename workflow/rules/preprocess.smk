@@ -61,15 +61,15 @@ rule skullstrip_healthy:
         "../../envs/tumorfab.yaml"
     # ANTs (the atlas method) runs on one thread, so that its result is
     # byte-identical from run to run (tumorfab.preprocess.ants.deterministic_ants).
-    threads: 2 if config["skullstrip"]["synthstrip_weights"] else 1
+    threads: 2 if SETTINGS.skullstrip.synthstrip_weights else 1
     resources:
         # SynthStrip runs on a GPU when one is there; the atlas method is CPU-only.
-        gpu=1 if config["skullstrip"]["synthstrip_weights"] else 0,
+        gpu=1 if SETTINGS.skullstrip.synthstrip_weights else 0,
         mem_mb=8000,
         runtime=60,
     params:
         skullstrip=SETTINGS.skullstrip,
-        seed=config["seed"],
+        seed=STUDY.seed,
         # A refused mask's picture goes beside the log, which stays on failure.
         failure_qc="logs/skullstrip_healthy/{subject}.png",
     script:
@@ -108,7 +108,7 @@ rule register_healthy:
     params:
         registration=SETTINGS.registration,
         reference_case=STUDY.reference_case,
-        seed=config["seed"],
+        seed=STUDY.seed,
     script:
         "../scripts/register_healthy.py"
 

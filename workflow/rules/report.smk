@@ -198,6 +198,6 @@ rule report_realism:
             for s in STUDY.synthetic_sources
         },
         modalities=MODALITIES,
-        n_stages=config["tfgan"]["n_stages"],
+        n_stages=SETTINGS.tfgan.n_stages,
     script:
         "../scripts/report_realism.py"

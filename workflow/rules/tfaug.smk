@@ -34,7 +34,7 @@ rule fit_tfaug_intensity:
         real_case_dirs=[layout.real_case_dir(case) for case in STUDY.train_cases],
         healthy_case_dirs=[layout.healthy_case_dir(s) for s in STUDY.healthy_subjects],
         modalities=MODALITIES,
-        seed=config["seed"],
+        seed=STUDY.seed,
         # Only what the fit reads: a changed lesion control or mass effect does not refit (a, b).
         masks=SETTINGS.tfaug.masks,
         blur_sigma=SETTINGS.tfaug.blur_sigma,
@@ -69,7 +69,7 @@ rule generate_tfaug:
         # The largest n_synthetic of the experiments of tfaug and of the sources derived from it.
         n_cases=STUDY.generation_size("tfaug"),
         modalities=MODALITIES,
-        seed=config["seed"],
+        seed=STUDY.seed,
         tfaug=SETTINGS.tfaug,
     script:
         "../scripts/generate_tfaug.py"

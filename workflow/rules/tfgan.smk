@@ -38,7 +38,7 @@ rule train_tfgan:
         real_case_dirs=[layout.real_case_dir(case) for case in STUDY.train_cases],
         work_dir=layout.training_checkpoint_dir("train_tfgan"),
         modalities=MODALITIES,
-        seed=config["seed"],
+        seed=STUDY.seed,
     script:
         "../scripts/train_tfgan.py"
 
@@ -67,7 +67,7 @@ rule generate_tf:
     params:
         n_cases=STUDY.generation_size("tf"),
         modalities=MODALITIES,
-        seed=config["seed"],
+        seed=STUDY.seed,
         tfgan=SETTINGS.tfgan,
     script:
         "../scripts/generate_tf.py"
