@@ -11,8 +11,7 @@ import pytest
 import yaml
 
 from helpers.schema_defaults import schema_defaults
-from segmentation_fixtures import TINY_PLAN, TINY_TRAIN, tiny_settings
-from tumorfab.segmentation.plans import configuration_name
+from segmentation_fixtures import TINY_TRAIN, tiny_settings
 from tumorfab.segmentation.settings import (
     PlanSettings,
     PredictSettings,
@@ -54,7 +53,6 @@ def test_configuration_is_nnunets_unless_the_plan_overrides_something():
     assert SegmentationSettings.from_config(_section(plan={"n_conv_per_stage": 1})).plan.configuration == (
         "3d_fullres_tumorfab"
     )
-    assert configuration_name(**TINY_PLAN) == tiny_settings().plan.configuration
 
 
 @pytest.mark.parametrize(

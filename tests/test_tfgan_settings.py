@@ -75,5 +75,7 @@ def test_missing_and_unknown_keys_are_named():
     del config["overlap"]
     with pytest.raises(ValueError, match=r"tfgan: missing keys \['overlap'\]"):
         TFGANSettings.from_config(config)
-    with pytest.raises(ValueError, match=r"tfgan: unknown keys \['threads'\]"):
-        TFGANSettings.from_config({**section(), "threads": 2})
+    with pytest.raises(ValueError, match=r"tfgan: unknown keys \['dropout'\]"):
+        TFGANSettings.from_config({**section(), "dropout": 0.5})
+    # The job sizes are resources, not settings.
+    assert TFGANSettings.from_config({**section(), "threads": 2, "mem_mb": 900}) == TFGANSettings.from_config(section())

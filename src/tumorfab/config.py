@@ -104,6 +104,14 @@ def with_defaults(config: Mapping[str, Any], schema: str | os.PathLike) -> dict[
 
 # --- Settings ----------------------------------------------------------------------------
 
+#: Config keys that size a job (threads, memory) rather than change what it computes.
+RESOURCE_KEYS = ("threads", "mem_mb")
+
+
+def without_resources(section: Mapping[str, Any]) -> dict[str, Any]:
+    """A config section less :data:`RESOURCE_KEYS`: what its stage's settings hold."""
+    return {key: value for key, value in section.items() if key not in RESOURCE_KEYS}
+
 
 class Settings(tuple):
     """Base of every stage's settings: frozen dataclasses made by ``from_config``.

@@ -22,3 +22,11 @@ def resolve_device(device=None, setting: str = "device"):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"{setting} is {str(device)!r} but no GPU is visible")
     return device
+
+
+def module_device(module):
+    """The device a network's parameters are on (the CPU for one without any)."""
+    import torch
+
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")

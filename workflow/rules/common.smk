@@ -12,7 +12,6 @@ from snakemake.utils import min_version, update_config, validate
 
 from tumorfab.config import compose, load_yaml, typed_command_line_config
 from tumorfab.prepare.cases import DataError, case_id_pattern
-from tumorfab.segmentation.plans import configuration_name
 from tumorfab.study import scheduling
 from tumorfab.study import layout
 from tumorfab.study.model import ConfigError, Study
@@ -36,7 +35,7 @@ except (ConfigError, DataError) as error:
     raise WorkflowError(str(error)) from None
 SETTINGS = STUDY.settings
 MODALITIES = STUDY.modalities
-NNUNET_CONFIGURATION = configuration_name(**config["segmentation"]["plan"])
+NNUNET_CONFIGURATION = SETTINGS.segmentation.plan.configuration
 
 
 wildcard_constraints:

@@ -72,6 +72,7 @@ import torch
 from matplotlib.figure import Figure
 
 from tumorfab.casefolder import load_case
+from tumorfab.device import module_device
 from tumorfab.io import save_csv, save_text
 from tumorfab.report.figures import _save
 from tumorfab.report.tables import _md_cell
@@ -104,11 +105,6 @@ def region_map(seg: np.ndarray, brainmask: np.ndarray) -> np.ndarray:
     return regions
 
 
-def _device(module: torch.nn.Module) -> torch.device:
-    parameter = next(module.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
 @contextlib.contextmanager
 def _deterministic_cudnn() -> Iterator[None]:
     backend = torch.backends.cudnn
@@ -128,7 +124,7 @@ def case_features(
     A region without voxels in the case is absent from the result.
     """
     case = load_case(case_dir, modalities)
-    device = _device(extractor)
+    device = module_device(extractor)
     image = torch.from_numpy(case.stacked(modalities).astype(np.float32))[None].to(device)
     brain = torch.from_numpy(case.brainmask.astype(np.float32))[None, None].to(device)
     regions = torch.from_numpy(region_map(case.seg, case.brainmask))[None, None].to(device)

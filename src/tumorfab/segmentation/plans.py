@@ -36,7 +36,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 from tumorfab.segmentation.dataset import dataset_name
 from tumorfab.segmentation.environment import nnunet_environment
@@ -58,18 +58,6 @@ def data_identifier(plans: Mapping, configuration: str) -> str:
     while "data_identifier" not in config and "inherits_from" in config:
         config = configurations[config["inherits_from"]]
     return config["data_identifier"]
-
-
-def configuration_name(
-    patch_size: Sequence[int] | None,
-    base_features: int | None,
-    max_features: int | None,
-    batch_size: int | None,
-    n_conv_per_stage: int | None = None,
-) -> str:
-    """The configuration trained, from the plan's overrides as keywords
-    (:attr:`PlanSettings.configuration <tumorfab.segmentation.settings.PlanSettings.configuration>`)."""
-    return PlanSettings(patch_size, base_features, max_features, batch_size, n_conv_per_stage).configuration
 
 
 def _custom_configuration(base: dict, plan: PlanSettings) -> dict:

@@ -5,29 +5,29 @@ which checks what the schema cannot; the stage's functions take these objects.
 Values stay as the schema typed them (lists become tuples), so a training's
 key file (:mod:`tumorfab.segmentation.train`) records them as before.
 
-Each class is a ``NamedTuple``: immutable, hashable, its repr names every
-field, and it is a tuple, which Snakemake's params rerun trigger records (it
-records the repr of builtin types only, and skips any other object: a
-dataclass in ``params`` would never trigger a rerun). Threads and memory are
-the jobs' resources, not settings. Light to import: the workflow builds these
-objects while it reads the DAG.
+Threads and memory are the jobs' resources, not settings. Light to import:
+the workflow builds these objects while it reads the DAG.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from dataclasses import astuple, dataclass, fields
+from typing import Any, Mapping
 
-from tumorfab.config import config_section
+from tumorfab.config import Settings, config_section, without_resources
 
 #: nnU-Net's planned configuration, and ours when the plan has an override
 #: (:mod:`tumorfab.segmentation.plans`).
 BASE_CONFIGURATION = "3d_fullres"
 CUSTOM_CONFIGURATION = "3d_fullres_tumorfab"
-#: Keys of the section that size the jobs rather than change what they compute.
-_RESOURCE_KEYS = ("threads", "mem_mb")
 
 
-class PlanSettings(NamedTuple):
+def _names(settings_class) -> list[str]:
+    return [field.name for field in fields(settings_class)]
+
+
+@dataclass(frozen=True)
+class PlanSettings(Settings):
     """Overrides of nnU-Net's planned 3d_fullres (``segmentation.plan``); None: as planned.
 
     Every field is an override: any one set adds configuration
@@ -43,7 +43,7 @@ class PlanSettings(NamedTuple):
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> PlanSettings:
         """From the validated ``segmentation.plan``; a ``ValueError`` names the key it refuses."""
-        section = config_section(section, cls._fields, "segmentation.plan")
+        section = config_section(section, _names(cls), "segmentation.plan")
         base, cap = section["base_features"], section["max_features"]
         if base is not None and cap is not None and cap < base:
             raise ValueError(
@@ -56,10 +56,11 @@ class PlanSettings(NamedTuple):
     @property
     def configuration(self) -> str:
         """The configuration trained: 3d_fullres, or 3d_fullres_tumorfab when any override is set."""
-        return BASE_CONFIGURATION if all(value is None for value in self) else CUSTOM_CONFIGURATION
+        return BASE_CONFIGURATION if all(value is None for value in astuple(self)) else CUSTOM_CONFIGURATION
 
 
-class TrainSettings(NamedTuple):
+@dataclass(frozen=True)
+class TrainSettings(Settings):
     """One training's settings besides its seed (``segmentation.train``)."""
 
     epochs: int
@@ -76,10 +77,11 @@ class TrainSettings(NamedTuple):
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> TrainSettings:
         """From the validated ``segmentation.train`` (every key present)."""
-        return cls(**config_section(section, cls._fields, "segmentation.train"))
+        return cls(**config_section(section, _names(cls), "segmentation.train"))
 
 
-class PredictSettings(NamedTuple):
+@dataclass(frozen=True)
+class PredictSettings(Settings):
     """How the held-out cases are predicted (``segmentation.predict``)."""
 
     tile_step_size: float
@@ -94,7 +96,8 @@ class PredictSettings(NamedTuple):
         return cls(**section, device=device)
 
 
-class SegmentationSettings(NamedTuple):
+@dataclass(frozen=True)
+class SegmentationSettings(Settings):
     """The ``segmentation`` section: the seeds, and the plan, train and predict settings."""
 
     seeds: tuple[int, ...]
@@ -106,8 +109,8 @@ class SegmentationSettings(NamedTuple):
     def from_config(cls, section: Mapping[str, Any]) -> SegmentationSettings:
         """From the validated config's ``segmentation`` (its resources ignored); a
         ``ValueError`` names the key it refuses."""
-        settings = {key: value for key, value in section.items() if key not in _RESOURCE_KEYS}
-        settings = config_section(settings, cls._fields, "segmentation")
+        settings = without_resources(section)
+        settings = config_section(settings, _names(cls), "segmentation")
         train = TrainSettings.from_config(settings["train"])
         return cls(
             seeds=tuple(settings["seeds"]),

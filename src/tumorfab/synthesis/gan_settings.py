@@ -7,9 +7,9 @@ generation. :class:`TFGANSettings` and :class:`Pix2PixSettings` add what is
 their own (TF-GAN's D cap, Eq. 5's weights, F's stages; Pix2Pix's PatchGAN
 depth and λ_L1).
 
-``from_config`` takes the validated config section (defaults: the schema)
-less the job sizes (``threads``, ``mem_mb``) and checks what the schema
-cannot: that crops and windows suit G's depth (and Pix2Pix's crops D's
+``from_config`` takes the validated config section (defaults: the schema;
+the job sizes ``threads`` and ``mem_mb`` are left out) and checks what the
+schema cannot: that crops and windows suit G's depth (and Pix2Pix's crops D's
 depth); a ``ValueError`` names the key. ``as_record`` is the plain dict a
 generator file stores; ``from_config`` reads it back.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import ClassVar, Mapping, Self
 
-from tumorfab.config import Settings, config_section
+from tumorfab.config import Settings, config_section, without_resources
 
 #: ``mixed_precision``'s values (``tumorfab.synthesis.gan.autocast_dtype``).
 MIXED_PRECISION = ("auto", "on", "off")
@@ -85,8 +85,8 @@ class GANSettings(Settings):
 
     @classmethod
     def from_config(cls, section: Mapping) -> Self:
-        """From the validated config section less ``threads`` and ``mem_mb`` (or a generator file's record)."""
-        section = config_section(section, cls.KEYS, cls.SECTION)
+        """From the validated config section (or a generator file's record)."""
+        section = config_section(without_resources(section), cls.KEYS, cls.SECTION)
         values = {}
         for field in fields(cls):
             value = section[field.name]

@@ -63,6 +63,7 @@ import torch
 import torch.nn.functional as F
 
 from tumorfab.casefolder import load_case
+from tumorfab.device import module_device
 from tumorfab.io import save_text
 from tumorfab.labels import LABEL_KEYS, LESION_LABELS
 from tumorfab.synthesis.tfaug.blend import blur_in_roi
@@ -232,11 +233,6 @@ class FitResult:
     loss_per_epoch: list[float] = field(default_factory=list)
 
 
-def _device(module: torch.nn.Module) -> torch.device:
-    parameter = next(module.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
 def _pooled(extractor, patches: Patches, index, device, a=None, b=None):
     images = patches.images[index].to(device)
     labels = patches.labels[index].to(device)
@@ -247,7 +243,7 @@ def _pooled(extractor, patches: Patches, index, device, a=None, b=None):
 
 def real_target(extractor: torch.nn.Module, real: Patches, batch_size: int) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Per stage [K, C] mean of the real cases' pooled vectors, and which classes exist."""
-    device = _device(extractor)
+    device = module_device(extractor)
     sums, counts = None, torch.zeros(len(LESION_LABELS), device=device)
     with torch.no_grad():
         for start in range(0, len(real), batch_size):
@@ -277,7 +273,7 @@ def fit_intensity(
     extractor.eval()
     for parameter in extractor.parameters():
         parameter.requires_grad_(False)
-    device = _device(extractor)
+    device = module_device(extractor)
     target, target_present = real_target(extractor, real, batch_size)
     channels = pool.images.shape[1]
     a = torch.ones(channels, len(LESION_LABELS), device=device, requires_grad=True)
