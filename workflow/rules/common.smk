@@ -74,7 +74,9 @@ def get_experiment_synthetic_inputs(wildcards, what):
         folder = {"synthetic_images": layout.nnunet_image_dir("synthetic", source)}
     else:
         folder = {
-            "synthetic_preprocessed": layout.nnunet_preprocessed_dir("synthetic", source)
+            "synthetic_preprocessed": layout.nnunet_preprocessed_dir(
+                "synthetic", source
+            )
         }
     return {"manifest": layout.synthetic_manifest(source), **folder}
 
@@ -94,7 +96,11 @@ def get_experiment_real_cases(wildcards):
 def get_pretrained_model(wildcards):
     """The model (same seed) an experiment is fine-tuned from; none when from scratch."""
     parent = STUDY.pretrained_from(wildcards.experiment)
-    return {} if parent is None else {"pretrained": layout.model_dir(parent, wildcards.seed)}
+    return (
+        {}
+        if parent is None
+        else {"pretrained": layout.model_dir(parent, wildcards.seed)}
+    )
 
 
 def get_training_priority(wildcards):

@@ -10,9 +10,7 @@ rule normalize_real:
         seg=get_raw_case_seg,
         manifest=layout.prepared_cases(),
     output:
-        images=[
-            layout.case_file(layout.real_case_dir("{case}"), m) for m in MODALITIES
-        ],
+        images=[layout.case_file(layout.real_case_dir("{case}"), m) for m in MODALITIES],
         brainmask=layout.case_file(layout.real_case_dir("{case}"), "brainmask"),
         seg=layout.case_file(layout.real_case_dir("{case}"), "seg"),
         qc=report(
@@ -86,7 +84,7 @@ rule register_healthy:
     output:
         image=layout.case_file(layout.registered_dir("{subject}"), "t1n"),
         brainmask=layout.case_file(layout.registered_dir("{subject}"), "brainmask"),
-        similarity=layout.similarity_csv('{subject}'),
+        similarity=layout.similarity_csv("{subject}"),
         qc=report(
             layout.qc_png("registration", "{subject}"),
             category="QC",
@@ -117,7 +115,9 @@ rule normalize_healthy:
     input:
         image=layout.case_file(layout.registered_dir("{subject}"), "t1n"),
         brainmask=layout.case_file(layout.registered_dir("{subject}"), "brainmask"),
-        reference_brainmask=layout.case_file(layout.real_case_dir(STUDY.reference_case), "brainmask"),
+        reference_brainmask=layout.case_file(
+            layout.real_case_dir(STUDY.reference_case), "brainmask"
+        ),
     output:
         image=layout.case_file(layout.healthy_case_dir("{subject}"), "t1n"),
         brainmask=layout.case_file(layout.healthy_case_dir("{subject}"), "brainmask"),

@@ -134,7 +134,9 @@ if STUDY.refined_source:
 
     rule mosaic_refinement:
         input:
-            coarse_cases=layout.synthetic_cases_dir(STUDY.parent_of(STUDY.refined_source)),
+            coarse_cases=layout.synthetic_cases_dir(
+                STUDY.parent_of(STUDY.refined_source)
+            ),
             refined_cases=layout.synthetic_cases_dir(STUDY.refined_source),
             refined_manifest=layout.synthetic_manifest(STUDY.refined_source),
         output:
@@ -194,7 +196,10 @@ rule report_realism:
         # Held-out cases only as the "real vs real" reference row.
         reference_case_dirs=[layout.real_case_dir(case) for case in STUDY.val_cases],
         sources={
-            s: {"manifest": layout.synthetic_manifest(s), "cases_dir": layout.synthetic_cases_dir(s)}
+            s: {
+                "manifest": layout.synthetic_manifest(s),
+                "cases_dir": layout.synthetic_cases_dir(s),
+            }
             for s in STUDY.synthetic_sources
         },
         modalities=MODALITIES,

@@ -13,7 +13,10 @@ rule nnunet_image_real:
         [layout.case_file(layout.real_case_dir("{case}"), m) for m in MODALITIES],
         brainmask=layout.case_file(layout.real_case_dir("{case}"), "brainmask"),
     output:
-        [layout.case_file(layout.nnunet_image_dir("real", "{case}"), m) for m in MODALITIES],
+        [
+            layout.case_file(layout.nnunet_image_dir("real", "{case}"), m)
+            for m in MODALITIES
+        ],
     log:
         "logs/nnunet_image_real/{case}.log",
     priority: scheduling.CRITICAL_PATH
@@ -64,7 +67,10 @@ rule nnunet_raw_dataset:
             for case in STUDY.train_cases + STUDY.val_cases
             for m in MODALITIES
         ],
-        real_segs=[layout.case_file(layout.real_case_dir(case), "seg") for case in STUDY.train_cases],
+        real_segs=[
+            layout.case_file(layout.real_case_dir(case), "seg")
+            for case in STUDY.train_cases
+        ],
     output:
         directory(layout.nnunet_raw_root()),
     log:
@@ -119,7 +125,10 @@ rule nnunet_preprocess_real:
             for case in STUDY.train_cases
             for m in MODALITIES
         ],
-        segs=[layout.case_file(layout.real_case_dir(case), "seg") for case in STUDY.train_cases],
+        segs=[
+            layout.case_file(layout.real_case_dir(case), "seg")
+            for case in STUDY.train_cases
+        ],
     output:
         directory(layout.nnunet_preprocessed_dir("real")),
     log:
@@ -257,8 +266,13 @@ rule nnunet_evaluate:
     """All seeds of one experiment in one job: the metrics take well under a
     second per demo case, the imports (nnU-Net, MONAI) ~10 s of CPU per job."""
     input:
-        predictions=[layout.prediction_dir("{experiment}", seed) for seed in STUDY.seeds],
-        references=[layout.case_file(layout.real_case_dir(case), "seg") for case in STUDY.val_cases],
+        predictions=[
+            layout.prediction_dir("{experiment}", seed) for seed in STUDY.seeds
+        ],
+        references=[
+            layout.case_file(layout.real_case_dir(case), "seg")
+            for case in STUDY.val_cases
+        ],
     output:
         [layout.evaluation_csv("{experiment}", seed) for seed in STUDY.seeds],
     log:

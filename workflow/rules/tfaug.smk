@@ -11,9 +11,9 @@
 rule fit_tfaug_intensity:
     """(a, b) per subregion by SGD on the frozen baseline encoder's features (§2.1)."""
     input:
+        **STUDY.feature_extractor_input("tfaug"),
         real=STUDY.real_files(STUDY.train_cases),
         healthy=STUDY.healthy_files_preprocessed(),
-        **STUDY.feature_extractor_input("tfaug"),
     output:
         layout.intensity_fit_json("tfaug"),
     log:
@@ -47,7 +47,10 @@ rule generate_tfaug:
     """Coarse pairs x_s' = I(B(x_h, m_s)) (§2.1) with the lesion controls (docs/interpretations.md)."""
     input:
         intensity=rules.fit_tfaug_intensity.output[0],
-        real_segs=[layout.case_file(layout.real_case_dir(case), "seg") for case in STUDY.train_cases],
+        real_segs=[
+            layout.case_file(layout.real_case_dir(case), "seg")
+            for case in STUDY.train_cases
+        ],
         healthy=STUDY.healthy_files_preprocessed(),
     output:
         cases=directory(layout.synthetic_cases_dir("tfaug")),

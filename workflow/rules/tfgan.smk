@@ -8,10 +8,10 @@
 rule train_tfgan:
     """G and D trained for the configured epochs; resumes from its checkpoint."""
     input:
+        **STUDY.feature_extractor_input("tf"),
         coarse_cases=rules.generate_tfaug.output.cases,
         coarse_manifest=rules.generate_tfaug.output.manifest,
         real=STUDY.real_files(STUDY.train_cases),
-        **STUDY.feature_extractor_input("tf"),
     output:
         generator=layout.generator_file("tf"),
         losses=layout.training_losses("tf", "csv"),
