@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Two fresh runs of the demo (`make demo`'s workflow, without the HTML report)
 # in two clones of this repository, at revisions A and B (default: HEAD both
-# times), then a comparison of the checksums of every preprocessed scan,
-# synthetic NIfTI, manifest, intensity fit and report table. Exits 1 and lists
-# the files that differ, if any.
+# times), then a comparison of the checksums of every NIfTI (scans, synthetic
+# cases, nnU-Net's images and predictions), CSV (manifests, registration,
+# GAN losses, evaluations, report tables), Markdown table, intensity fit,
+# generator file and nnU-Net plan. Benchmarks (timings) and nnU-Net's
+# checkpoints (they hold timestamps) are left out. Exits 1 and lists the files
+# that differ, if any.
 #
 #   bash tests/reproducibility/compare_demo_runs.sh              # rerun = same bytes
 #   bash tests/reproducibility/compare_demo_runs.sh 43daabb HEAD  # a refactoring changes nothing
 #
-# ~9 min per run on 2 cores. RESULTS_A=<a finished run's repository folder>
+# ~14 min per run on 2 idle cores. RESULTS_A=<a finished run's repository folder>
 # skips run A. Needs the repository's .venv (`make env`).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -42,9 +45,18 @@ from pathlib import Path
 PATTERNS = [
     "results/preprocess/**/*.nii.gz",
     "results/synthetic/**/*.nii.gz",
-    "results/synthetic/*/manifest.csv",
-    "results/synthetic/tfaug/intensity.json",
+    "results/segmentation/**/*.nii.gz",
+    "results/prepare/*.csv",
+    "results/preprocess/**/*.csv",
+    "results/synthetic/**/*.csv",
+    "results/segmentation/evaluation/**/*.csv",
     "results/report/*.csv",
+    "results/report/*.md",
+    "results/synthetic/*/intensity.json",
+    "results/synthetic/*/generator.pt",
+    "results/segmentation/plans/*.json",
+    "results/segmentation/models/**/plans.json",
+    "results/segmentation/models/**/dataset.json",
 ]
 runs = [Path(p) for p in sys.argv[1:]]
 

@@ -1,4 +1,4 @@
-# Stage 1: validate every case the study uses and write the manifests.
+# Prepare: validate every case the study uses and write the manifests.
 
 
 rule prepare:

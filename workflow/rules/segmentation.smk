@@ -103,9 +103,9 @@ rule nnunet_plan:
     priority: scheduling.CRITICAL_PATH
     conda:
         "../../envs/tumorfab.yaml"
-    # The training jobs' threads (fingerprinting runs one process per thread):
-    # a two-thread plan on 2 cores waits until both are free at once, behind
-    # one-core jobs, and holds up every training.
+    # The training jobs' threads (fingerprinting runs one process per thread),
+    # not more: a plan waiting for more free cores than a training holds up
+    # every training.
     threads: config["segmentation"]["threads"]
     resources:
         mem_mb=config["segmentation"]["mem_mb"],
@@ -235,8 +235,8 @@ rule nnunet_train:
 
 
 rule nnunet_predict:
-    """All seeds of one experiment in one job, one model after the other: on
-    the demo's CPU, starting a job (imports) costs as much as its predictions."""
+    """All seeds of one experiment in one job, one model after the other: a
+    job's start (importing nnU-Net) is paid once per experiment, not per seed."""
     input:
         models=[layout.model_dir("{experiment}", seed) for seed in STUDY.seeds],
         raw=layout.nnunet_raw_root(),
@@ -263,8 +263,8 @@ rule nnunet_predict:
 
 
 rule nnunet_evaluate:
-    """All seeds of one experiment in one job: the metrics take well under a
-    second per demo case, the imports (nnU-Net, MONAI) ~10 s of CPU per job."""
+    """All seeds of one experiment in one job: a job's start (importing
+    nnU-Net and MONAI) costs more than the metrics of a few cases."""
     input:
         predictions=[
             layout.prediction_dir("{experiment}", seed) for seed in STUDY.seeds

@@ -23,8 +23,8 @@ rule fit_tfaug_intensity:
     priority: scheduling.CRITICAL_PATH
     conda:
         "../../envs/tumorfab.yaml"
-    # One core: a job of two waits until two are free at once, behind the
-    # one-core trainings (~4 min in the demo), and the fit itself is ~13 s.
+    # One core: a short job, and one of two would wait until two cores are
+    # free at once, behind the one-core trainings.
     threads: 1
     resources:
         gpu=1,
