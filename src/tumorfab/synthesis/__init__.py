@@ -1,18 +1,19 @@
-"""Stage 3, synthesize: the synthetic sources and the contract they share.
+"""Synthesize: the synthetic sources and the contract they share.
 
 A *synthetic source* turns real training cases and/or healthy scans into
 annotated case folders (``tumorfab.casefolder``) under
 ``results/synthetic/{source}/cases/`` plus a manifest in generation order
 (``tumorfab.synthesis.manifest``). :data:`SOURCES` is the registry: the
-workflow's list of sources, the check of each experiment's ``source`` and the
-names in tables and figures all come from it. This module imports nothing
-heavy: the workflow reads it while it builds the DAG.
+check of each experiment's ``source``, the names in tables and figures, which
+rules get the feature extractor F and how many cases each source generates
+all come from it (``tumorfab.study``). This module imports nothing heavy: the
+workflow reads it while it builds the DAG.
 
 Adding a source (docs/architecture.md, "A new synthetic source"): its module
 here, with a generator taking ``out_dir``, ``manifest_path``, ``n_cases``,
 ``modalities`` and ``seed``; one :class:`SyntheticSource` entry below; its rules
 in ``workflow/rules/`` writing ``synthetic_cases_dir(source)`` and
-``synthetic_manifest(source)`` (``common.smk``).
+``synthetic_manifest(source)`` (``tumorfab.study.layout``).
 """
 
 from __future__ import annotations
