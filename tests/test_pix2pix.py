@@ -21,7 +21,7 @@ import torch
 
 from tumorfab.casefolder import Case, load_case, save_case
 from tumorfab.labels import ED, ET, NCR
-from tumorfab.config import compose, load_yaml, with_defaults
+from tumorfab.config import study_config, without_resources
 from tumorfab.synthesis.gan import CHECKPOINT
 from tumorfab.synthesis.gan_settings import Pix2PixSettings
 from tumorfab.synthesis.manifest import write_manifest
@@ -148,12 +148,9 @@ RECORD_ORDER = [
 
 @pytest.mark.parametrize("preset", ["demo.yaml", "config.yaml"])
 def test_the_record_is_the_config_section_as_plain_values_in_the_fixed_order_epochs_resolved(preset):
-    config = load_yaml(REPO / "config" / "config.yaml")
-    if preset != "config.yaml":
-        config = compose(config, load_yaml(REPO / "config" / preset))
-    config = with_defaults(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
-    section = {k: v for k, v in config["pix2pix"].items() if k not in ("threads", "mem_mb")}
-    settings = Pix2PixSettings.from_config(section, tfgan_epochs=config["tfgan"]["epochs"])
+    config = study_config(REPO, None if preset == "config.yaml" else REPO / "config" / preset)
+    section = without_resources(config["pix2pix"])
+    settings = Pix2PixSettings.from_config(config["pix2pix"], tfgan_epochs=config["tfgan"]["epochs"])
     record = settings.as_record()
     assert list(record) == RECORD_ORDER and set(section) == set(RECORD_ORDER)
     expected = {key: section[key] for key in RECORD_ORDER}
@@ -179,7 +176,7 @@ def test_epochs_null_are_tfgans_and_otherwise_its_own():
         ({"epochs": 0}, r"pix2pix\.epochs: at least one epoch"),
         ({"lambda_l1": "strong"}, r"pix2pix\.lambda_l1: 'strong' is not of type float"),
         ({"mixed_precision": "bf16"}, r"pix2pix\.mixed_precision: one of"),
-        ({"threads": 1}, r"pix2pix: unknown keys \['threads'\]"),
+        ({"dropout": 0.5}, r"pix2pix: unknown keys \['dropout'\]"),
     ],
 )
 def test_a_refused_setting_is_named(change, message):

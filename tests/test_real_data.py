@@ -32,7 +32,7 @@ from tumorfab.synthesis.tfaug.generate import generate_tfaug
 from tumorfab.synthesis.tfaug.intensity_fit import FitResult, save_intensity
 from tumorfab.synthesis.tfaug.settings import TFAugSettings
 from tumorfab.synthesis.tfgan.refine import refine_volume
-from tumorfab.synthesis.tfgan.train import make_generator
+from tumorfab.synthesis.tfgan.networks import N_MASK_CHANNELS, Generator
 from tumorfab.prepare.validate import prepare_manifests
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -222,7 +222,7 @@ def test_tfgan_refines_the_whole_real_volume_over_its_brain_box_and_keeps_the_re
 
     image, seg, brain = (load(real_case / f"{n}.nii.gz") for n in ("t1n", "seg", "brainmask"))
     torch.manual_seed(0)
-    generator = make_generator({"generator_widths": [2, 2, 4, 4, 4, 4]}, 1).eval()
+    generator = Generator(in_channels=1 + N_MASK_CHANNELS, out_channels=1, widths=[2, 2, 4, 4, 4, 4]).eval()
 
     def refine():
         return refine_volume(generator, image[None], seg.astype(np.uint8), brain.astype(np.uint8), 128, 0.5, torch.device("cpu"), "off")[0]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tumorfab.config import compose, load_yaml, with_defaults
+from tumorfab.config import study_config, without_resources
 from tumorfab.study.settings import StageSettings
 from tumorfab.synthesis.gan_settings import TFGANSettings
 
@@ -23,14 +23,11 @@ RECORD_ORDER = [
 
 def validated(preset: str) -> dict:
     """A preset as the workflow reads it: over the paper's config, with the schema's defaults."""
-    config = load_yaml(REPO / "config" / "config.yaml")
-    if preset != "config.yaml":
-        config = compose(config, load_yaml(REPO / "config" / preset))
-    return with_defaults(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
+    return study_config(REPO, None if preset == "config.yaml" else REPO / "config" / preset)
 
 
 def section(preset: str = "demo.yaml") -> dict:
-    return {k: v for k, v in validated(preset)["tfgan"].items() if k not in ("threads", "mem_mb")}
+    return without_resources(validated(preset)["tfgan"])
 
 
 @pytest.mark.parametrize("preset", ["demo.yaml", "config.yaml"])

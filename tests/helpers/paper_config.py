@@ -5,15 +5,14 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from tumorfab.config import compose, load_yaml, with_defaults
+from tumorfab.config import study_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @lru_cache(maxsize=1)
 def paper_config() -> dict:
-    paper = compose(load_yaml(REPO / "config" / "config.yaml"), {})
-    return with_defaults(paper, REPO / "workflow" / "schemas" / "config.schema.yaml")
+    return study_config(REPO)
 
 
 #: G's widths in the paper config (tfgan.generator_widths).
