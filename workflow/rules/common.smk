@@ -12,8 +12,7 @@ from snakemake.utils import min_version, update_config, validate
 
 from tumorfab.config import compose, load_yaml, typed_command_line_config
 from tumorfab.prepare.cases import DataError, case_id_pattern
-from tumorfab.study import scheduling
-from tumorfab.study import layout
+from tumorfab.study import layout, scheduling
 from tumorfab.study.model import ConfigError, Study
 
 min_version("9.0")
@@ -64,21 +63,16 @@ def get_all_raw_files(wildcards):
     return STUDY.raw_files()
 
 
-def get_experiment_synthetic_inputs(wildcards, what):
-    """The synthetic cases of an experiment's source, as images or preprocessed
-    (none for real-only experiments)."""
+def get_experiment_synthetic_inputs(wildcards):
+    """The preprocessed synthetic cases of an experiment's source (none for
+    real-only experiments)."""
     source = STUDY.source_of(wildcards.experiment)
     if source not in STUDY.synthetic_sources:
         return {}
-    if what == "images":
-        folder = {"synthetic_images": layout.nnunet_image_dir("synthetic", source)}
-    else:
-        folder = {
-            "synthetic_preprocessed": layout.nnunet_preprocessed_dir(
-                "synthetic", source
-            )
-        }
-    return {"manifest": layout.synthetic_manifest(source), **folder}
+    return {
+        "manifest": layout.synthetic_manifest(source),
+        "synthetic_preprocessed": layout.nnunet_preprocessed_dir("synthetic", source),
+    }
 
 
 def get_experiment_spec(wildcards):

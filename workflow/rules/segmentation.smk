@@ -182,11 +182,7 @@ rule nnunet_preprocess_synthetic:
 
 rule nnunet_preprocessed_dataset:
     input:
-        unpack(
-            lambda wildcards: get_experiment_synthetic_inputs(
-                wildcards, "preprocessed"
-            )
-        ),
+        unpack(get_experiment_synthetic_inputs),
         plans=layout.nnunet_plans(),
         fingerprint=layout.nnunet_fingerprint(),
         real_preprocessed=layout.nnunet_preprocessed_dir("real"),
