@@ -4,7 +4,7 @@ The paper's layout (Table 1): one row per method, columns ET(%), TC(%), WT(%)
 and Mean(%) as "mean ± std" over three seeds, Mean Diff(%) to the Baseline
 row, and the two-tailed t-test p-value; the best value of each column in bold.
 Tables 2 and 3 print a subset of these columns; we print all of them in every
-table (SPEC §2 item 9), so every table is read the same way.
+table, so every table is read the same way.
 
 What we chose where the paper is silent:
 
@@ -16,8 +16,10 @@ What we chose where the paper is silent:
   tumor subregions").
 - **p-value**: Student's two-sample t-test with equal variances
   (``scipy.stats.ttest_ind(..., equal_var=True)``, two-sided) of the per-seed
-  mean Dice of a row against the reference row's, as SPEC §2 item 9. The
-  reference is the table's first experiment (the Baseline in the paper).
+  mean Dice of a row against the reference row's (the paper: "a two-tailed
+  t-test"; the equal-variance form gives the paper's p-values from its
+  means and standard deviations). The reference is the table's first
+  experiment (the Baseline in the paper).
 - **Per-run means** over cases skip missing values (pandas' default), the way
   nnU-Net's summary skips NaN; a metric the evaluation leaves undefined for a
   case (e.g. HD95 with an empty prediction) does not poison the run's mean.
@@ -28,7 +30,7 @@ What we chose where the paper is silent:
   table has) rests on fewer seeds: its Method cell is marked ``† (seed 2
   missing)`` and its mean ± std, Mean Diff and p-value use the seeds it has.
 
-Every table's Markdown has a caption under its title (issue #11 item 4): the
+Every table's Markdown has a caption under its title: the
 seeds of every row, the held-out cases per region (a case whose reference
 lacks a region, typically ET, is scored by the convention below), the Dice
 convention for empty regions, the HD95 definition, and how the BraTS
