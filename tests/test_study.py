@@ -69,7 +69,7 @@ def test_the_registry_says_which_source_gets_f_and_which_is_refined(demo):
     for name, source in SOURCES.items():
         assert demo.feature_extractor_input(name) == ({"feature_extractor": f} if source.needs_feature_extractor else {})
     assert demo.refined_source == "tf" and demo.parent_of("tf") == "tfaug"
-    assert demo.derived_sources("tfaug") == ["pix2pix", "tf"]
+    assert [s for s in demo.synthetic_sources if demo.parent_of(s) == "tfaug"] == ["pix2pix", "tf"]
 
 
 def test_report_outputs_follow_the_sources_in_use():

@@ -280,10 +280,6 @@ class Study:
         """The source ``source``'s cases are made from (the registry's ``derived_from``)."""
         return SOURCES[source].derived_from
 
-    def derived_sources(self, source: str) -> list[str]:
-        """The sources in use made from ``source``'s cases (TF from TF-Aug's)."""
-        return [s for s in self.synthetic_sources if SOURCES[s].derived_from == source]
-
     # --- report --------------------------------------------------------------------------
 
     def evaluation_csvs(self) -> list[str]:

@@ -29,8 +29,7 @@ module holds the rest:
   over a whole volume by MONAI's sliding-window inferer with Gaussian
   blending, over the brain's bounding box plus :data:`BRAIN_MARGIN` voxels;
   -1 (background) outside the brain.
-* :func:`save_torch` (atomic ``torch.save``), :func:`file_sha256`,
-  :func:`settings_digest`.
+* :func:`save_torch` (atomic ``torch.save``) and :func:`settings_digest`.
 
 The settings both GANs share are ``tumorfab.synthesis.gan_settings.GANSettings``.
 
@@ -45,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import math
@@ -204,11 +204,6 @@ def save_torch(obj, path: str | os.PathLike) -> None:
     manifests that record a generator file)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         torch.save(obj, handle)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes (hex), e.g. a generator checkpoint in a manifest."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def settings_digest(settings: Mapping) -> str:
@@ -408,11 +403,13 @@ def load_generator(
     """G from a training rule's generator file: ``make_generator`` rebuilds it
     from the settings the file stores (under ``settings_type.SECTION``, read by
     ``settings_type.from_config``), then its weights are loaded."""
-    record = torch.load(path, map_location=device, weights_only=False)
+    data = Path(path).read_bytes()  # read once: loaded and hashed
+    record = torch.load(io.BytesIO(data), map_location=device, weights_only=False)
     settings = settings_type.from_config(record[settings_type.SECTION])
     generator = make_generator(settings, int(record["n_modalities"]))
     generator.load_state_dict(record["generator"])
-    return TrainedGenerator(cpu_layout(generator.to(device), device).eval(), settings, list(record["modalities"]), file_sha256(path))
+    sha256 = hashlib.sha256(data).hexdigest()
+    return TrainedGenerator(cpu_layout(generator.to(device), device).eval(), settings, list(record["modalities"]), sha256)
 
 
 #: What a GAN makes of one layout case: ``(generator, layout_id, layout, device)`` ->
