@@ -27,6 +27,7 @@ include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/tfaug.smk"
 include: "workflow/rules/tfgan.smk"
+include: "workflow/rules/translation.smk"
 include: "workflow/rules/pix2pix.smk"
 include: "workflow/rules/report.smk"
 

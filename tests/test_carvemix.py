@@ -192,18 +192,23 @@ def test_first_k_of_n_cases_equal_generating_k(train_cases, tmp_path):
             )
 
 
-def test_every_modality_is_carved(tmp_path):
+def test_all_four_channels_are_cut_with_one_region(tmp_path):
+    channels = ["t1n", "t1c", "t2w", "t2f"]
     dirs = {}
-    for i, center in enumerate([(12, 12, 9), (18, 16, 10)]):
-        dirs[f"c{i}"] = tmp_path / f"c{i}"
-        make_case(dirs[f"c{i}"], center, 6.0, seed=i, modalities=("t1n", "t2f"))
-    manifest = generate(dirs, tmp_path / "out", 2, modalities=("t1n", "t2f"))
+    for i, center in enumerate([(12, 12, 9), (18, 16, 10), (15, 13, 11)]):
+        dirs[f"BraTS-GLI-{i:05d}-000"] = tmp_path / f"c{i}"
+        make_case(tmp_path / f"c{i}", center, 6.0, seed=i, modalities=channels)
+    manifest = generate(dirs, tmp_path / "out", 3, modalities=channels)
     for row in manifest.itertuples():
-        b = load_case(dirs[row.case_b], ["t1n", "t2f"])
+        a, b = load_case(dirs[row.case_a], channels), load_case(dirs[row.case_b], channels)
         region = carve_region(b.seg > 0, ZOOMS, row.lambda_mm)
-        for m in ["t1n", "t2f"]:
-            out = volumes(tmp_path / "out" / "cases" / row.case_id, m)
-            np.testing.assert_array_equal(out[region], b.images[m][region])
+        out = tmp_path / "out" / "cases" / row.case_id
+        assert sorted(p.name for p in out.iterdir()) == sorted(
+            [f"{c}.nii.gz" for c in channels] + ["brainmask.nii.gz", "seg.nii.gz"]
+        )
+        for channel in channels:  # each channel its own: B's inside the one region, A's outside
+            np.testing.assert_array_equal(volumes(out, channel), np.where(region, b.images[channel], a.images[channel]))
+        np.testing.assert_array_equal(volumes(out, "seg"), np.where(region, b.seg, a.seg))
 
 
 def test_a_and_b_are_cases_of_different_patients(tmp_path):

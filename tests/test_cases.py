@@ -137,3 +137,94 @@ def test_case_id_pattern_follows_the_task():
     assert re.fullmatch(case_id_pattern("MEN"), "BraTS-MEN-00012-001")
     assert not re.fullmatch(case_id_pattern("GLI"), "BraTS-MEN-00012-001")
     assert not re.fullmatch(case_id_pattern("GLI"), "BraTS-GLI-0012-001")
+
+
+# --- healthy subjects with several sequences (data.healthy_sequences) ---------------------
+
+T1_T2 = {"t1n": "T1", "t2w": "T2"}
+
+
+def _touch(root: Path, *names: str) -> None:
+    """Empty files: discovery reads names only."""
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+
+
+def test_ixi_t1_t2_and_pd_in_one_folder_make_subjects_of_the_mapped_sequences(tmp_path: Path):
+    _touch(tmp_path, "IXI002-Guys-0828-T1.nii.gz", "IXI002-Guys-0828-T2.nii.gz", "IXI002-Guys-0828-PD.nii.gz",
+           "IXI012-HH-1211-T1.nii.gz", "IXI012-HH-1211-PD.nii.gz")
+    subjects = discover_healthy(tmp_path, "*-{sequence}.nii.gz", T1_T2)
+    assert subjects == {
+        "IXI002-Guys-0828": {"t1n": tmp_path / "IXI002-Guys-0828-T1.nii.gz", "t2w": tmp_path / "IXI002-Guys-0828-T2.nii.gz"},
+        "IXI012-HH-1211": {"t1n": tmp_path / "IXI012-HH-1211-T1.nii.gz"},
+    }
+    with_pd = discover_healthy(tmp_path, "*-{sequence}.nii.gz", {"t1n": "T1", "t2f": "PD"})
+    assert sorted(with_pd["IXI012-HH-1211"]) == ["t1n", "t2f"]
+
+
+def test_one_folder_per_sequence_as_ixi_downloads_them(tmp_path: Path):
+    _touch(tmp_path, "IXI-T1/IXI002-Guys-0828-T1.nii.gz", "IXI-T2/IXI002-Guys-0828-T2.nii.gz",
+           "IXI-T1/IXI013-HH-1212-T1.nii.gz")
+    subjects = discover_healthy(tmp_path, "IXI-{sequence}/*-{sequence}.nii.gz", T1_T2)
+    assert subjects["IXI002-Guys-0828"] == {
+        "t1n": tmp_path / "IXI-T1/IXI002-Guys-0828-T1.nii.gz",
+        "t2w": tmp_path / "IXI-T2/IXI002-Guys-0828-T2.nii.gz",
+    }
+    assert list(subjects["IXI013-HH-1212"]) == ["t1n"]
+
+
+def test_t1_only_is_todays_discovery(healthy_root: Path):
+    assert discover_healthy(healthy_root, "*.nii.gz") == discover_healthy(healthy_root, "*-{sequence}.nii.gz")
+    assert discover_healthy(healthy_root, "*.nii.gz")["IXI001-Guys-0001"] == {
+        "t1n": healthy_root / "IXI001-Guys-0001-T1.nii.gz"
+    }
+
+
+def test_a_scan_whose_subject_has_no_t1_is_named(tmp_path: Path):
+    _touch(tmp_path, "IXI002-Guys-0828-T1.nii.gz", "IXI002-Guys-0828-T2.nii.gz", "IXI003-Guys-0829-T2.nii.gz")
+    with pytest.raises(DataError, match=r"1 problem\(s\) in data\.healthy_root") as error:
+        discover_healthy(tmp_path, "*-{sequence}.nii.gz", T1_T2)
+    assert f"{tmp_path / 'IXI003-Guys-0829-T2.nii.gz'}: T2 scan of subject 'IXI003-Guys-0829', which has no T1" in str(
+        error.value
+    )
+
+
+def test_a_mapped_sequence_that_no_subject_has_names_its_key(tmp_path: Path):
+    _touch(tmp_path, "IXI002-Guys-0828-T1.nii.gz", "IXI002-Guys-0828-T2.nii.gz")
+    with pytest.raises(DataError, match=r"data\.healthy_sequences\.t2f: no subject has a FLAIR scan"):
+        discover_healthy(tmp_path, "*-{sequence}.nii.gz", {"t1n": "T1", "t2f": "FLAIR"})
+
+
+def test_another_sequence_without_the_placeholder_names_both_keys(tmp_path: Path):
+    _touch(tmp_path, "IXI002-Guys-0828-T1.nii.gz")
+    with pytest.raises(DataError, match=r"data\.healthy_sequences\.t2w: data\.healthy_pattern '\*\.nii\.gz' has no"):
+        discover_healthy(tmp_path, "*.nii.gz", T1_T2)
+
+
+def test_a_t2_taken_for_a_t1_by_the_pattern_is_named(tmp_path: Path):
+    _touch(tmp_path, "IXI002-Guys-0828-T1.nii.gz", "IXI002-Guys-0828-T2.nii.gz")
+    with pytest.raises(DataError, match="named like a scan of another sequence than T1") as error:
+        discover_healthy(tmp_path, "*.nii.gz")
+    assert str(tmp_path / "IXI002-Guys-0828-T2.nii.gz") in str(error.value)
+
+
+def test_two_scans_of_one_sequence_and_subject_are_named(tmp_path: Path):
+    _touch(tmp_path, "a/IXI002-Guys-0828-T1.nii.gz", "b/IXI002-Guys-0828-T1.nii.gz")
+    with pytest.raises(DataError, match=r"subject id 'IXI002-Guys-0828' also used by"):
+        discover_healthy(tmp_path, "*/*-{sequence}.nii.gz")
+
+
+def test_subject_ids_drop_the_sequence_named_at_the_end_only():
+    assert healthy_subject_id("IXI002-Guys-0828-T2.nii.gz", "T2") == "IXI002-Guys-0828"
+    assert healthy_subject_id("sub-PD01_PD.nii", "PD") == "sub-PD01"
+    assert healthy_subject_id("IXI002-Guys-0828.nii.gz", "T2") == "IXI002-Guys-0828"
+
+
+def test_a_case_lacking_a_configured_channel_names_the_file_and_the_key(brats_root: Path):
+    with pytest.raises(DataError, match=r"7 problem\(s\)") as error:
+        discover_brats(brats_root, ["t1n", "t2w"], task="GLI")
+    missing = brats_root / "BraTS-GLI-00003-000" / "BraTS-GLI-00003-000-t2w.nii.gz"
+    assert f"{missing}: missing file of case BraTS-GLI-00003-000: its t2w image, which data.modalities" in str(
+        error.value
+    )

@@ -17,8 +17,8 @@ def test_nested_booleans_numbers_and_null_are_typed():
 
 
 def test_lists_and_floats_inside_the_braces_are_typed():
-    config = _typed("segmentation={seeds: [0, 1]}", "normalize={upper_percentile: 99.5}")
-    assert config == {"segmentation": {"seeds": [0, 1]}, "normalize": {"upper_percentile": 99.5}}
+    config = _typed("segmentation={seeds: [0, 1]}", "skullstrip={border_mm: 1.5}")
+    assert config == {"segmentation": {"seeds": [0, 1]}, "skullstrip": {"border_mm": 1.5}}
 
 
 def test_paths_case_ids_and_globs_stay_strings():

@@ -421,3 +421,29 @@ def test_generation_refuses_a_generator_trained_for_other_modalities(trained, la
             1, ["t1n", "t2w"], 5, _settings(), 1, "cpu",
         )
     assert not (tmp_path / "cases").exists()
+
+
+def test_four_sequences_are_learned_and_made_together(layouts, tmp_path):
+    """With four modalities G learns every channel of the real cases and draws them all."""
+    modalities = ["t1n", "t1c", "t2w", "t2f"]
+    rng = np.random.default_rng(8)
+    real = [tmp_path / "real" / f"BraTS-GLI-0001{i}-000" for i in range(2)]
+    for i, case_dir in enumerate(real):
+        save_case(_case(rng, (28 + 4 * i, 30, 34), 8.0, modalities), case_dir)
+    settings = _settings(epochs=1)
+    rows = train_pix2pix(
+        real, tmp_path / "work", tmp_path / "generator.pt", tmp_path / "losses.csv", tmp_path / "losses.png",
+        modalities, settings, 5, 1, "cpu",
+    )
+    assert np.isfinite(rows[LOSS_COLUMNS[2:]].to_numpy()).all()
+    record = torch.load(tmp_path / "generator.pt", weights_only=False)
+    assert record["n_modalities"] == 4 and record["modalities"] == modalities
+    manifest = generate_pix2pix(
+        layouts / "manifest.csv", layouts / "cases", tmp_path / "generator.pt", tmp_path / "cases",
+        tmp_path / "manifest.csv", 1, modalities, 5, settings, 1, "cpu",
+    )
+    made = load_case(tmp_path / "cases" / manifest["case_id"][0], modalities)
+    images = [made.images[m] for m in modalities]
+    for image in images:
+        assert image.shape == SHAPE and (image[made.brainmask == 0] == -1).all() and image.min() >= -1 and image.max() <= 1
+    assert all(not np.array_equal(images[0], other) for other in images[1:])  # one output channel each

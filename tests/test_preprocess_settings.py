@@ -7,7 +7,7 @@ from tumorfab.preprocess.settings import NormalizeSettings, RegistrationSettings
 def test_the_schema_defaults_make_every_preprocessing_setting():
     config = schema_defaults()
     assert SkullstripSettings.from_config(config["skullstrip"]).brain_volume_ml == (900.0, 2000.0)
-    assert NormalizeSettings.from_config(config["normalize"]) == NormalizeSettings(0.5, 99.5)
+    assert NormalizeSettings.from_config(config["normalize"]).ceiling("t1n") == 1.5
 
 
 @pytest.mark.parametrize("volume", [[2000, 900], [900, 900]])
@@ -17,10 +17,9 @@ def test_brain_volume_range_must_have_min_below_max(volume):
         SkullstripSettings.from_config(section)
 
 
-def test_lower_percentile_must_be_below_the_upper():
-    section = {"lower_percentile": 99.5, "upper_percentile": 0.5}
-    with pytest.raises(ValueError, match=r"^normalize\.lower_percentile must be below normalize\.upper_percentile"):
-        NormalizeSettings.from_config(section)
+def test_a_ceiling_at_or_below_white_matter_is_refused():
+    with pytest.raises(ValueError, match=r"^normalize\.ceiling_over_white_matter\.t2f must be > 1"):
+        NormalizeSettings.from_config({"ceiling_over_white_matter": {"t2f": 1.0}})
 
 
 def test_registration_settings_leave_the_reference_case_to_the_study():

@@ -192,3 +192,30 @@ def test_the_workflow_script_passes_the_rule_s_names(study, tmp_path, monkeypatc
     written = pd.read_csv(out["csv"])
     assert set(written["source"]) == {"carvemix", "tfaug"}
     assert Path(out["png"]).exists() and Path(out["md"]).exists()
+
+
+def test_four_channels_go_through_f_together_and_a_shift_in_one_of_them_shows(study, tmp_path):
+    channels = ["t1n", "t1c", "t2w", "t2f"]
+
+    def four_channel_copy(case_dir: Path, out: Path, t2f_tumour_shift: float = 0.0) -> Path:
+        case = load_case(case_dir, MODALITIES)
+        t1n = case.images["t1n"]
+        brain, tumour = case.brainmask > 0, case.seg > 0
+        case.images = {c: np.where(brain, np.clip(t1n + 0.05 * k, -1, 1), -1) for k, c in enumerate(channels)}
+        case.images["t2f"] = np.where(tumour, np.clip(case.images["t2f"] + t2f_tumour_shift, -1, 1), case.images["t2f"])
+        save_case(case, out)
+        return out
+
+    train = [four_channel_copy(p, tmp_path / "real" / p.name) for p in study["train"]]
+    sources = {}
+    for source, shift in (("carvemix", 0.0), ("tfaug", 0.4)):
+        rows = []
+        for i, real in enumerate(study["train"]):
+            four_channel_copy(real, tmp_path / source / "cases" / synthetic_case_id(source, i), shift)
+            rows.append({"case_id": synthetic_case_id(source, i), "seed": i})
+        write_manifest(rows, ["case_id", "seed"], tmp_path / source / "manifest.csv", source)
+        sources[source] = {"manifest": tmp_path / source / "manifest.csv", "cases_dir": tmp_path / source / "cases"}
+    table = realism_table(None, 3, train, sources, channels, extractor=TinyEncoder(channels=4))
+    assert table[["source", "region"]].values.tolist() == [[s, r] for s in sources for r in REGIONS]
+    assert _distance(table, "carvemix", "tumour") == pytest.approx(0.0, abs=1e-6)
+    assert _distance(table, "tfaug", "tumour") > 100 * max(_distance(table, "carvemix", "tumour"), 1e-9)

@@ -13,7 +13,13 @@ from conftest import planned_jobs, run_snakemake, study_of
 from scipy import stats
 
 from tumorfab.io import save_nifti
-from tumorfab.report.figures import dice_vs_synthetic_points, plot_dice_vs_synthetic, plot_mosaic
+from tumorfab.report.figures import (
+    dice_vs_synthetic_points,
+    plot_dice_vs_synthetic,
+    plot_mosaic,
+    plot_refinement,
+    plot_sequences,
+)
 from tumorfab.report.tables import (
     METRIC_COLUMNS,
     collect_per_case,
@@ -358,6 +364,38 @@ def test_mosaic_shows_the_first_cases_in_manifest_order(tmp_path):
     assert (tmp_path / "mosaic.png").read_bytes()[:4] == b"\x89PNG"
 
 
+FOUR_CHANNELS = ["t1n", "t1c", "t2w", "t2f"]
+
+
+def _png_width(path: Path) -> int:
+    from matplotlib.image import imread
+
+    return imread(path).shape[1]
+
+
+def test_sequences_show_a_real_case_then_each_source_s_first_case(tmp_path):
+    for source in ("real", "tfaug", "tf"):
+        make_synthetic_source(tmp_path / source, 2, modalities=FOUR_CHANNELS)
+    (tmp_path / "tf" / "cases" / "syn_0000" / "t2f.nii.gz").unlink()  # an absent channel is marked, not fatal
+    sources = {s: {"manifest": tmp_path / s / "manifest.csv", "cases_dir": tmp_path / s / "cases"} for s in ("tfaug", "tf")}
+    shown = plot_sequences(tmp_path / "real" / "cases" / "syn_0001", sources, tmp_path / "four.png", FOUR_CHANNELS)
+    assert shown == ["syn_0001", "syn_0000", "syn_0000"]
+    plot_sequences(tmp_path / "real" / "cases" / "syn_0001", sources, tmp_path / "one.png", ["t1n"])
+    assert _png_width(tmp_path / "four.png") > 2.5 * _png_width(tmp_path / "one.png")  # a column per channel
+
+
+def test_refinement_shows_coarse_refined_and_difference_of_every_channel(tmp_path):
+    make_synthetic_source(tmp_path / "coarse", 2, modalities=FOUR_CHANNELS)
+    make_synthetic_source(tmp_path / "refined", 2, modalities=FOUR_CHANNELS)
+    manifest = pd.read_csv(tmp_path / "refined" / "manifest.csv")
+    manifest["coarse_case"] = manifest["case_id"].iloc[::-1].to_numpy()
+    manifest.to_csv(tmp_path / "refined" / "manifest.csv", index=False)
+    args = (tmp_path / "coarse" / "cases", tmp_path / "refined" / "cases", tmp_path / "refined" / "manifest.csv")
+    assert plot_refinement(*args, tmp_path / "four.png", FOUR_CHANNELS, n_cases=2) == ["syn_0000", "syn_0001"]
+    plot_refinement(*args, tmp_path / "one.png", ["t1n"], n_cases=2)
+    assert _png_width(tmp_path / "four.png") > 3 * _png_width(tmp_path / "one.png")  # three columns per channel
+
+
 @pytest.mark.slow
 def test_report_rules_write_every_output(tiny_demo):
     workdir, config = tiny_demo
@@ -396,3 +434,15 @@ def test_a_label_reruns_only_the_tables_that_show_its_experiment(tiny_demo):
     planned = run_snakemake(workdir, changed, "-n")
     assert re.findall(r"wildcards: table=(\S+)", planned.stdout) == ["table1"]
     assert "nnunet_train" not in planned_jobs(planned)
+
+
+def test_the_report_has_the_intensity_table_and_with_several_sequences_the_sequences_figure():
+    from test_study import demo_config
+
+    from tumorfab.study.model import Study
+
+    t1_only = Study.from_config(demo_config()).report_outputs()
+    assert {layout.report_file("intensities.csv"), layout.report_file("intensities.md")} <= set(t1_only)
+    assert layout.report_figure("sequences") not in t1_only
+    four = Study.from_config(demo_config(data={"modalities": FOUR_CHANNELS})).report_outputs()
+    assert layout.report_figure("sequences") in four

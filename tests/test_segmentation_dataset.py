@@ -109,3 +109,41 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+FOUR_CHANNELS = ["t1n", "t1c", "t2w", "t2f"]
+
+
+def _four_channel_case(folder, rng) -> None:
+    """A tiny case folder with four channels: t1n, then each other channel its own offset of it."""
+    make_case(folder, rng, shape=(16, 16, 16))
+    t1n = nib.load(str(folder / "t1n.nii.gz"))
+    brain = np.asarray(nib.load(str(folder / "brainmask.nii.gz")).dataobj) > 0
+    for offset, channel in enumerate(FOUR_CHANNELS[1:], start=1):
+        image = np.where(brain, np.clip(t1n.get_fdata(dtype=np.float32) + 0.1 * offset, -1, 1), -1).astype(np.float32)
+        nib.save(nib.Nifti1Image(image, t1n.affine), str(folder / f"{channel}.nii.gz"))
+
+
+def test_a_four_channel_dataset_passes_nnunet_s_integrity_check(tmp_path):
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+    from nnunetv2.preprocessing.normalization.map_channel_name_to_normalization import get_normalization_scheme
+
+    rng = np.random.default_rng(0)
+    train, held_out = TRAIN_IDS[:2], VAL_IDS[:1]
+    for case in [*train, *held_out]:
+        _four_channel_case(tmp_path / "real" / case, rng)
+        ds.convert_real_case(tmp_path / "real" / case, tmp_path / "images" / case, FOUR_CHANNELS)
+    raw = ds.build_raw_dataset(
+        tmp_path / "raw", "baseline", FOUR_CHANNELS, train, held_out, tmp_path / "images", tmp_path / "real"
+    )
+    meta = json.loads((raw / "dataset.json").read_text())
+    assert list(meta["channel_names"].items()) == [("0", "t1n"), ("1", "t1c"), ("2", "t2w"), ("3", "t2f")]
+    # nnU-Net z-scores every channel of ours (inside the brain: the plan's use_mask_for_norm).
+    assert {get_normalization_scheme(c).__name__ for c in FOUR_CHANNELS} == {"ZScoreNormalization"}
+    for folder, cases in (("imagesTr", train), ("imagesTs", held_out)):
+        for case in cases:
+            for index, channel in enumerate(FOUR_CHANNELS):
+                link = raw / folder / f"{case}_{index:04d}.nii.gz"
+                assert link.resolve() == (tmp_path / "images" / case / f"{channel}.nii.gz").resolve()
+    assert len(list((raw / "imagesTr").iterdir())) == 4 * len(train)
+    verify_dataset_integrity(str(raw), num_processes=1)

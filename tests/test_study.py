@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tumorfab.config import REPLACED_SECTIONS, compose, keys_table, load_yaml, study_config, with_defaults
+from tumorfab.config import REPLACED_SECTIONS, compose, keys_table, load_yaml, readme_presets, study_config, with_defaults
 from tumorfab.prepare.cases import DataError
 from tumorfab.segmentation.plans import PLANS_NAME
 from tumorfab.study import layout, scheduling
@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 PAPER = REPO / "config" / "config.yaml"
 DEMO = REPO / "config" / "demo.yaml"
+DEMO_FOUR_SEQUENCES = REPO / "config" / "demo_four_sequences.yaml"
 
 
 def demo_config(**changes) -> dict:
@@ -111,7 +112,7 @@ def test_f_first_then_fine_tuning_chains_then_the_other_trainings(demo):
         ({"synthetic_only": {"source": "nope"}}, "synthetic_only.source 'nope'"),
         ({"experiments": {"baseline": {"source": "none", "n_synthetic": 0}, "synthetic_only": {"source": "none", "n_synthetic": 0}},
           "tables": {}}, "synthetic_only.enabled adds 'synthetic_only'"),
-        ({"data": {"modalities": ["t1n", "t2f"]}}, "the demo cohort has t1n only"),
+        ({"data": {"task": "MEN"}}, "the demo cohort is of BraTS task GLI"),
     ],
 )
 def test_a_bad_config_is_refused_naming_the_key(changes, message):
@@ -151,18 +152,34 @@ def test_every_path_is_below_results_and_the_plans_file_is_nnunets_name():
     assert layout.real_case_dir("{case}") == "results/preprocess/real/{case}"
 
 
-def test_the_demo_preset_states_only_what_differs_from_the_paper():
+@pytest.mark.parametrize("preset_file", [DEMO, DEMO_FOUR_SEQUENCES], ids=lambda p: p.name)
+def test_the_demo_presets_state_only_what_differs_from_the_paper(preset_file):
     paper = with_defaults(load_yaml(PAPER), SCHEMA)
-    preset = load_yaml(DEMO)
+    preset = load_yaml(preset_file)
+    schema = yaml.safe_load(SCHEMA.read_text())
 
-    def differing(values, reference, path):
+    def differing(values, reference, properties, path):
         for key, value in values.items():
-            if isinstance(value, dict) and key not in REPLACED_SECTIONS:
-                differing(value, reference[key], f"{path}{key}.")
+            # A mapping the schema gives no keys of (data.healthy_sequences) is one value.
+            if isinstance(value, dict) and key not in REPLACED_SECTIONS and "properties" in properties[key]:
+                differing(value, reference[key], properties[key]["properties"], f"{path}{key}.")
             else:
-                assert reference.get(key) != value, f"config/demo.yaml repeats the paper's {path}{key}"
+                assert reference.get(key) != value, f"config/{preset_file.name} repeats the paper's {path}{key}"
 
-    differing(preset, paper, "")
+    differing(preset, paper, schema["properties"], "")
+
+
+def test_the_four_sequence_demo_is_the_demo_with_four_channels_and_a_healthy_t2():
+    """A run reads one preset, so the four-sequence preset repeats the demo's; only data differs."""
+    demo, four = load_yaml(DEMO), load_yaml(DEMO_FOUR_SEQUENCES)
+    assert {k: v for k, v in four.items() if k != "data"} == {k: v for k, v in demo.items() if k != "data"}
+    config = study_config(REPO, DEMO_FOUR_SEQUENCES)
+    assert config["data"]["modalities"] == ["t1n", "t1c", "t2w", "t2f"]
+    assert config["data"]["healthy_sequences"] == {"t1n": "T1", "t2w": "T2"}
+    assert config["data"]["healthy_pattern"] == "*-{sequence}.nii.gz"
+    for key in ("brats_root", "healthy_root"):  # the T1-only demo's phantom stays as it is
+        assert config["data"][key] != demo["data"][key]
+    Study.from_config(config)
 
 
 def test_the_paper_config_states_no_schema_default():
@@ -193,7 +210,7 @@ def test_a_key_added_to_the_schema_reaches_both_presets(tmp_path):
     normalize["clip_outliers"] = {"type": "boolean", "default": True}
     extended = tmp_path / "config.schema.yaml"
     extended.write_text(yaml.safe_dump(schema))
-    for preset in ({}, load_yaml(DEMO)):
+    for preset in ({}, load_yaml(DEMO), load_yaml(DEMO_FOUR_SEQUENCES)):
         config = with_defaults(compose(load_yaml(PAPER), copy.deepcopy(preset)), extended)
         assert config["normalize"]["clip_outliers"] is True
 
@@ -208,7 +225,7 @@ def test_snakemake_records_every_stage_settings_for_its_params_trigger():
     changed = Study.from_config(
         demo_config(
             skullstrip={"border_mm": 2.0}, registration={"interpolator": "nearestNeighbor"},
-            normalize={"upper_percentile": 99.0}, carvemix={"lambda_range": [-0.5, 1.0]},
+            normalize={"ceiling_over_white_matter": {"t1n": 2.0}}, carvemix={"lambda_range": [-0.5, 1.0]},
             tfaug={"blur_sigma": 1.0}, tfgan={"hinge_margin": 0.2}, pix2pix={"lambda_l1": 10.0},
             segmentation={"train": {"epochs": 3}}, report={"mosaic_cases": 2},
         )
@@ -220,8 +237,104 @@ def test_snakemake_records_every_stage_settings_for_its_params_trigger():
         assert recorded(value) == recorded(getattr(Study.from_config(demo_config()).settings, stage)), stage
 
 
-def test_the_readme_lists_every_key_with_its_values_in_both_presets():
-    table = keys_table(SCHEMA, study_config(REPO), study_config(REPO, DEMO))
+def test_the_readme_lists_every_key_with_its_values_in_every_preset():
+    table = keys_table(SCHEMA, study_config(REPO), readme_presets(REPO))
     assert table in (REPO / "README.md").read_text(), "README: regenerate with python -m tumorfab.config"
-    assert "| `tfgan.hinge_margin` | `0.1` | same |" in table
-    assert "| `split.n_val` | `200` | `4` |" in table
+    assert "| `tfgan.hinge_margin` | `0.1` | same | same |" in table
+    assert "| `split.n_val` | `200` | `4` | `4` |" in table
+    assert "| `data.modalities` | `[t1n]` | same | `[t1n, t1c, t2w, t2f]` |" in table
+
+
+# --- healthy subjects with several sequences ----------------------------------------------
+
+
+def _t1_t2_tree(root: Path) -> dict:
+    """Empty files named like BraTS (t1n, t2w) and IXI (T1; a T2 for two of
+    three subjects): the study reads names only. Returns the data section."""
+    for patient in range(7):
+        case = f"BraTS-GLI-{patient:05d}-000"
+        for name in ("t1n", "t2w", "seg"):
+            (root / "brats" / case).mkdir(parents=True, exist_ok=True)
+            (root / "brats" / case / f"{case}-{name}.nii.gz").write_bytes(b"")
+    (root / "ixi").mkdir()
+    for index, sequences in enumerate([("T1", "T2"), ("T1",), ("T1", "T2", "PD")]):
+        for sequence in sequences:
+            (root / "ixi" / f"IXI{index:03d}-Guys-{index:04d}-{sequence}.nii.gz").write_bytes(b"")
+    return {
+        "brats_root": str(root / "brats"),
+        "healthy_root": str(root / "ixi"),
+        "modalities": ["t1n", "t2w"],
+        "healthy_sequences": {"t2w": "T2", "t1n": "T1"},
+        "healthy_pattern": "*-{sequence}.nii.gz",
+    }
+
+
+def _real_data_study(data: dict) -> Study:
+    config = compose(load_yaml(PAPER), {"data": data, "split": {"n_real_train": 4, "n_val": 2}})
+    return Study.from_config(with_defaults(config, SCHEMA))
+
+
+def test_each_healthy_subject_has_its_t1_and_the_sequences_found_beside_it(tmp_path):
+    study = _real_data_study(_t1_t2_tree(tmp_path))
+    ixi = tmp_path / "ixi"
+    assert study.healthy_subjects == ["IXI000-Guys-0000", "IXI001-Guys-0001", "IXI002-Guys-0002"]
+    assert study.healthy_channels("IXI000-Guys-0000") == ("t1n", "t2w")  # data.modalities' order
+    assert study.healthy_channels("IXI001-Guys-0001") == ("t1n",)
+    assert study.healthy_extra_channels("IXI002-Guys-0002") == ("t2w",)
+    assert study.healthy_sequence_files("IXI000-Guys-0000") == {
+        "t1n": ixi / "IXI000-Guys-0000-T1.nii.gz", "t2w": ixi / "IXI000-Guys-0000-T2.nii.gz"
+    }
+    assert study.has_healthy_sequences
+    assert str(ixi / "IXI002-Guys-0002-T2.nii.gz") in study.raw_files()
+    assert str(ixi / "IXI002-Guys-0002-PD.nii.gz") not in study.raw_files()
+    assert study.healthy_files_preprocessed()[:3] == layout.healthy_case_files("IXI000-Guys-0000", ("t1n", "t2w"))
+    assert layout.case_file(layout.healthy_case_dir("IXI001-Guys-0001"), "t2w") not in study.healthy_files_preprocessed()
+    assert study.reference_files["image"].endswith("-t1n.nii.gz")
+
+
+def test_a_t1_only_study_has_no_other_sequences(tmp_path):
+    data = _t1_t2_tree(tmp_path)
+    study = _real_data_study({**data, "modalities": ["t1n"], "healthy_sequences": {"t1n": "T1"}})
+    assert not study.has_healthy_sequences
+    assert study.healthy_files_preprocessed() == [
+        f for s in study.healthy_subjects for f in layout.healthy_case_files(s)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"healthy_sequences": {"t2w": "T2"}}, "data.healthy_sequences.t1n is not set"),
+        ({"healthy_sequences": {"t1n": "T1", "t2f": "PD"}}, "data.healthy_sequences.t2f: t2f is not one of data.modalities"),
+        ({"healthy_sequences": {"t1n": "T1", "t2w": "T1"}}, "data.healthy_sequences.t2w: sequence 'T1' is also"),
+        ({"modalities": ["t2w"], "healthy_sequences": {"t1n": "T1"}},
+         "data.healthy_sequences.t1n: t1n is not one of data.modalities ['t2w']; healthy T1 scans stand in for t1n"),
+    ],
+)
+def test_a_bad_healthy_sequence_mapping_is_refused_naming_the_key(tmp_path, data, message):
+    with pytest.raises(ConfigError, match="Invalid configuration") as error:
+        _real_data_study({**_t1_t2_tree(tmp_path), **data})
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"healthy_sequences": {"t1n": "T1", "t2w": "FLAIR"}}, "data.healthy_sequences.t2w: no subject has a FLAIR scan"),
+        ({"healthy_pattern": "*.nii.gz"}, "data.healthy_sequences.t2w: data.healthy_pattern '*.nii.gz' has no {sequence}"),
+    ],
+)
+def test_sequences_the_files_do_not_have_are_a_data_error_naming_the_key(tmp_path, data, message):
+    with pytest.raises(DataError) as error:
+        _real_data_study({**_t1_t2_tree(tmp_path), **data})
+    assert message in str(error.value)
+
+
+def test_the_demo_plans_each_subjects_sequences_beside_its_t1():
+    four = REPO / "config" / "demo_four_sequences.yaml"
+    study = Study.from_config(with_defaults(compose(load_yaml(PAPER), load_yaml(four)), SCHEMA))
+    subject = study.healthy_subjects[0]
+    files = study.healthy_sequence_files(subject)
+    assert study.healthy_channels(subject) == ("t1n", "t2w")
+    assert files["t2w"] == files["t1n"].with_name(files["t1n"].name.replace("-T1.", "-T2."))
+    assert set(map(str, files.values())) <= set(study.demo_cohort_files())

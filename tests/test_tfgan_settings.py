@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECORD_ORDER = [
     "generator_widths", "discriminator_width", "discriminator_max_channels", "epochs", "batch_size", "crop",
     "lr_generator", "lr_discriminator", "betas", "hinge_margin", "lambda_patch", "lambda_global", "lambda_c",
-    "lambda_percep", "n_stages", "checkpoint_every", "mixed_precision", "window", "overlap",
+    "lambda_percep", "n_stages", "checkpoint_every", "mixed_precision", "window", "overlap", "translation_weight",
 ]
 
 
@@ -76,3 +76,12 @@ def test_missing_and_unknown_keys_are_named():
         TFGANSettings.from_config({**section(), "dropout": 0.5})
     # The job sizes are resources, not settings.
     assert TFGANSettings.from_config({**section(), "threads": 2, "mem_mb": 900}) == TFGANSettings.from_config(section())
+
+
+def test_a_one_modality_generator_file_leaves_the_translator_s_keys_out():
+    settings = TFGANSettings.from_config(section())
+    assert settings.generator_record(4) == settings.as_record()
+    one = settings.generator_record(1)
+    assert list(one) == [key for key in RECORD_ORDER if key != "translation_weight"]
+    assert TFGANSettings.from_record(one).translation_weight == 0.0
+    assert TFGANSettings.from_record(settings.generator_record(4)) == settings

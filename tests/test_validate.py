@@ -2,10 +2,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
 from tumorfab.prepare.cases import DataError, discover_brats, discover_healthy
-from tumorfab.prepare.validate import prepare_manifests
+from tumorfab.prepare.validate import field_of_view_overlap, prepare_manifests
 
 
 def _prepare(brats_root: Path, healthy_root: Path, out: Path, remap: bool = False):
@@ -148,3 +149,69 @@ def test_label_5_and_label_4_are_both_named_without_remapping(brats_root, health
         _prepare(brats_root, healthy_root, tmp_path)
     assert f"{brats_root / SEG}: label 4 (BraTS 2021-style" in str(error.value)
     assert f"{brats_root / SEG}: labels [5] outside {{0,1,2,3}}" in str(error.value)
+
+
+# --- a healthy subject's other sequences --------------------------------------------------
+
+T1_T2 = {"t1n": "T1", "t2w": "T2"}
+
+
+def _add_t2(healthy_root: Path, subject: str, data: np.ndarray | None = None, affine: np.ndarray | None = None) -> Path:
+    """A T2 beside the subject's T1: its head on another grid (2 mm voxels,
+    the first and last axes swapped), or ``data``/``affine`` as given."""
+    t1 = nib.load(str(healthy_root / f"{subject}-T1.nii.gz"))
+    if affine is None:
+        affine = np.array([[0, 0, 2.0, 0], [0, 2.0, 0, 0], [2.0, 0, 0, 0], [0, 0, 0, 1]])
+    if data is None:
+        data = 100 - np.asarray(t1.dataobj)[::2, ::2, ::2].transpose(2, 1, 0)
+    path = healthy_root / f"{subject}-T2.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(data, np.float32), affine), str(path))
+    return path
+
+
+def _prepare_t1_t2(brats_root: Path, healthy_root: Path, out: Path):
+    cases = discover_brats(brats_root, ["t1n"], task="GLI")
+    prepare_manifests(
+        cases=cases,
+        split={c.case_id: "train" for c in cases},
+        healthy=discover_healthy(healthy_root, "*-{sequence}.nii.gz", T1_T2),
+        remap_label_4_to_3=False,
+        out_cases=out / "cases.csv",
+        out_healthy=out / "healthy.csv",
+    )
+
+
+def test_a_t2_on_its_own_grid_over_the_same_head_passes(brats_root, healthy_root, tmp_path):
+    t2 = _add_t2(healthy_root, "IXI001-Guys-0001")
+    _prepare_t1_t2(brats_root, healthy_root, tmp_path)
+    manifest = pd.read_csv(tmp_path / "healthy.csv")
+    row = manifest.set_index("subject").loc["IXI001-Guys-0001"]
+    assert row.path_t2w == str(t2) and row.spacing_mm_t2w == "2x2x2"
+    assert manifest.set_index("subject").path_t2w.isna().sum() == 2  # the others are T1 only
+
+
+def test_a_t2_whose_field_of_view_misses_its_t1_is_named(brats_root, healthy_root, tmp_path):
+    far = np.diag([2.0, 2.0, 2.0, 1.0])
+    far[:3, 3] = [400.0, 0.0, 0.0]
+    t2 = _add_t2(healthy_root, "IXI001-Guys-0001", affine=far)
+    with pytest.raises(DataError, match=r"1 problem\(s\)") as error:
+        _prepare_t1_t2(brats_root, healthy_root, tmp_path)
+    assert f"{t2}: its field of view shares 0% of the smaller one with its T1" in str(error.value)
+    assert "must be a scan of the same head as its T1, in the scanner's world coordinates" in str(error.value)
+    assert not (tmp_path / "healthy.csv").exists()
+
+
+def test_a_t2_that_is_not_3d_is_named(brats_root, healthy_root, tmp_path):
+    t2 = _add_t2(healthy_root, "IXI001-Guys-0001", data=np.ones((8, 8, 8, 3)), affine=np.eye(4))
+    with pytest.raises(DataError, match=r"1 problem\(s\)") as error:
+        _prepare_t1_t2(brats_root, healthy_root, tmp_path)
+    assert f"{t2}: expected a 3-D volume, got shape (8, 8, 8, 3)" in str(error.value)
+
+
+def test_the_field_of_view_overlap_is_a_share_of_the_smaller_one():
+    big = nib.Nifti1Image(np.zeros((10, 10, 10)), np.eye(4))
+    half_outside = np.eye(4)
+    half_outside[0, 3] = 5.0
+    small = nib.Nifti1Image(np.zeros((10, 10, 10)), half_outside)
+    assert field_of_view_overlap(big, small) == pytest.approx(0.5)
+    assert field_of_view_overlap(big, big) == pytest.approx(1.0)

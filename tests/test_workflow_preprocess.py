@@ -1,5 +1,6 @@
 """The prepare + preprocess part of the DAG, through the snakemake CLI."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,50 @@ def test_paper_config_plans_every_preprocessing_job_and_no_demo_rule(brats_root,
     assert "make_demo_cohort" not in jobs
 
 
+def test_t1_only_config_plans_no_rule_of_other_sequences(brats_root, healthy_root, tmp_path):
+    result = run_snakemake(tmp_path / "run", _real_data_config(brats_root, healthy_root), "-n", "preprocess_all")
+    assert not {"coregister_healthy", "register_healthy_sequence", "normalize_healthy_sequence"} & set(
+        planned_jobs(result)
+    )
+    assert "registered/IXI000-Guys-0000/transform" not in result.stdout
+
+
+def _with_t2(brats_root: Path, healthy_root: Path, subjects: int) -> dict:
+    """Each case's t1n copied as its t2w, and a T2 beside the first ``subjects``
+    healthy T1s: the config of a T1 + T2 study on that tree."""
+    for t1n in brats_root.glob("*/*-t1n.nii.gz"):
+        shutil.copyfile(t1n, t1n.with_name(t1n.name.replace("-t1n.", "-t2w.")))
+    for t1 in sorted(healthy_root.glob("*-T1.nii.gz"))[:subjects]:
+        shutil.copyfile(t1, t1.with_name(t1.name.replace("-T1.", "-T2.")))
+    config = _real_data_config(brats_root, healthy_root)
+    config["data"].update(
+        modalities=["t1n", "t2w"], healthy_sequences={"t1n": "T1", "t2w": "T2"}, healthy_pattern="*-{sequence}.nii.gz"
+    )
+    return config
+
+
+def test_t1_t2_config_plans_the_coregistration_of_each_t2(brats_root, healthy_root, tmp_path):
+    config = _with_t2(brats_root, healthy_root, subjects=2)
+    result = run_snakemake(tmp_path / "run", config, "-n", "preprocess_all")
+    jobs = planned_jobs(result)
+    assert jobs["skullstrip_healthy"] == jobs["register_healthy"] == jobs["normalize_healthy"] == 3
+    assert jobs["coregister_healthy"] == jobs["register_healthy_sequence"] == jobs["normalize_healthy_sequence"] == 2
+    for subject in ("IXI000-Guys-0000", "IXI001-Guys-0001"):
+        assert f"results/preprocess/coregistered/{subject}/t2w.mat" in result.stdout
+        assert f"results/qc/coregistration/{subject}_t2w.png" in result.stdout
+        assert f"results/preprocess/healthy/{subject}/t2w.nii.gz" in result.stdout
+    assert "results/preprocess/healthy/IXI002-Guys-0002/t2w.nii.gz" not in result.stdout
+
+
+def test_a_t2_without_its_t1_stops_the_run_before_any_job(brats_root, healthy_root, tmp_path):
+    config = _with_t2(brats_root, healthy_root, subjects=1)
+    orphan = healthy_root / "IXI009-Guys-0009-T2.nii.gz"
+    shutil.copyfile(healthy_root / "IXI000-Guys-0000-T2.nii.gz", orphan)
+    result = run_snakemake(tmp_path, config, "-n", check=False)
+    assert result.returncode != 0
+    assert f"{orphan}: T2 scan of subject 'IXI009-Guys-0009', which has no T1" in result.stdout
+
+
 def test_paper_config_without_data_paths_says_how_to_set_them(tmp_path):
     result = run_snakemake(tmp_path, workflow_config(), "-n", check=False)
     assert result.returncode != 0
@@ -45,10 +90,10 @@ def test_unknown_config_key_is_named(brats_root, healthy_root, tmp_path):
 
 def test_out_of_range_value_is_named(brats_root, healthy_root, tmp_path):
     config = _real_data_config(brats_root, healthy_root)
-    config["normalize"]["upper_percentile"] = 140
+    config["normalize"] = {"ceiling_over_white_matter": {"t1c": 0.75}}
     result = run_snakemake(tmp_path, config, "-n", check=False)
     assert result.returncode != 0
-    assert "upper_percentile" in result.stdout and "140" in result.stdout
+    assert "t1c" in result.stdout and "0.75" in result.stdout
 
 
 def test_too_few_cases_for_the_split_stops_before_any_job(brats_root, healthy_root, tmp_path):

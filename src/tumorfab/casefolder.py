@@ -42,6 +42,12 @@ def case_file(case_dir: str | os.PathLike, name: str) -> Path:
     return Path(case_dir) / f"{name}{FILE_ENDING}"
 
 
+def channels_in(case_dir: str | os.PathLike, modalities: Sequence[str]) -> list[str]:
+    """The entries of ``modalities`` whose image the folder holds, in that order
+    (a healthy scan has its T1 and maybe other sequences)."""
+    return [m for m in modalities if case_file(case_dir, m).is_file()]
+
+
 @dataclass
 class Case:
     """One case folder in memory: images per modality, brain mask, labels, geometry.

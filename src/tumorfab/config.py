@@ -170,20 +170,26 @@ def _cell(value: Any) -> str:
     return "–" if value is _ABSENT else f"`{_flow(value)}`"
 
 
-def keys_table(schema: str | os.PathLike, paper: Mapping[str, Any], demo: Mapping[str, Any]) -> str:
+def keys_table(schema: str | os.PathLike, paper: Mapping[str, Any], presets: Mapping[str, Mapping[str, Any]]) -> str:
     """A Markdown table of every config key: its value in the paper's study and
-    in the demo preset (both with the schema's defaults; – when unset) and its
-    description from the schema."""
-    rows = ["| key | paper | demo | what it does |", "| --- | --- | --- | --- |"]
+    in each preset (``presets``: column title -> config; all with the schema's
+    defaults; – when unset; "same" when as in the paper's) and its description
+    from the schema."""
+    rows = [
+        "| key | paper | " + " | ".join(presets) + " | what it does |",
+        "| --- | --- | " + " | ".join("---" for _ in presets) + " | --- |",
+    ]
     for path, spec in _leaves(load_yaml(schema)["properties"]):
         if path in REPLACED_SECTIONS:
-            paper_cell, demo_cell = "see `config/config.yaml`", "see `config/demo.yaml`"
+            cells = ["see `config/config.yaml`"] + [f"see the {title} preset" for title in presets]
         else:
-            paper_value, demo_value = _lookup(paper, path), _lookup(demo, path)
-            paper_cell = _cell(paper_value)
-            demo_cell = "same" if demo_value == paper_value else _cell(demo_value)
+            paper_value = _lookup(paper, path)
+            cells = [_cell(paper_value)] + [
+                "same" if _lookup(preset, path) == paper_value else _cell(_lookup(preset, path))
+                for preset in presets.values()
+            ]
         description = " ".join(spec["description"].split()).replace("|", "\\|")
-        rows.append(f"| `{path}` | {paper_cell} | {demo_cell} | {description} |")
+        rows.append(f"| `{path}` | " + " | ".join(cells) + f" | {description} |")
     return "\n".join(rows) + "\n"
 
 
@@ -199,6 +205,15 @@ def study_config(repo: str | os.PathLike, preset: str | os.PathLike | None = Non
     return with_defaults(config, Path(repo) / SCHEMA)
 
 
+#: The presets the README's table of keys shows, column title -> file.
+README_PRESETS = {"demo": "demo.yaml", "demo, four sequences": "demo_four_sequences.yaml"}
+
+
+def readme_presets(repo: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The configs of the README's presets (:data:`README_PRESETS`) in ``repo``."""
+    return {title: study_config(repo, Path(repo) / "config" / name) for title, name in README_PRESETS.items()}
+
+
 if __name__ == "__main__":
     # The README's table of keys, for the repository in the working directory.
-    print(keys_table(SCHEMA, study_config("."), study_config(".", Path("config") / "demo.yaml")), end="")
+    print(keys_table(SCHEMA, study_config("."), readme_presets(".")), end="")

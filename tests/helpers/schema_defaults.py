@@ -28,7 +28,6 @@ MINIMAL = {
     "split": {"n_real_train": 2, "n_val": 1},
     "skullstrip": {"synthstrip_weights": None},
     "registration": {"type_of_transform": "SyN"},
-    "normalize": {"lower_percentile": 0.5, "upper_percentile": 99.5},
     "experiments": {"baseline": {"source": "none", "n_synthetic": 0}},
     "tables": {},
     "segmentation": {

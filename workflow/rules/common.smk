@@ -34,6 +34,10 @@ except (ConfigError, DataError) as error:
     raise WorkflowError(str(error)) from None
 SETTINGS = STUDY.settings
 MODALITIES = STUDY.modalities
+# The {channel} of a healthy subject's other sequences (never its T1's t1n).
+HEALTHY_EXTRA_CHANNELS = (
+    "|".join(m for m in MODALITIES if m != layout.HEALTHY_CHANNEL) or "(?!)"
+)
 NNUNET_CONFIGURATION = SETTINGS.segmentation.plan.configuration
 
 
@@ -56,7 +60,13 @@ def get_raw_case_seg(wildcards):
 
 
 def get_raw_healthy(wildcards):
-    return str(STUDY.healthy_files[wildcards.subject])
+    """A healthy subject's raw T1."""
+    return str(STUDY.healthy_sequence_files(wildcards.subject)[layout.HEALTHY_CHANNEL])
+
+
+def get_raw_healthy_sequence(wildcards):
+    """A healthy subject's raw scan of another sequence (BraTS ``channel``)."""
+    return str(STUDY.healthy_sequence_files(wildcards.subject)[wildcards.channel])
 
 
 def get_all_raw_files(wildcards):

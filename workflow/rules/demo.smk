@@ -15,7 +15,10 @@ rule make_demo_cohort:
         runtime=10,
     params:
         demo=config["demo"],
-        data={k: config["data"][k] for k in ("brats_root", "healthy_root")},
+        data={
+            k: config["data"][k]
+            for k in ("brats_root", "healthy_root", "modalities", "healthy_sequences")
+        },
         seed=STUDY.seed,
     script:
         "../scripts/make_demo_cohort.py"

@@ -17,7 +17,10 @@ rule prepare:
         runtime=60,
     params:
         split=STUDY.split,
-        healthy={s: str(p) for s, p in STUDY.healthy_files.items()},
+        healthy={
+            s: {c: str(p) for c, p in files.items()}
+            for s, files in STUDY.healthy_scans.items()
+        },
         data=config["data"],
     script:
         "../scripts/prepare.py"

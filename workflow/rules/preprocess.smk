@@ -1,7 +1,9 @@
 # Preprocess: skull stripping, registration to a real reference, and
 # intensity normalization to [-1, 1] of healthy scans; the same normalization
 # of real cases. The real cases are on the critical path, the healthy scans
-# just below it (tumorfab.study.scheduling).
+# just below it (tumorfab.study.scheduling). A healthy subject's other
+# sequences (data.healthy_sequences) follow its T1: co-registered rigidly to
+# it, carried to the reference by its transforms, normalized in its brain mask.
 
 
 rule normalize_real:
@@ -82,6 +84,15 @@ rule register_healthy:
         reference_image=STUDY.reference_files["image"],
         reference_seg=STUDY.reference_files["seg"],
     output:
+        **(
+            {
+                "transform": temp(
+                    directory(layout.registration_transform_dir("{subject}"))
+                )
+            }
+            if STUDY.has_healthy_sequences
+            else {}
+        ),
         image=layout.case_file(layout.registered_dir("{subject}"), "t1n"),
         brainmask=layout.case_file(layout.registered_dir("{subject}"), "brainmask"),
         similarity=layout.similarity_csv("{subject}"),
@@ -91,6 +102,8 @@ rule register_healthy:
             subcategory="Registration onto the reference",
             labels={"subject": "{subject}"},
         ),
+        # Kept until the subject's other sequences are registered with them
+        # (a SyN warp is tens of MB).
     log:
         "logs/register_healthy/{subject}.log",
     benchmark:
@@ -141,6 +154,99 @@ rule normalize_healthy:
         case_dir=layout.healthy_case_dir("{subject}"),
     script:
         "../scripts/normalize_healthy.py"
+
+
+if STUDY.has_healthy_sequences:
+
+    rule coregister_healthy:
+        """A subject's other sequence onto its own T1, rigidly (both raw, same head)."""
+        input:
+            image=get_raw_healthy_sequence,
+            t1=get_raw_healthy,
+            t1_brainmask=layout.case_file(layout.stripped_dir("{subject}"), "brainmask"),
+            manifest=layout.prepared_healthy(),
+        output:
+            transform=layout.coregistration_transform("{subject}", "{channel}"),
+            qc=report(
+                layout.qc_png("coregistration", "{subject}_{channel}"),
+                category="QC",
+                subcategory="Co-registration onto the T1",
+                labels={"subject": "{subject}", "channel": "{channel}"},
+            ),
+        log:
+            "logs/coregister_healthy/{subject}_{channel}.log",
+        wildcard_constraints:
+            channel=HEALTHY_EXTRA_CHANNELS,
+        priority: scheduling.HEALTHY_SCANS
+        conda:
+            "../../envs/tumorfab.yaml"
+        # One thread: a byte-identical result (tumorfab.preprocess.ants.deterministic_ants).
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        params:
+            seed=STUDY.seed,
+        script:
+            "../scripts/coregister_healthy.py"
+
+    rule register_healthy_sequence:
+        """The other sequence onto the reference grid by its T1's transforms."""
+        input:
+            image=get_raw_healthy_sequence,
+            coregistration=layout.coregistration_transform("{subject}", "{channel}"),
+            transform=layout.registration_transform_dir("{subject}"),
+            brainmask=layout.case_file(layout.registered_dir("{subject}"), "brainmask"),
+        output:
+            image=layout.case_file(layout.registered_dir("{subject}"), "{channel}"),
+        log:
+            "logs/register_healthy_sequence/{subject}_{channel}.log",
+        wildcard_constraints:
+            channel=HEALTHY_EXTRA_CHANNELS,
+        priority: scheduling.HEALTHY_SCANS
+        conda:
+            "../../envs/tumorfab.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=10,
+        params:
+            registration=SETTINGS.registration,
+        script:
+            "../scripts/register_healthy_sequence.py"
+
+    rule normalize_healthy_sequence:
+        """The other sequence into the subject's case folder, in the T1's brain mask."""
+        input:
+            image=layout.case_file(layout.registered_dir("{subject}"), "{channel}"),
+            brainmask=layout.case_file(layout.registered_dir("{subject}"), "brainmask"),
+            reference_brainmask=layout.case_file(
+                layout.real_case_dir(STUDY.reference_case), "brainmask"
+            ),
+        output:
+            image=layout.case_file(layout.healthy_case_dir("{subject}"), "{channel}"),
+            qc=report(
+                layout.qc_png("healthy", "{subject}_{channel}"),
+                category="QC",
+                subcategory="Healthy scans on the reference grid",
+                labels={"subject": "{subject}", "channel": "{channel}"},
+            ),
+        log:
+            "logs/normalize_healthy_sequence/{subject}_{channel}.log",
+        wildcard_constraints:
+            channel=HEALTHY_EXTRA_CHANNELS,
+        priority: scheduling.HEALTHY_SCANS
+        conda:
+            "../../envs/tumorfab.yaml"
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=10,
+        params:
+            normalize=SETTINGS.normalize,
+            case_dir=layout.healthy_case_dir("{subject}"),
+        script:
+            "../scripts/normalize_healthy_sequence.py"
 
 
 rule registration_table:

@@ -129,6 +129,39 @@ rule mosaic_synthetic:
         "../scripts/mosaic_synthetic.py"
 
 
+# Several sequences: a real case's and each source's first case side by side.
+if len(MODALITIES) > 1:
+
+    rule mosaic_sequences:
+        input:
+            real=STUDY.real_files([STUDY.reference_case]),
+            manifests=[layout.synthetic_manifest(s) for s in STUDY.synthetic_sources],
+            cases=[layout.synthetic_cases_dir(s) for s in STUDY.synthetic_sources],
+        output:
+            figure=report(
+                layout.report_figure("sequences"),
+                caption="../report/sequences.rst",
+                category="Synthetic cases",
+                subcategory="Sequences",
+            ),
+        log:
+            "logs/mosaic_sequences/mosaic_sequences.log",
+        localrule: True
+        conda:
+            "../../envs/tumorfab.yaml"
+        params:
+            sources={
+                s: {
+                    "manifest": layout.synthetic_manifest(s),
+                    "cases_dir": layout.synthetic_cases_dir(s),
+                }
+                for s in STUDY.synthetic_sources
+            },
+            modalities=MODALITIES,
+        script:
+            "../scripts/mosaic_sequences.py"
+
+
 # The refinement figure: a refining source's cases beside the ones it refined.
 if STUDY.refined_source:
 
@@ -160,7 +193,8 @@ if STUDY.refined_source:
 
 rule report_realism:
     """Realism before training: Fréchet distance of F's features, synthetic vs
-    real training tumours and brains, per source."""
+    real training tumours and brains, per source; and the intensities per
+    sequence (non-tumour brain, ET), which need no F."""
     input:
         feature_extractor=STUDY.feature_extractor_dir,
         real=STUDY.real_files(STUDY.train_cases + STUDY.val_cases),
@@ -180,6 +214,13 @@ rule report_realism:
             category="Synthetic cases",
             subcategory="Realism",
         ),
+        intensities_csv=report(
+            layout.report_file("intensities.csv"),
+            caption="../report/intensities.rst",
+            category="Synthetic cases",
+            subcategory="Intensities",
+        ),
+        intensities_md=layout.report_file("intensities.md"),
     log:
         "logs/report_realism/report_realism.log",
     benchmark:

@@ -1,15 +1,16 @@
 # Synthesize: TF-Aug's coarse synthetic pairs (paper 002 §2.1), the source
 # "tfaug" of tumorfab.synthesis.SOURCES. fit_tfaug_intensity learns
-# I(x) = a*x + b per subregion once (a small JSON) on the features of F, the
+# I(x) = a*x + b per subregion and channel once (a small JSON) on the features of F, the
 # baseline's encoder (the backward edge, see the Snakefile); generate_tfaug
 # writes the source's cases and manifest at the largest size any experiment
 # of tfaug or of a source derived from it needs (TF-GAN refines these pairs,
 # Pix2Pix draws images for their label maps), so smaller sets are nested
-# prefixes.
+# prefixes. Which channels a healthy scan has is read from its case folder;
+# a channel it lacks is filled from the synthetic t1n (tumorfab.synthesis.tfaug.fill).
 
 
 rule fit_tfaug_intensity:
-    """(a, b) per subregion by SGD on the frozen baseline encoder's features (§2.1)."""
+    """(a, b) per subregion and channel by SGD on the frozen baseline encoder's features (§2.1)."""
     input:
         **STUDY.feature_extractor_input("tfaug"),
         real=STUDY.real_files(STUDY.train_cases),

@@ -11,4 +11,6 @@ with log_to(snakemake.log[0]):
         n_healthy=demo["n_healthy"],
         voxel_mm=demo["voxel_mm"],
         seed=snakemake.params.seed,
+        modalities=snakemake.params.data["modalities"],
+        healthy_sequences=snakemake.params.data["healthy_sequences"],
     )

@@ -7,6 +7,6 @@ with log_to(snakemake.log[0]):
         refined_cases_dir=snakemake.input.refined_cases,
         refined_manifest=snakemake.input.refined_manifest,
         out_png=snakemake.output.figure,
-        modality=snakemake.params.modalities[0],
+        modalities=snakemake.params.modalities,
         n_cases=snakemake.params.report.mosaic_cases,
     )

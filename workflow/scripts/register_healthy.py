@@ -15,6 +15,7 @@ with log_to(snakemake.log[0]):
         out_qc=snakemake.output.qc,
         settings=snakemake.params.registration,
         seed=snakemake.params.seed,
+        out_transforms=snakemake.output.get("transform"),
     )
     row = {
         "subject": snakemake.wildcards.subject,

@@ -1,4 +1,5 @@
 from tumorfab.log import log_to
+from tumorfab.report.intensities import write_intensities
 from tumorfab.report.realism import write_realism
 
 with log_to(snakemake.log[0]):
@@ -11,5 +12,13 @@ with log_to(snakemake.log[0]):
         out_csv=snakemake.output.csv,
         out_md=snakemake.output.md,
         out_png=snakemake.output.figure,
+        reference_case_dirs=snakemake.params.reference_case_dirs or None,
+    )
+    write_intensities(
+        real_case_dirs=snakemake.params.real_case_dirs,
+        sources=snakemake.params.sources,
+        modalities=snakemake.params.modalities,
+        out_csv=snakemake.output.intensities_csv,
+        out_md=snakemake.output.intensities_md,
         reference_case_dirs=snakemake.params.reference_case_dirs or None,
     )

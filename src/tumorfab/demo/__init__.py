@@ -7,6 +7,8 @@ while it builds the DAG; the cohort itself is drawn by
 
 from __future__ import annotations
 
+import re
+
 
 def planned_cases(n_patients: int, n_second_timepoint: int) -> list[str]:
     """Case ids of the demo cohort, sorted, without touching any file.
@@ -26,8 +28,16 @@ def planned_cases(n_patients: int, n_second_timepoint: int) -> list[str]:
     return sorted(cases)
 
 
-def planned_healthy(n_healthy: int) -> list[str]:
-    """File names of the demo's healthy scans (IXI naming), without touching any file."""
+def planned_healthy(n_healthy: int, sequence: str = "T1") -> list[str]:
+    """File names of the demo's healthy scans of one ``sequence`` (IXI naming,
+    ``IXI<id>-Demo-<num>-<sequence>.nii.gz``), one per subject, without touching any file.
+
+    Every demo subject has every sequence of ``data.healthy_sequences`` (the
+    sequence names of its channels, e.g. ``T1``, ``T2``); the pattern
+    ``"*-{sequence}.nii.gz"`` finds them.
+    """
     if n_healthy < 0:
         raise ValueError(f"demo: n_healthy must be >= 0, got {n_healthy}")
-    return [f"IXI{100 + i:03d}-Demo-{i:04d}-T1.nii.gz" for i in range(n_healthy)]
+    if not re.fullmatch("[A-Za-z0-9]+", sequence):
+        raise ValueError(f"demo: a healthy sequence name must be letters and digits, got {sequence!r}")
+    return [f"IXI{100 + i:03d}-Demo-{i:04d}-{sequence}.nii.gz" for i in range(n_healthy)]

@@ -13,26 +13,42 @@ Where the data come from
     voxels are the brain mask. Nothing is downloaded.
 
 What is written (the layouts of the real data: BraTS 2023 and IXI, README "Running on real data")
-    * ``<brats_root>/BraTS-GLI-XXXXX-YYY/BraTS-GLI-XXXXX-YYY-{t1n,seg}.nii.gz``:
+    * ``<brats_root>/BraTS-GLI-XXXXX-YYY/BraTS-GLI-XXXXX-YYY-{<channel>,seg}.nii.gz``:
       tumour "patients" in the BraTS 2023 layout, skull-stripped, all on one
-      reference grid (see :func:`make_demo_cohort`); t1n float32 with a
-      background of exactly 0 outside the brain, seg uint8 with the BraTS labels
-      0 background, 1 NCR, 2 ED, 3 ET, all three present in every case. Only the
-      t1n channel is made (the paper uses t1n only).
-    * ``<healthy_root>/IXI<id>-Demo-<num>-T1.nii.gz``: healthy "subjects" in IXI
-      naming, with a synthetic scalp and skull, a head pose, a bias field and
-      Rician noise, on their own grids (not the BraTS grid), no lesions.
+      reference grid (see :func:`make_demo_cohort`); one float32 image per
+      BraTS channel asked for (t1n, as the paper uses, by default; any of t1n,
+      t1c, t2w, t2f) with a background of exactly 0 outside the brain, seg
+      uint8 with the BraTS labels 0 background, 1 NCR, 2 ED, 3 ET, all three
+      present in every case.
+    * ``<healthy_root>/IXI<id>-Demo-<num>-<sequence>.nii.gz``: healthy
+      "subjects" in IXI naming, a T1 and any other sequence asked for (e.g.
+      T2), with a synthetic scalp and skull, a head pose, a bias field and
+      Rician noise, on their own grids (not the BraTS grid; a subject's other
+      sequences on yet other grids, as IXI's T2 is not on its T1's grid), no
+      lesions.
+
+Contrasts
+    t1n and t1c show the template's T1; t2w and t2f are mixed from the
+    template's tissue maps (white matter, grey matter, and CSF = the rest of
+    the brain) with levels from the spin-echo and inversion-recovery signal
+    equations; lesions are drawn per channel (:data:`CONTRASTS`,
+    docs/interpretations.md "Four-sequence demo cohort").
 
 Randomness
     Every random choice comes from ``numpy.random.default_rng`` seeded by
     ``numpy.random.SeedSequence([seed, stream, index, ...])``: stream 0 is a
     patient's anatomy and lesion (index = patient number), stream 1 one scan of
     a patient (index = patient, timepoint: acquisition noise and lesion texture),
-    stream 2 a healthy subject (index = its number). A case therefore depends
-    only on ``seed``, its own index and ``voxel_mm``: asking for more patients
-    or more second timepoints adds cases without changing the others, and the
-    same arguments give bit-identical files (nibabel writes gzip with no file
-    name and mtime 0).
+    stream 2 a healthy subject (index = its number); these are t1n's and the T1
+    head's. Every other channel draws from streams of its own (index ending in
+    the channel's place in :data:`BRATS_CHANNELS`): stream 3 a patient's
+    channel (gain, lesion levels), stream 4 one scan of it, stream 5 a healthy
+    subject's other sequence (grid, head motion, gain, bias, noise). A file
+    therefore depends only on ``seed``, its own index, its channel and
+    ``voxel_mm``: asking for more patients, second timepoints or channels adds
+    files without changing the others (the t1n and T1 files of a four-sequence
+    cohort are those of a t1n-only one), and the same arguments give
+    bit-identical files (nibabel writes gzip with no file name and mtime 0).
 """
 
 from __future__ import annotations
@@ -40,6 +56,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +70,7 @@ from tumorfab.fields import SmoothField
 from tumorfab.io import save_nifti
 from tumorfab.labels import ED, ET, LABELS, NCR
 
-__all__ = ["make_demo_cohort"]
+__all__ = ["BRATS_CHANNELS", "CONTRASTS", "Contrast", "make_demo_cohort"]
 
 # --- Template -----------------------------------------------------------------
 TEMPLATE_FILES = {
@@ -141,6 +158,58 @@ CSF_LEVEL = 0.12
 SKULL_LEVEL = 0.05
 SCALP_LEVEL = 0.9
 
+# --- Other channels (t1c, t2w, t2f) ---------------------------------------------------
+#: The BraTS channels the phantom can write; a channel's place here keys its
+#: random streams.
+BRATS_CHANNELS = ("t1n", "t1c", "t2w", "t2f")
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """How one channel other than t1n shows the brain, a lesion and the head (levels x white matter)."""
+
+    tissue: tuple[float, float, float] | None  # WM, GM, CSF; None: the template's T1
+    lesion: Mapping[int, tuple[float, float]]  # band of NCR, ET, ED
+    head: tuple[float, float, float]  # CSF, skull, scalp outside the brain
+
+
+#: Healthy tissue: t2w and t2f from the spin-echo signal PD (1 - exp(-TR/T1))
+#: exp(-TE/T2) (TR 4000, TE 100 ms) and the FLAIR signal PD |1 - 2 exp(-TI/T1)
+#: + exp(-TR/T1)| exp(-TE/T2) (TR 9000, TI 2500, TE 100 ms), with the 3 T
+#: relaxation times of Wansapura et al. 1999 (JMRI 9:531; WM T1 832, T2 80 ms;
+#: GM 1331, 110 ms), CSF T1 4000, T2 2000 ms and proton densities 0.7, 0.8,
+#: 1.0: T2w GM 1.54 and CSF 3.0 x WM, FLAIR GM 1.24 and CSF 0.18 x WM. Lesions
+#: as Menze et al. 2015 (the BraTS paper, IEEE TMI 34:1993) describe them:
+#: oedema bright on T2 and FLAIR, the enhancing rim brighter on t1c than on
+#: t1n (whose ET band is already bright, ``ET_LEVEL``), the necrotic core
+#: fluid-like (dark on t1c and FLAIR, bright on T2). The head: skull dark on
+#: every sequence, scalp fat bright on all (fast spin echo keeps fat bright).
+CONTRASTS = {
+    "t1c": Contrast(
+        tissue=None,
+        lesion={NCR: NCR_LEVEL, ET: (1.80, 2.20), ED: ED_LEVEL},
+        head=(CSF_LEVEL, SKULL_LEVEL, SCALP_LEVEL),
+    ),
+    "t2w": Contrast(
+        tissue=(1.0, 1.5, 3.0),
+        lesion={NCR: (2.50, 2.90), ET: (1.30, 1.60), ED: (1.90, 2.30)},
+        head=(3.0, SKULL_LEVEL, 1.2),
+    ),
+    "t2f": Contrast(
+        tissue=(1.0, 1.25, 0.2),
+        lesion={NCR: (0.35, 0.55), ET: (1.20, 1.45), ED: (1.60, 1.90)},
+        head=(0.2, SKULL_LEVEL, 1.0),
+    ),
+}
+#: A healthy subject's other sequence: its own grid, axes permuted against the
+#: T1's (sagittal slices, stored posterior-inferior-right: voxel axes along
+#: -y, -z, +x) with the T1's voxel-size ranges, and the head moved by a small
+#: rigid motion between the two scans (up to these degrees and mm), which
+#: co-registration to the T1 must undo.
+SEQUENCE_AXES = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+SEQUENCE_MAX_ROTATION_DEG = 3.0
+SEQUENCE_MAX_TRANSLATION_MM = 3.0
+
 
 def make_demo_cohort(
     brats_root: str | os.PathLike,
@@ -151,11 +220,13 @@ def make_demo_cohort(
     n_healthy: int,
     voxel_mm: float,
     seed: int,
+    modalities: Sequence[str] = ("t1n",),
+    healthy_sequences: Mapping[str, str] | None = None,
 ) -> None:
     """Write the phantom demo cohort (a phantom for running the pipeline, not data).
 
-    Tumour patients (``<brats_root>/<case>/<case>-{t1n,seg}.nii.gz``, one per
-    :func:`planned_cases` id):
+    Tumour patients (``<brats_root>/<case>/<case>-{<channel>,seg}.nii.gz`` for
+    every channel of ``modalities``, one per :func:`planned_cases` id):
 
     * Grid: the MNI brain's bounding box plus ``GRID_MARGIN_MM`` + one voxel on
       every side, at ``voxel_mm`` isotropic, axes in RAS mm (56x68x59 at 3 mm,
@@ -187,6 +258,10 @@ def make_demo_cohort(
     * Timepoint 001: the same anatomy, the lesion grown by a factor in
       ``LESION_GROWTH`` about the same centre with the same irregular shape and
       a larger necrotic fraction; a new acquisition noise and texture draw.
+    * Other channels (t1c, t2w, t2f): the same anatomy and labels; the brain
+      as :data:`CONTRASTS` says (t1c the template's T1, t2w and t2f mixed
+      from its tissue maps), each channel its own gain in ``PATIENT_GAIN``,
+      lesion levels in its own bands, lesion texture and noise as t1n's.
 
     Healthy subjects (``<healthy_root>/<name>``, one per :func:`planned_healthy`
     name): each on its own RAS grid (voxel ``voxel_mm`` times in-plane and
@@ -202,12 +277,23 @@ def make_demo_cohort(
     everywhere, including the background. The deformation and the layer
     thicknesses are drawn on the scanner grid (random either way). Stored as
     float32 RAS (real IXI files are int16 in another orientation). No lesions.
+    Written as ``IXI<id>-Demo-<num>-<sequence>.nii.gz``, one file per entry
+    of ``healthy_sequences`` (BraTS channel -> sequence name; default
+    ``{"t1n": "T1"}``, t1n required): the t1n file is that head; another
+    channel shows the same head (its contrast from :data:`CONTRASTS`) moved
+    by a small rigid motion (``SEQUENCE_MAX_*``), on a grid of its own
+    (``SEQUENCE_AXES``, the T1's voxel-size ranges, the same field of view in
+    world coordinates), with its own gain, bias field and noise.
 
     ``voxel_mm`` above ``MAX_VOXEL_MM`` (too coarse for a lesion with all three
-    labels) raises ``ValueError``. Every file is written atomically (``tumorfab.io.save_nifti``).
+    labels) raises ``ValueError``, as do a channel outside :data:`BRATS_CHANNELS`
+    and ``healthy_sequences`` without t1n. Every file is written atomically
+    (``tumorfab.io.save_nifti``).
     """
+    healthy_sequences = dict(healthy_sequences or {"t1n": "T1"})
+    _check_channels(modalities, healthy_sequences)
     cases = planned_cases(n_patients, n_second_timepoint)
-    names = planned_healthy(n_healthy)
+    names = {channel: planned_healthy(n_healthy, sequence) for channel, sequence in healthy_sequences.items()}
     if not 0 < voxel_mm <= MAX_VOXEL_MM:
         raise ValueError(
             f"demo: voxel_mm={voxel_mm} is outside (0, {MAX_VOXEL_MM}]: coarser grids are "
@@ -224,17 +310,52 @@ def make_demo_cohort(
         patient_rng = _rng(seed, 0, patient)  # anatomy, then lesion
         anatomy = _patient_anatomy(patient_rng, grid, voxel_mm)
         lesion = _draw_lesion(patient_rng, anatomy, grid, voxel_mm)
+        ncr_level, et_level, ed_level = lesion.levels
+        channels = {
+            channel: (
+                _Channel(anatomy.tissue, anatomy.white, {NCR: ncr_level, ET: et_level, ED: ed_level})
+                if channel == "t1n"
+                else _patient_channel(
+                    _rng(seed, 3, patient, BRATS_CHANNELS.index(channel)), channel, anatomy, voxel_mm
+                )
+            )
+            for channel in modalities
+        }
         for timepoint in timepoints:
             case = f"BraTS-GLI-{patient:05d}-{timepoint:03d}"
-            image, seg = _patient_scan(
-                _rng(seed, 1, patient, timepoint), anatomy, lesion, grid, timepoint
-            )
-            save_nifti(image, grid.affine, brats_root / case / f"{case}-t1n.nii.gz", header)
+            labels, region = _rasterise(lesion, anatomy, grid, timepoint)
+            seg = np.zeros(grid.shape, dtype=np.uint8)
+            seg[region] = labels
+            for channel, contrast in channels.items():
+                scan_rng = (
+                    _rng(seed, 1, patient, timepoint)
+                    if channel == "t1n"
+                    else _rng(seed, 4, patient, timepoint, BRATS_CHANNELS.index(channel))
+                )
+                image = _patient_scan(scan_rng, contrast, anatomy.brain, labels, region, grid)
+                save_nifti(image, grid.affine, brats_root / case / f"{case}-{channel}.nii.gz", header)
             save_nifti(seg, grid.affine, brats_root / case / f"{case}-seg.nii.gz", header)
 
-    for index, name in enumerate(names):
-        image, affine = _healthy_head(_rng(seed, 2, index), voxel_mm)
-        save_nifti(image, affine, healthy_root / name, header)
+    for index in range(n_healthy):
+        image, affine, head = _healthy_head(_rng(seed, 2, index), voxel_mm)
+        save_nifti(image, affine, healthy_root / names["t1n"][index], header)
+        for channel in healthy_sequences:
+            if channel != "t1n":
+                sequence_rng = _rng(seed, 5, index, BRATS_CHANNELS.index(channel))
+                image, affine = _healthy_sequence(sequence_rng, channel, head, voxel_mm)
+                save_nifti(image, affine, healthy_root / names[channel][index], header)
+
+
+def _check_channels(modalities: Sequence[str], healthy_sequences: Mapping[str, str]) -> None:
+    unknown = [c for c in [*modalities, *healthy_sequences] if c not in BRATS_CHANNELS]
+    if unknown:
+        raise ValueError(f"demo: channel {unknown[0]!r} is not one of the BraTS channels {list(BRATS_CHANNELS)}")
+    if len(set(modalities)) != len(modalities) or not modalities:
+        raise ValueError(f"demo: modalities must be distinct BraTS channels, got {list(modalities)}")
+    if "t1n" not in healthy_sequences:
+        raise ValueError(f"demo: healthy_sequences must map t1n (the healthy T1), got {dict(healthy_sequences)}")
+    if len(set(healthy_sequences.values())) != len(healthy_sequences):
+        raise ValueError(f"demo: healthy_sequences maps two channels to one sequence name: {dict(healthy_sequences)}")
 
 
 # --- Internals -------------------------------------------------------------------
@@ -261,15 +382,21 @@ class _Template:
     brain_lo: np.ndarray  # world box of the brain (mm)
     brain_hi: np.ndarray
     white: float  # median T1 of white matter (WM probability > 0.9)
+    crop: tuple[slice, ...]  # of the template's files
+    sigma: float  # of the anti-aliasing Gaussian, in 1 mm voxels
+
+
+def _template_images() -> dict[str, nib.Nifti1Image]:
+    import nilearn  # imported here: only the demo needs it
+
+    folder = Path(nilearn.__file__).parent / "datasets" / "data"
+    return {key: nib.load(str(folder / name)) for key, name in TEMPLATE_FILES.items()}
 
 
 @functools.lru_cache(maxsize=4)
 def _template(voxel_mm: float) -> _Template:
     """Load the shipped MNI152 files and anti-alias them for sampling at ``voxel_mm``."""
-    import nilearn  # imported here: only the demo needs it
-
-    folder = Path(nilearn.__file__).parent / "datasets" / "data"
-    images = {key: nib.load(str(folder / name)) for key, name in TEMPLATE_FILES.items()}
+    images = _template_images()
     t1 = np.asarray(images["t1"].dataobj, dtype=np.float32)
     wm = np.asarray(images["wm"].dataobj, dtype=np.float32) / 255.0
     affine = images["t1"].affine.astype(np.float64)
@@ -308,7 +435,44 @@ def _template(voxel_mm: float) -> _Template:
         brain_lo=brain_lo,
         brain_hi=brain_hi,
         white=white,
+        crop=crop,
+        sigma=sigma,
     )
+
+
+@functools.lru_cache(maxsize=2)
+def _tissue_fractions(voxel_mm: float) -> np.ndarray:
+    """The template's WM, GM and CSF fractions (3, ...), float32, on its cropped
+    arrays, anti-aliased as its T1: CSF is the brain less WM and GM, so the
+    three sum to the brain mask (``_Template.mask``)."""
+    template = _template(voxel_mm)
+    images = _template_images()
+    brain = np.asarray(images["t1"].dataobj, dtype=np.float32)[template.crop] > 0
+    wm, gm = (
+        np.asarray(images[key].dataobj, dtype=np.float32)[template.crop] / 255.0 * brain for key in ("wm", "gm")
+    )
+    csf = brain * np.clip(1.0 - wm - gm, 0.0, 1.0)
+    fractions = np.stack([wm, gm, csf]).astype(np.float32)
+    if template.sigma > 0.1:
+        fractions = np.stack([ndimage.gaussian_filter(f, template.sigma) for f in fractions])
+    fractions.setflags(write=False)
+    return fractions
+
+
+def _contrast(channel: str, voxel_mm: float, points: np.ndarray) -> np.ndarray:
+    """The healthy brain of ``channel`` (x white matter) at template points (3, N).
+
+    As the template's T1 is sampled: the brain's own level up to its edge
+    (the tissue mix divided by the anti-aliased brain mask), so that the edge
+    mixes in no background.
+    """
+    template = _template(voxel_mm)
+    levels = CONTRASTS[channel].tissue
+    if levels is None:
+        return _sample(template.t1, template.inverse, points) / template.white
+    fractions = _tissue_fractions(voxel_mm)
+    mixed = sum(level * _sample(f, template.inverse, points) for level, f in zip(levels, fractions))
+    return mixed / np.maximum(_sample(template.mask, template.inverse, points), 1e-3)
 
 
 @dataclass(frozen=True)
@@ -386,6 +550,7 @@ class _Anatomy:
     brain: np.ndarray  # bool
     wm: np.ndarray  # float32 white-matter probability
     white: float  # this patient's white-matter level
+    source: np.ndarray  # (3, N) template point (world mm) of each voxel: the other channels sample it
 
 
 def _patient_anatomy(rng: np.random.Generator, grid: _Grid, voxel_mm: float) -> _Anatomy:
@@ -396,7 +561,25 @@ def _patient_anatomy(rng: np.random.Generator, grid: _Grid, voxel_mm: float) -> 
     tissue = _sample(template.t1, template.inverse, source).reshape(grid.shape) * gain
     tissue = np.where(brain, tissue, 0.0).astype(np.float32)
     wm = _sample(template.wm, template.inverse, source).reshape(grid.shape).astype(np.float32)
-    return _Anatomy(tissue, brain, wm, template.white * gain)
+    return _Anatomy(tissue, brain, wm, template.white * gain, source)
+
+
+@dataclass(frozen=True)
+class _Channel:
+    """One channel of a patient: its healthy brain and its lesion levels."""
+
+    tissue: np.ndarray  # float32 on the grid, 0 outside the brain
+    white: float  # its white-matter level
+    levels: dict[int, float]  # NCR, ET, ED (x white), in the order t1n's files were blended in
+
+
+def _patient_channel(rng: np.random.Generator, channel: str, anatomy: _Anatomy, voxel_mm: float) -> _Channel:
+    """A channel other than t1n of a patient (the same anatomy; gain and lesion levels from ``rng``)."""
+    contrast = CONTRASTS[channel]
+    white = _template(voxel_mm).white * rng.uniform(*PATIENT_GAIN)
+    levels = {label: rng.uniform(*contrast.lesion[label]) for label in (NCR, ET, ED)}
+    tissue = _contrast(channel, voxel_mm, anatomy.source).reshape(anatomy.brain.shape) * white
+    return _Channel(np.where(anatomy.brain, tissue, 0.0).astype(np.float32), white, levels)
 
 
 @dataclass(frozen=True)
@@ -494,45 +677,52 @@ def _rasterise(
 
 
 def _patient_scan(
-    rng: np.random.Generator, anatomy: _Anatomy, lesion: _Lesion, grid: _Grid, timepoint: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """One BraTS-style scan (t1n float32, seg uint8) of a patient at a timepoint."""
-    labels, region = _rasterise(lesion, anatomy, grid, timepoint)
-    seg = np.zeros(grid.shape, dtype=np.uint8)
-    seg[region] = labels
-
-    tissue = anatomy.tissue[region].astype(np.float64)
+    rng: np.random.Generator,
+    channel: _Channel,
+    brain: np.ndarray,
+    labels: np.ndarray,
+    region: tuple[slice, ...],
+    grid: _Grid,
+) -> np.ndarray:
+    """One BraTS-style scan (float32) of a patient's channel, with the lesion
+    ``labels`` (of ``region``, from :func:`_rasterise`) at a timepoint."""
+    tissue = channel.tissue[region].astype(np.float64)
     points = grid.points(region)
     lo, hi = points.min(1), points.max(1)
     texture = 1 + LESION_TEXTURE * SmoothField.draw(rng, lo, hi, 4.0).on_axes(grid.axes(region))[0]
-    ncr_level, et_level, ed_level = lesion.levels
-    targets = {
-        NCR: ncr_level * anatomy.white * texture,
-        ET: et_level * anatomy.white * texture,
-        ED: ed_level * anatomy.white * texture,
-    }
+    targets = {label: level * channel.white * texture for label, level in channel.levels.items()}
     blended = tissue.copy()
     for label, target in targets.items():
         weight = ndimage.gaussian_filter((labels == label).astype(np.float64), 0.5)
         blended += weight * (target - tissue)
 
-    image = anatomy.tissue.astype(np.float64)
+    image = channel.tissue.astype(np.float64)
     image[region] = blended
-    image += PATIENT_NOISE * anatomy.white * rng.standard_normal(grid.shape)
-    image = np.maximum(image, 0.02 * anatomy.white)  # brain stays > 0
-    image[~anatomy.brain] = 0.0
-    return image.astype(np.float32), seg
+    image += PATIENT_NOISE * channel.white * rng.standard_normal(grid.shape)
+    image = np.maximum(image, 0.02 * channel.white)  # brain stays > 0
+    image[~brain] = 0.0
+    return image.astype(np.float32)
 
 
-def _healthy_head(rng: np.random.Generator, voxel_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """One IXI-style T1 head with skull and scalp, on its own grid; returns (image, affine)."""
+@dataclass(frozen=True)
+class _Head:
+    """A healthy subject's head on its T1 grid, for its other sequences."""
+
+    grid: _Grid
+    source: np.ndarray  # (3, N) template point (world mm) of each voxel
+    brain_weight: np.ndarray  # in [0, 1], anti-aliased brain
+    layers: tuple[np.ndarray, np.ndarray, np.ndarray]  # bool: CSF (with the filled outline), skull, scalp
+    scalp_texture: np.ndarray
+
+
+def _healthy_head(rng: np.random.Generator, voxel_mm: float) -> tuple[np.ndarray, np.ndarray, _Head]:
+    """One IXI-style T1 head with skull and scalp, on its own grid; returns (image, affine, head)."""
     template = _template(voxel_mm)
     inplane = voxel_mm * rng.uniform(*HEALTHY_INPLANE)
     through = voxel_mm * rng.uniform(*HEALTHY_THROUGH_PLANE)
     spacing = np.round(np.array([inplane, inplane, through]), 2)
     centre = (template.brain_lo + template.brain_hi) / 2
-    extent = template.brain_hi - template.brain_lo + 2 * HEALTHY_MARGIN_MM
-    shape = np.ceil(extent / spacing).astype(int) + 1
+    shape = _healthy_shape(template, spacing)
     affine = np.diag([*spacing, 1.0])
     affine[:3, 3] = centre - spacing * (shape - 1) / 2
     grid = _Grid(tuple(int(n) for n in shape), affine)
@@ -562,19 +752,84 @@ def _healthy_head(rng: np.random.Generator, voxel_mm: float) -> tuple[np.ndarray
     csf_out = (CSF_MM[0] + CSF_MM[1] * thickness[0]).reshape(grid.shape)
     skull_out = csf_out + (SKULL_MM[0] + SKULL_MM[1] * thickness[1]).reshape(grid.shape)
     scalp_out = skull_out + (SCALP_MM[0] + SCALP_MM[1] * thickness[2]).reshape(grid.shape)
-    outside = np.zeros(grid.shape)
-    outside[hull | (distance <= csf_out)] = CSF_LEVEL * white
-    outside[(distance > csf_out) & (distance <= skull_out)] = SKULL_LEVEL * white
-    scalp = (distance > skull_out) & (distance <= scalp_out)
+    layers = (
+        hull | (distance <= csf_out),
+        (distance > csf_out) & (distance <= skull_out),
+        (distance > skull_out) & (distance <= scalp_out),
+    )
     scalp_texture = 1 + 0.1 * _brain_field(rng, template, 8.0).on_axes(grid.axes())[0]
-    outside[scalp] = (SCALP_LEVEL * white * scalp_texture)[scalp]
-    outside = ndimage.gaussian_filter(outside, 0.6)
+    outline = _Head(grid, source, brain_weight, layers, scalp_texture)
+    outside = _head_outside(outline, (CSF_LEVEL, SKULL_LEVEL, SCALP_LEVEL), white)
 
     image = brain_weight * tissue + (1 - brain_weight) * outside
     bias = SmoothField.draw(rng, scanner.min(1), scanner.max(1), BIAS_SPACING_MM).on_axes(grid.axes())[0]
     image *= np.exp(BIAS_AMPLITUDE * bias).reshape(grid.shape)
-    sigma = HEALTHY_NOISE * white
-    real = image + sigma * rng.standard_normal(grid.shape)
-    imaginary = sigma * rng.standard_normal(grid.shape)
-    image = np.sqrt(real**2 + imaginary**2)  # Rician magnitude
-    return image.astype(np.float32), affine
+    return _rician(rng, image, HEALTHY_NOISE * white), affine, outline
+
+
+def _healthy_shape(template: _Template, spacing: np.ndarray) -> np.ndarray:
+    """Voxels along x, y, z of a healthy field of view (the brain box plus ``HEALTHY_MARGIN_MM``)."""
+    extent = template.brain_hi - template.brain_lo + 2 * HEALTHY_MARGIN_MM
+    return np.ceil(extent / spacing).astype(int) + 1
+
+
+def _head_outside(head: _Head, levels: tuple[float, float, float], white: float) -> np.ndarray:
+    """The head around the brain: CSF, skull and scalp at ``levels`` x ``white``, softened."""
+    csf_level, skull_level, scalp_level = levels
+    csf, skull, scalp = head.layers
+    outside = np.zeros(head.grid.shape)
+    outside[csf] = csf_level * white
+    outside[skull] = skull_level * white
+    outside[scalp] = (scalp_level * white * head.scalp_texture)[scalp]
+    return ndimage.gaussian_filter(outside, 0.6)
+
+
+def _rician(rng: np.random.Generator, image: np.ndarray, sigma: float) -> np.ndarray:
+    """The magnitude of ``image`` plus complex Gaussian noise of ``sigma``, float32."""
+    real = image + sigma * rng.standard_normal(image.shape)
+    imaginary = sigma * rng.standard_normal(image.shape)
+    return np.sqrt(real**2 + imaginary**2).astype(np.float32)
+
+
+def _healthy_sequence(
+    rng: np.random.Generator, channel: str, head: _Head, voxel_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Another sequence of a healthy subject (``channel``'s contrast): ``head``
+    moved a little, on a grid of its own; returns (image, affine).
+
+    The noise-free image is made on the T1 grid (the same head voxel for
+    voxel) and resampled (trilinear) onto the sequence's grid through the
+    motion; the bias field and the Rician noise are the sequence's own.
+    """
+    template = _template(voxel_mm)
+    inplane = voxel_mm * rng.uniform(*HEALTHY_INPLANE)
+    through = voxel_mm * rng.uniform(*HEALTHY_THROUGH_PLANE)
+    spacing = np.round(np.array([inplane, inplane, through]), 2)
+    centre = (template.brain_lo + template.brain_hi) / 2
+    # The field of view of the T1, its axes along SEQUENCE_AXES.
+    world_axis = np.abs(SEQUENCE_AXES).argmax(0)
+    shape = _healthy_shape(template, spacing[np.argsort(world_axis)])[world_axis]
+    affine = np.eye(4)
+    affine[:3, :3] = SEQUENCE_AXES * spacing
+    affine[:3, 3] = centre - affine[:3, :3] @ ((shape - 1) / 2)
+    grid = _Grid(tuple(int(n) for n in shape), affine)
+
+    # Motion between the scans: this grid's point y shows the T1 scanner's point R (y - c) + c + t.
+    axis = rng.standard_normal(3)
+    angle = np.deg2rad(rng.uniform(0, SEQUENCE_MAX_ROTATION_DEG))
+    rotation = Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).as_matrix()
+    direction = rng.standard_normal(3)
+    translation = direction / np.linalg.norm(direction) * rng.uniform(0, SEQUENCE_MAX_TRANSLATION_MM)
+    white = template.white * rng.uniform(*HEALTHY_GAIN)
+
+    tissue = _contrast(channel, voxel_mm, head.source).reshape(head.grid.shape) * white
+    outside = _head_outside(head, CONTRASTS[channel].head, white)
+    clean = head.brain_weight * tissue + (1 - head.brain_weight) * outside
+    on_t1 = _matvec(rotation, grid.points() - centre[:, None]) + (centre + translation)[:, None]
+    image = _sample(clean, np.linalg.inv(head.grid.affine), on_t1).reshape(grid.shape)
+
+    # The bias field is the scanner's: drawn on this grid's own voxel axes (mm).
+    axes = tuple(np.arange(n) * step for n, step in zip(grid.shape, spacing))
+    bias = SmoothField.draw(rng, np.zeros(3), (np.array(grid.shape) - 1) * spacing, BIAS_SPACING_MM)
+    image *= np.exp(BIAS_AMPLITUDE * bias.on_axes(axes)[0])
+    return _rician(rng, image, HEALTHY_NOISE * white), affine

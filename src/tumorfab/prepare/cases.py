@@ -12,6 +12,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -129,12 +130,14 @@ def discover_brats(root: str | Path, modalities: list[str], task: str) -> list[B
             other_tasks.setdefault(match["task"], []).append(folder.name)
             continue
         case = brats_case_files(root, folder.name, modalities)
-        for path in [*case.images.values(), case.seg]:
+        for modality, path in case.images.items():
             if not path.is_file():
                 problems.append(
-                    f"{path}: missing file of case {case.case_id} "
-                    f"(data.modalities = {modalities} and a -seg file are required)"
+                    f"{path}: missing file of case {case.case_id}: its {modality} image, which "
+                    f"data.modalities = {modalities} asks for (add it, or leave {modality} out of data.modalities)"
                 )
+        if not case.seg.is_file():
+            problems.append(f"{case.seg}: missing file of case {case.case_id}: its labels (-seg), which every case needs")
         cases.append(case)
     if other_tasks:
         _warn_other_tasks(root, task, other_tasks)
@@ -150,28 +153,107 @@ def discover_brats(root: str | Path, modalities: list[str], task: str) -> list[B
     return cases
 
 
-def healthy_subject_id(path: str | Path) -> str:
-    """Subject id of a healthy scan: the file name without ``.nii(.gz)`` and ``-T1``."""
+#: The BraTS channel a healthy subject's T1 stands in for; every subject has it
+#: and every other sequence of the subject is aligned to it.
+HEALTHY_T1_CHANNEL = "t1n"
+#: ``data.healthy_sequences`` by default: the T1 only (paper 002 §3.1.1, IXI T1).
+DEFAULT_HEALTHY_SEQUENCES = {HEALTHY_T1_CHANNEL: "T1"}
+#: Where ``data.healthy_pattern`` names the sequence.
+SEQUENCE_PLACEHOLDER = "{sequence}"
+#: Endings of IXI's other sequences: a pattern without the placeholder that
+#: matches one of them would take that scan for a T1.
+OTHER_IXI_SEQUENCE = re.compile(r"[-_](T2|PD|MRA|DTI)$")
+
+
+def healthy_subject_id(path: str | Path, sequence: str = "T1") -> str:
+    """Subject id of a healthy scan: the file name without ``.nii(.gz)`` and a
+    trailing ``-<sequence>`` (or ``_<sequence>``), e.g. ``IXI002-Guys-0828-T2.nii.gz``
+    -> ``IXI002-Guys-0828`` for the sequence ``T2``."""
     name = Path(path).name
     name = re.sub(r"\.nii(\.gz)?$", "", name)
-    name = re.sub(r"[-_]T1$", "", name)
+    name = re.sub(rf"[-_]{re.escape(sequence)}$", "", name)
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def discover_healthy(root: str | Path, pattern: str) -> dict[str, Path]:
-    """Healthy T1 scans under ``root`` matching ``pattern``: subject id -> path."""
+def _sequence_globs(pattern: str, sequences: Mapping[str, str]) -> dict[str, str]:
+    """The glob of each channel's files: ``pattern`` with the channel's sequence
+    name in place of ``{sequence}``; without the placeholder every match is a T1."""
+    if SEQUENCE_PLACEHOLDER in pattern:
+        return {channel: pattern.replace(SEQUENCE_PLACEHOLDER, name) for channel, name in sequences.items()}
+    extra = [channel for channel in sequences if channel != HEALTHY_T1_CHANNEL]
+    if extra:
+        raise DataError(
+            f"data.healthy_sequences.{extra[0]}: data.healthy_pattern {pattern!r} has no "
+            f"{SEQUENCE_PLACEHOLDER} placeholder, so every file it matches is taken as a T1; "
+            f"write {SEQUENCE_PLACEHOLDER} where the file names carry the sequence "
+            f'(IXI: "*-{SEQUENCE_PLACEHOLDER}.nii.gz")'
+        )
+    return {HEALTHY_T1_CHANNEL: pattern}
+
+
+def discover_healthy(
+    root: str | Path, pattern: str, sequences: Mapping[str, str] = DEFAULT_HEALTHY_SEQUENCES
+) -> dict[str, dict[str, Path]]:
+    """Healthy subjects under ``root``: subject id -> {BraTS channel: file}, sorted by id.
+
+    ``sequences`` is ``data.healthy_sequences`` (BraTS channel -> the sequence
+    name in the file names, t1n -> the T1 required); ``pattern`` is
+    ``data.healthy_pattern``, a glob under ``root`` in which ``{sequence}``
+    stands for a sequence name (IXI: ``"*-{sequence}.nii.gz"``, or
+    ``"IXI-{sequence}/*-{sequence}.nii.gz"`` for one folder per sequence).
+    Without ``{sequence}`` every match is a T1. A subject is its T1 and
+    whatever other configured sequence has the same subject id
+    (:func:`healthy_subject_id`); its channels follow the order of
+    ``sequences``. Errors, all listed at once: two files of one sequence
+    with the same subject id, a scan of another sequence whose subject has
+    no T1, a configured sequence that no subject has, and (without the
+    placeholder) a match named like another IXI sequence.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data.healthy_root: {root} is not a directory")
-    found: dict[str, Path] = {}
-    for path in sorted(root.glob(pattern)):
-        subject = healthy_subject_id(path)
-        if subject in found:
-            raise DataError(f"{path}: subject id {subject!r} also used by {found[subject]}")
-        found[subject] = path
-    if not found:
-        raise DataError(f"data.healthy_root: no files matching {pattern!r} in {root}")
-    return found
+    globs = _sequence_globs(pattern, sequences)
+    problems = []
+    found: dict[str, dict[str, Path]] = {}
+    for channel, glob in globs.items():
+        found[channel] = {}
+        for path in sorted(root.glob(glob)):
+            subject = healthy_subject_id(path, sequences[channel])
+            if subject in found[channel]:
+                problems.append(f"{path}: subject id {subject!r} also used by {found[channel][subject]}")
+            elif SEQUENCE_PLACEHOLDER not in pattern and OTHER_IXI_SEQUENCE.search(subject):
+                problems.append(
+                    f"{path}: named like a scan of another sequence than T1, but data.healthy_pattern "
+                    f"{pattern!r} takes every match for a T1; narrow it (\"*-T1.nii.gz\") or use "
+                    f"{SEQUENCE_PLACEHOLDER} with data.healthy_sequences"
+                )
+            else:
+                found[channel][subject] = path
+    t1 = found[HEALTHY_T1_CHANNEL]
+    if not t1 and not problems:
+        raise DataError(f"data.healthy_root: no files matching {globs[HEALTHY_T1_CHANNEL]!r} in {root}")
+    for channel, files in found.items():
+        if channel == HEALTHY_T1_CHANNEL:
+            continue
+        if not files:
+            problems.append(
+                f"data.healthy_sequences.{channel}: no subject has a {sequences[channel]} scan "
+                f"(no file matches {globs[channel]!r} in {root})"
+            )
+        for subject, path in files.items():
+            if subject not in t1:
+                problems.append(
+                    f"{path}: {sequences[channel]} scan of subject {subject!r}, which has no T1 "
+                    f"(no file matching {globs[HEALTHY_T1_CHANNEL]!r} with that subject id); "
+                    f"every healthy subject needs its T1 (data.healthy_sequences.{HEALTHY_T1_CHANNEL})"
+                )
+    if problems:
+        listing = "\n  ".join(problems)
+        raise DataError(f"{len(problems)} problem(s) in data.healthy_root {root}:\n  {listing}")
+    return {
+        subject: {channel: found[channel][subject] for channel in globs if subject in found[channel]}
+        for subject in sorted(t1)
+    }
 
 
 def split_by_patient(

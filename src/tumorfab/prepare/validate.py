@@ -9,16 +9,21 @@ file and the problem. All problems are reported at once, not just the first.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from tumorfab.prepare.cases import BratsCase, DataError
+from tumorfab.prepare.cases import HEALTHY_T1_CHANNEL, BratsCase, DataError
 from tumorfab.io import load_nifti, save_csv
 from tumorfab.labels import ET, LABELS, LEGACY_ET
 #: Affines are compared in mm; BraTS headers differ in rounding only.
 AFFINE_TOLERANCE_MM = 1e-3
+#: Share of the smaller field of view (world bounding boxes) that a healthy
+#: subject's other sequence and its T1 must have in common: scans of one head
+#: in one session share most of it (IXI's T2 and PD: nearly all of the T1's).
+MIN_FIELD_OF_VIEW_OVERLAP = 0.5
 
 
 def _affine_problem(path: Path, image: nib.Nifti1Image) -> str | None:
@@ -140,32 +145,87 @@ def check_brats_case(case: BratsCase, remap_label_4_to_3: bool) -> tuple[list[st
     return problems, row
 
 
-def check_healthy(subject: str, path: Path) -> tuple[list[str], dict]:
-    """Check one healthy scan; return (problems, manifest row)."""
-    row = {"subject": subject, "path": str(path)}
+def world_box(image: nib.Nifti1Image) -> np.ndarray:
+    """The field of view in world coordinates (mm): the [min, max] corner of the
+    box around the outer faces of its voxels, shape (2, 3)."""
+    corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in image.shape[:3]])).reshape(3, -1).T
+    world = nib.affines.apply_affine(image.affine, corners)
+    return np.stack([world.min(axis=0), world.max(axis=0)])
+
+
+def field_of_view_overlap(image: nib.Nifti1Image, other: nib.Nifti1Image) -> float:
+    """The share of the smaller of the two fields of view (world bounding boxes)
+    that lies in both."""
+    box, other_box = world_box(image), world_box(other)
+    common = np.clip(np.minimum(box[1], other_box[1]) - np.maximum(box[0], other_box[0]), 0, None)
+    smaller = min(np.prod(box[1] - box[0]), np.prod(other_box[1] - other_box[0]))
+    return float(np.prod(common) / smaller)
+
+
+def _describe(row: dict, image: nib.Nifti1Image, suffix: str = "") -> None:
+    row[f"shape{suffix}"] = "x".join(map(str, image.shape))
+    row[f"spacing_mm{suffix}"] = "x".join(f"{z:g}" for z in image.header.get_zooms()[:3])
+
+
+def check_healthy(subject: str, files: Mapping[str, Path]) -> tuple[list[str], dict]:
+    """Check one healthy subject (BraTS channel -> scan, t1n its T1); return
+    (problems, manifest row).
+
+    Each sequence besides the T1 must also be a scan of the same head in the
+    scanner's world coordinates, as the rigid co-registration onto the T1
+    starts from there (:func:`tumorfab.preprocess.registration.coregister_to_t1`):
+    its field of view must share at least :data:`MIN_FIELD_OF_VIEW_OVERLAP`
+    of the smaller one with the T1's.
+    """
+    t1_path = Path(files[HEALTHY_T1_CHANNEL])
+    row = {"subject": subject, "path": str(t1_path)}
     try:
-        image = load_nifti(path)
+        t1 = load_nifti(t1_path)
     except ValueError as error:
         return [str(error)], row
-    problems = _check_image(path, image)
+    problems = _check_image(t1_path, t1)
     if not problems:
-        row["shape"] = "x".join(map(str, image.shape))
-        row["spacing_mm"] = "x".join(f"{z:g}" for z in image.header.get_zooms()[:3])
+        _describe(row, t1)
+    for channel, path in files.items():
+        if channel == HEALTHY_T1_CHANNEL:
+            continue
+        path = Path(path)
+        row[f"path_{channel}"] = str(path)
+        try:
+            image = load_nifti(path)
+        except ValueError as error:
+            problems.append(str(error))
+            continue
+        found = _check_image(path, image)
+        problems += found
+        if found or _affine_problem(t1_path, t1) or t1.ndim != 3:
+            continue
+        _describe(row, image, f"_{channel}")
+        overlap = field_of_view_overlap(image, t1)
+        if overlap < MIN_FIELD_OF_VIEW_OVERLAP:
+            problems.append(
+                f"{path}: its field of view shares {overlap:.0%} of the smaller one with its T1 "
+                f"{t1_path} in world coordinates (at least {MIN_FIELD_OF_VIEW_OVERLAP:.0%} needed); "
+                "each sequence of data.healthy_sequences must be a scan of the same head as its T1, "
+                "in the scanner's world coordinates (it is co-registered rigidly)"
+            )
     return problems, row
 
 
 def prepare_manifests(
     cases: list[BratsCase],
     split: dict[str, str],
-    healthy: dict[str, Path],
+    healthy: Mapping[str, Mapping[str, Path]],
     remap_label_4_to_3: bool,
     out_cases: str | Path,
     out_healthy: str | Path,
 ) -> None:
     """Validate every used case and healthy scan; write both manifests.
 
-    ``split`` maps case id -> ``train`` or ``val``. Nothing is written unless
-    every file passes, and then both manifests are written atomically.
+    ``split`` maps case id -> ``train`` or ``val``; ``healthy`` maps subject ->
+    {BraTS channel: scan} (:func:`tumorfab.prepare.cases.discover_healthy`).
+    Nothing is written unless every file passes, and then both manifests are
+    written atomically.
     """
     problems: list[str] = []
     case_rows = []
@@ -174,8 +234,8 @@ def prepare_manifests(
         problems += found
         case_rows.append({**row, "split": split[case.case_id]})
     healthy_rows = []
-    for subject, path in healthy.items():
-        found, row = check_healthy(subject, path)
+    for subject, files in healthy.items():
+        found, row = check_healthy(subject, files)
         problems += found
         healthy_rows.append(row)
     if problems:

@@ -10,10 +10,18 @@ reference are excluded from the metric: the healthy brain has no tumour to
 match them. The registration starts from the translation that puts the
 healthy brain's centre on the reference brain's, since where a scanner put
 the head in world space says nothing (IXI heads and SRI24 need not overlap).
+
+A subject's other sequences (IXI's T2 and PD, on grids of their own) are
+co-registered rigidly to its T1 (:func:`coregister_to_t1`) and carried to the
+reference grid by that rigid transform and the T1's together, in one
+resampling of the raw scan (:func:`register_sequence_to_reference`), inside
+the T1's registered brain mask (docs/interpretations.md, "Healthy subjects
+with several sequences").
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,12 +30,23 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from tumorfab.io import load_nifti, save_nifti
+from tumorfab.io import atomic_directory, atomic_path, load_nifti, save_nifti
 from tumorfab.preprocess.ants import centre_alignment, deterministic_ants, to_ants
 from tumorfab.preprocess.qc import orthogonal_slices_png
 from tumorfab.preprocess.settings import RegistrationSettings
 
 SIMILARITY_METRIC = "MattesMutualInformation"
+#: Margin around a T1's brain mask where co-registration's metric is taken (mm):
+#: the brain's edge against CSF and skull aligns the sequences; the face and
+#: neck, which move between scans, stay out.
+COREGISTRATION_MARGIN_MM = 8
+#: Coarsest voxel of co-registration's image pyramid (mm). The two scans start
+#: close (one head, one session), so no coarser level is needed; ANTs' default
+#: pyramid (shrink factors 6, 4, 2, 1) reaches 20 mm voxels on a 4 mm scan, where
+#: mutual information has too few samples and the demo's T2s drifted 20 mm away.
+COREGISTRATION_COARSEST_MM = 8.0
+#: Shrink factors tried, coarse to fine, with their iterations.
+COREGISTRATION_LEVELS = {4: 1000, 2: 500, 1: 250}
 
 
 def _similarity(fixed: ants.ANTsImage, moving: ants.ANTsImage, mask: ants.ANTsImage) -> float:
@@ -46,6 +65,7 @@ def register_to_reference(
     out_qc: str | Path,
     settings: RegistrationSettings,
     seed: int,
+    out_transforms: str | Path | None = None,
 ) -> dict[str, float]:
     """Register one stripped healthy scan onto the reference grid.
 
@@ -53,6 +73,8 @@ def register_to_reference(
     alignment the registration starts at) and after registration, and
     draws the registered brain's outline on the reference (``out_qc``).
     ANTs runs on one thread with ``seed`` (:func:`deterministic_ants`).
+    With ``out_transforms`` the transforms are kept in that folder
+    (:func:`save_transforms`), for the subject's other sequences.
     """
     deterministic_ants(seed)
     reference = load_nifti(reference_image)
@@ -86,6 +108,8 @@ def register_to_reference(
             transformlist=result["fwdtransforms"],
             interpolator="genericLabel",
         )
+        if out_transforms is not None:
+            save_transforms(result["fwdtransforms"], out_transforms)
     mask = (warped_mask.numpy() > 0.5).astype(np.uint8)
     image = np.where(mask > 0, np.maximum(warped.numpy(), 0.0), 0.0).astype(np.float32)
     save_nifti(image, reference.affine, out_image)
@@ -101,3 +125,128 @@ def register_to_reference(
         "before": _similarity(fixed, before, metric_mask),
         "after": _similarity(fixed, warped, metric_mask),
     }
+
+
+def save_transforms(transforms: list[str], out_dir: str | Path) -> None:
+    """Copy ANTs transform files into ``out_dir`` (atomically), named so that
+    :func:`load_transforms` lists them in the order given (ANTs' order)."""
+    with atomic_directory(out_dir) as tmp:
+        for index, transform in enumerate(transforms):
+            name = Path(transform).name
+            ending = ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+            shutil.copyfile(transform, tmp / f"{index:02d}{ending}")
+
+
+def load_transforms(folder: str | Path) -> list[str]:
+    """The transform files :func:`save_transforms` wrote, in their order."""
+    transforms = sorted(str(p) for p in Path(folder).iterdir() if not p.name.startswith("."))
+    if not transforms:
+        raise ValueError(f"{folder}: no transform files")
+    return transforms
+
+
+def _identity_transform(path: Path) -> str:
+    ants.write_transform(ants.create_ants_transform(transform_type="AffineTransform", dimension=3), str(path))
+    return str(path)
+
+
+def coregistration_pyramid(spacing_mm: float) -> dict[str, tuple[int, ...]]:
+    """ANTs' rigid-stage pyramid for a fixed image of ``spacing_mm`` voxels: the
+    shrink factors of :data:`COREGISTRATION_LEVELS` whose voxels are at most
+    :data:`COREGISTRATION_COARSEST_MM` (always the full resolution), a Gaussian of
+    half the factor (voxels) at each, and their iterations."""
+    factors = [f for f in COREGISTRATION_LEVELS if f == 1 or f * spacing_mm <= COREGISTRATION_COARSEST_MM]
+    return {
+        "aff_shrink_factors": tuple(factors),
+        "aff_smoothing_sigmas": tuple(f // 2 for f in factors),
+        "aff_iterations": tuple(COREGISTRATION_LEVELS[f] for f in factors),
+    }
+
+
+def coregister_to_t1(
+    sequence_image: str | Path,
+    t1_image: str | Path,
+    t1_brainmask: str | Path,
+    out_transform: str | Path,
+    out_qc: str | Path,
+    seed: int,
+) -> dict[str, float]:
+    """Register another sequence of a healthy subject (a T2, a PD...) rigidly onto
+    its own T1, both raw, and write the transform (``out_transform``, ANTs' ``.mat``).
+
+    Both are scans of the same head in the scanner's world coordinates (the
+    ``prepare`` rule checks that their fields of view overlap), so the
+    registration starts from the identity; a head that moved between the
+    scans is a small rigid motion. Mutual information compares the two
+    contrasts within :data:`COREGISTRATION_MARGIN_MM` of the T1's brain mask,
+    on a pyramid no coarser than :data:`COREGISTRATION_COARSEST_MM`
+    (:func:`coregistration_pyramid`).
+    The QC picture (``out_qc``) is the sequence on the T1's grid with the
+    T1's brain outline. Returns the similarity to the T1 before and after
+    (:data:`SIMILARITY_METRIC`, lower is better). ANTs runs on one thread with
+    ``seed`` (:func:`deterministic_ants`).
+    """
+    deterministic_ants(seed)
+    t1 = load_nifti(t1_image)
+    brain = np.asarray(load_nifti(t1_brainmask).dataobj) > 0
+    spacing = np.linalg.norm(t1.affine[:3, :3], axis=0)
+    near_brain = ndimage.distance_transform_edt(~brain, sampling=spacing) <= COREGISTRATION_MARGIN_MM
+    fixed = to_ants(t1)
+    metric_mask = fixed.new_image_like(near_brain.astype(np.float32))
+    moving = to_ants(load_nifti(sequence_image))
+    with tempfile.TemporaryDirectory() as scratch:
+        start = _identity_transform(Path(scratch) / "identity.mat")
+        before = ants.apply_transforms(fixed=fixed, moving=moving, transformlist=[start], interpolator="linear")
+        result = ants.registration(
+            fixed=fixed,
+            moving=moving,
+            type_of_transform="Rigid",
+            initial_transform=start,
+            mask=metric_mask,
+            mask_all_stages=True,
+            outprefix=str(Path(scratch) / "coregistration_"),
+            **coregistration_pyramid(float(spacing.min())),
+        )
+        (transform,) = result["fwdtransforms"]
+        with atomic_path(out_transform) as tmp:
+            shutil.copyfile(transform, tmp)
+        coregistered = ants.apply_transforms(
+            fixed=fixed, moving=moving, transformlist=[transform], interpolator="linear"
+        )
+    orthogonal_slices_png(
+        nib.Nifti1Image(coregistered.numpy().astype(np.float32), t1.affine),
+        out_qc,
+        title=f"{Path(sequence_image).name} on its T1's grid; cyan = T1 brain",
+        outline=nib.Nifti1Image(brain.astype(np.uint8), t1.affine),
+    )
+    return {
+        "metric": SIMILARITY_METRIC,
+        "before": _similarity(fixed, before, metric_mask),
+        "after": _similarity(fixed, coregistered, metric_mask),
+    }
+
+
+def register_sequence_to_reference(
+    sequence_image: str | Path,
+    coregistration: str | Path,
+    reference_transforms: str | Path,
+    registered_brainmask: str | Path,
+    out_image: str | Path,
+    settings: RegistrationSettings,
+) -> None:
+    """Carry another sequence of a healthy subject onto the reference grid: its
+    rigid transform onto the T1 (:func:`coregister_to_t1`), then the T1's
+    transforms (``reference_transforms``, :func:`save_transforms`), in one
+    resampling of the raw scan (``settings.interpolator``); kept inside the
+    T1's registered brain mask, as the T1 is (background 0, no negative values)."""
+    mask_image = load_nifti(registered_brainmask)
+    mask = np.asarray(mask_image.dataobj) > 0
+    fixed = to_ants(mask_image)
+    moving = to_ants(load_nifti(sequence_image))
+    # ANTs applies the last transform of the list first: the rigid one, then the T1's.
+    transforms = [*load_transforms(reference_transforms), str(coregistration)]
+    warped = ants.apply_transforms(
+        fixed=fixed, moving=moving, transformlist=transforms, interpolator=settings.interpolator
+    )
+    image = np.where(mask, np.maximum(warped.numpy(), 0.0), 0.0).astype(np.float32)
+    save_nifti(image, mask_image.affine, out_image)

@@ -52,15 +52,27 @@ class RegistrationSettings(Settings):
 
 @dataclass(frozen=True)
 class NormalizeSettings(Settings):
-    """``normalize``: the percentiles inside the brain mapped to -1 and 1."""
+    """``normalize``: per BraTS channel, the intensity (a multiple of the
+    brain's white-matter peak) that maps to +1; ``(channel, ceiling)`` pairs
+    in channel-name order."""
 
-    lower_percentile: float
-    upper_percentile: float
+    ceiling_over_white_matter: tuple[tuple[str, float], ...]
 
     @classmethod
     def from_config(cls, section: Mapping) -> NormalizeSettings:
         section = config_section(section, cls.__dataclass_fields__, "normalize")
-        lower, upper = float(section["lower_percentile"]), float(section["upper_percentile"])
-        if lower >= upper:
-            raise ValueError("normalize.lower_percentile must be below normalize.upper_percentile")
-        return cls(lower, upper)
+        ceilings = {channel: float(value) for channel, value in dict(section["ceiling_over_white_matter"]).items()}
+        for channel, ceiling in ceilings.items():
+            if ceiling <= 1:
+                raise ValueError(
+                    f"normalize.ceiling_over_white_matter.{channel} must be > 1 (white matter below +1), "
+                    f"got {ceiling:g}"
+                )
+        return cls(tuple(sorted(ceilings.items())))
+
+    def ceiling(self, channel: str) -> float:
+        """The multiple of ``channel``'s white-matter peak that maps to +1."""
+        ceilings = dict(self.ceiling_over_white_matter)
+        if channel not in ceilings:
+            raise ValueError(f"normalize.ceiling_over_white_matter has no {channel!r} (it has {sorted(ceilings)})")
+        return ceilings[channel]

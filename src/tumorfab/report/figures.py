@@ -1,6 +1,8 @@
 """Figures of the report: Dice against the number of synthetic cases (paper
-002 §3.2.5, Table 2 as a plot, for every source), and mosaics of synthetic
-cases per source (paper 002 Fig. 3: image and labels side by side).
+002 §3.2.5, Table 2 as a plot, for every source), mosaics of synthetic
+cases per source (paper 002 Fig. 3: image and labels side by side), the
+sequences of a real case and of each source side by side, and TF-GAN's
+refinement of every sequence.
 
 Matplotlib is used through ``matplotlib.figure.Figure`` (the Agg canvas), never
 ``pyplot``: no display and no global state, safe in parallel jobs.
@@ -19,7 +21,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from tumorfab.casefolder import load_case
+from tumorfab.casefolder import channels_in, load_case
 from tumorfab.io import atomic_path
 from tumorfab.labels import COLOUR_NAMES, LABEL_NAMES, LESION_LABELS, REGION_KEYS, REPORT_COLOURS
 from tumorfab.synthesis import source_label
@@ -194,23 +196,78 @@ def plot_mosaic(
     return case_ids
 
 
+def plot_sequences(
+    real_case_dir: str | os.PathLike,
+    sources: Mapping[str, Mapping[str, str | os.PathLike]],
+    out_png: str | os.PathLike,
+    modalities: Sequence[str],
+) -> list[str]:
+    """Every sequence of a real case and of each source's first case, side by side.
+
+    One row per case: the real case, then the first case (manifest order) of
+    each source of ``sources`` (name -> ``{"manifest": ..., "cases_dir": ...}``);
+    one column per channel of ``modalities`` (grey, [-1, 1]) with the labels'
+    outlines, on the axial slice through that case's lesion centroid. A
+    channel a case folder lacks is marked absent. Returns the names of the
+    case folders shown, row by row (a source without cases shows none).
+    """
+    rows: list[tuple[str, Path | None]] = [("Real", Path(real_case_dir))]
+    for source, spec in sources.items():
+        ids = manifest_case_ids(spec["manifest"])
+        rows.append((source_label(source), Path(spec["cases_dir"]) / ids[0] if ids else None))
+    figure = Figure(figsize=(2.6 * len(modalities), 2.6 * len(rows) + 0.6), layout="constrained")
+    axes = figure.subplots(len(rows), len(modalities), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    shown = []
+    for row, (name, case_dir) in enumerate(rows):
+        if case_dir is None:
+            axes[row, 0].set_ylabel(name, fontsize="small")
+            axes[row, 0].text(0.5, 0.5, "no cases", ha="center", va="center", transform=axes[row, 0].transAxes)
+            continue
+        present = channels_in(case_dir, modalities)
+        case = load_case(case_dir, present)
+        aspect = float(case.zooms[1]) / float(case.zooms[0])
+        z = _lesion_slice(case.seg)
+        labels = _axial(case.seg, z)
+        for col, channel in enumerate(modalities):
+            ax = axes[row, col]
+            if channel not in case.images:
+                ax.text(0.5, 0.5, "absent", ha="center", va="center", transform=ax.transAxes)
+                continue
+            ax.imshow(_axial(case.images[channel], z), cmap="gray", vmin=-1, vmax=1, aspect=aspect)
+            _outline_labels(ax, labels, 0.8)
+        axes[row, 0].set_ylabel(f"{name}\n{case_dir.name}\nz={z}", fontsize="small")
+        shown.append(case_dir.name)
+    for col, channel in enumerate(modalities):
+        axes[0, col].set_title(channel, fontsize="small")
+    legend = ", ".join(f"{LABEL_NAMES[k]} {COLOUR_NAMES[k]}" for k in LESION_LABELS)
+    figure.suptitle(f"A real case, then each source's first case\n(label outlines: {legend})", fontsize="medium")
+    _save(figure, out_png)
+    return shown
+
+
 def plot_refinement(
     coarse_cases_dir: str | os.PathLike,
     refined_cases_dir: str | os.PathLike,
     refined_manifest: str | os.PathLike,
     out_png: str | os.PathLike,
-    modality: str,
+    modalities: Sequence[str],
     n_cases: int,
 ) -> list[str]:
     """The same inputs before and after TF-GAN, side by side (paper 002 Fig. 3).
 
     A row per refined case (manifest order, its ``coarse_case`` column names
-    the TF-Aug pair it refines): the coarse image, the refined image, their
-    difference (refined - coarse, on [-0.5, 0.5]) and the labels' outlines,
-    on the axial slice through the lesion. Returns the case ids shown.
+    the TF-Aug pair it refines); per channel of ``modalities``, three columns:
+    the coarse image, the refined image, their difference (refined - coarse,
+    on [-0.5, 0.5]), with the labels' outlines, on the axial slice through the
+    lesion. With several channels each column's title starts with its channel.
+    Returns the case ids shown.
     """
     manifest = pd.read_csv(refined_manifest, dtype={"case_id": str, "coarse_case": str}).head(n_cases)
-    columns = ["coarse (TF-Aug)", "refined (TF-GAN)", "refined - coarse"]
+    kinds = ["coarse (TF-Aug)", "refined (TF-GAN)", "refined - coarse"]
+    columns = kinds if len(modalities) == 1 else [f"{m}: {kind}" for m in modalities for kind in kinds]
     n_rows = max(len(manifest), 1)
     figure = Figure(figsize=(2.8 * len(columns), 2.8 * n_rows + 0.6), layout="constrained")
     axes = np.atleast_2d(figure.subplots(n_rows, len(columns), squeeze=False))
@@ -218,21 +275,22 @@ def plot_refinement(
         ax.set_xticks([])
         ax.set_yticks([])
     for row, (case_id, coarse_id) in enumerate(zip(manifest["case_id"], manifest["coarse_case"])):
-        refined = load_case(Path(refined_cases_dir) / case_id, [modality])
-        coarse = load_case(Path(coarse_cases_dir) / coarse_id, [modality])
+        refined = load_case(Path(refined_cases_dir) / case_id, modalities)
+        coarse = load_case(Path(coarse_cases_dir) / coarse_id, modalities)
         aspect = float(refined.zooms[1]) / float(refined.zooms[0])
         z = _lesion_slice(refined.seg)
-        before, after = _axial(coarse.images[modality], z), _axial(refined.images[modality], z)
         labels = _axial(refined.seg, z)
-        for col, (picture, cmap, limits) in enumerate(
-            [(before, "gray", (-1, 1)), (after, "gray", (-1, 1)), (after - before, "coolwarm", (-0.5, 0.5))]
-        ):
-            ax = axes[row, col]
-            ax.imshow(picture, cmap=cmap, vmin=limits[0], vmax=limits[1], aspect=aspect)
-            _outline_labels(ax, labels, 0.6)
+        for channel_index, channel in enumerate(modalities):
+            before, after = _axial(coarse.images[channel], z), _axial(refined.images[channel], z)
+            for kind_index, (picture, cmap, limits) in enumerate(
+                [(before, "gray", (-1, 1)), (after, "gray", (-1, 1)), (after - before, "coolwarm", (-0.5, 0.5))]
+            ):
+                ax = axes[row, channel_index * len(kinds) + kind_index]
+                ax.imshow(picture, cmap=cmap, vmin=limits[0], vmax=limits[1], aspect=aspect)
+                _outline_labels(ax, labels, 0.6)
         axes[row, 0].set_ylabel(f"{coarse_id} -> {case_id}\nz={z}", fontsize="small")
     for col, name in enumerate(columns):
         axes[0, col].set_title(name, fontsize="small")
-    figure.suptitle(f"TF-GAN refinement of TF-Aug's coarse pairs ({modality}; label outlines)")
+    figure.suptitle(f"TF-GAN refinement of TF-Aug's coarse pairs ({', '.join(modalities)}; label outlines)")
     _save(figure, out_png)
     return list(manifest["case_id"])

@@ -23,6 +23,11 @@ What we chose:
   concatenated (``feature_dim`` = the sum of the stages' channels). Raw
   features, no per-channel standardization (as FID). A case where a region
   is empty (no tumour voxel) adds no vector to that region.
+* **Channels**: one distance per source and region over all channels
+  together: F's first convolution mixes the channels, so it has no feature
+  of one sequence alone (a per-channel distance would need an encoder
+  trained on that channel only). Each sequence on its own is the intensity
+  table's (:mod:`tumorfab.report.intensities`).
 * **Sets**: "real" = the real **training** cases (their vectors computed once
   and shared by every source); "synthetic" = the first ``max_synthetic``
   cases of the source's manifest in generation order (all of them when None;

@@ -13,12 +13,14 @@ from __future__ import annotations
 from typing import Sequence
 
 from tumorfab import casefolder
+from tumorfab.prepare.cases import HEALTHY_T1_CHANNEL
 from tumorfab.segmentation.dataset import dataset_name
 from tumorfab.segmentation.plans import PLANS_NAME
 
 RESULTS = "results"
-#: Healthy scans are T1 and are stored as the BraTS channel they stand in for.
-HEALTHY_CHANNEL = "t1n"
+#: A healthy subject's T1, stored as the BraTS channel it stands in for: every
+#: subject has it, and its other sequences are aligned to it.
+HEALTHY_CHANNEL = HEALTHY_T1_CHANNEL
 
 
 def case_file(case_dir: str, name: str) -> str:
@@ -72,9 +74,20 @@ def stripped_dir(subject: str) -> str:
     return f"{RESULTS}/preprocess/stripped/{subject}"
 
 
+def coregistration_transform(subject: str, channel: str) -> str:
+    """The rigid transform of a healthy subject's ``channel`` scan onto its own T1."""
+    return f"{RESULTS}/preprocess/coregistered/{subject}/{channel}.mat"
+
+
 def registered_dir(subject: str) -> str:
-    """A skull-stripped healthy scan on the reference case's grid."""
+    """A skull-stripped healthy scan on the reference case's grid (every channel of the subject)."""
     return f"{RESULTS}/preprocess/registered/{subject}"
+
+
+def registration_transform_dir(subject: str) -> str:
+    """The transforms of a healthy T1 onto the reference, in the order ANTs applies
+    them: the subject's other sequences are carried to the reference by them."""
+    return f"{registered_dir(subject)}/transform"
 
 
 def similarity_csv(subject: str) -> str:
@@ -92,9 +105,10 @@ def healthy_case_dir(subject: str) -> str:
     return f"{RESULTS}/preprocess/healthy/{subject}"
 
 
-def healthy_case_files(subject: str) -> list[str]:
-    """The files of a healthy case folder: its T1 (as :data:`HEALTHY_CHANNEL`) and brain mask."""
-    return [case_file(healthy_case_dir(subject), name) for name in (HEALTHY_CHANNEL, "brainmask")]
+def healthy_case_files(subject: str, channels: Sequence[str] = (HEALTHY_CHANNEL,)) -> list[str]:
+    """The files of a healthy case folder: one image per channel the subject has
+    (its T1 as :data:`HEALTHY_CHANNEL`) and the brain mask."""
+    return [case_file(healthy_case_dir(subject), name) for name in (*channels, "brainmask")]
 
 
 # --- synthesize --------------------------------------------------------------------------

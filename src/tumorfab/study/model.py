@@ -44,8 +44,6 @@ def check_data(config: Mapping) -> None:
         missing = [key for key in DEMO_KEYS if key not in demo_settings]
         if missing:
             raise ConfigError(f"demo.enabled is true but demo.{missing[0]} is not set")
-        if data["modalities"] != ["t1n"]:
-            raise ConfigError("the demo cohort has t1n only: set data.modalities: [t1n]")
         if data["task"] != "GLI":
             raise ConfigError("the demo cohort is of BraTS task GLI: set data.task: GLI")
     for key in ("brats_root", "healthy_root"):
@@ -56,6 +54,39 @@ def check_data(config: Mapping) -> None:
                 f"healthy_root: /data/IXI-T1}}'\n"
                 "or edit config/config.yaml; or run the embedded demo: make demo"
             )
+    check_healthy_sequences(data)
+
+
+def check_healthy_sequences(data: Mapping) -> None:
+    """``data.healthy_sequences``: the T1 mapped, as t1n, every channel one of
+    ``data.modalities``, no sequence name twice. (Whether ``data.healthy_pattern``
+    can find them is discovery's check.)"""
+    sequences, modalities = data["healthy_sequences"], data["modalities"]
+    anchor = discovery.HEALTHY_T1_CHANNEL
+    if anchor not in sequences:
+        raise ConfigError(
+            f"data.healthy_sequences.{anchor} is not set: every healthy subject is its T1 "
+            f"(stored as {anchor}) and the other sequences beside it, e.g. {{{anchor}: T1, t2w: T2}}"
+        )
+    for channel in sequences:
+        if channel not in modalities:
+            advice = (
+                f"healthy T1 scans stand in for {anchor}: add it there"
+                if channel == anchor
+                else "add it there or leave it out here"
+            )
+            raise ConfigError(
+                f"data.healthy_sequences.{channel}: {channel} is not one of data.modalities "
+                f"{list(modalities)}; {advice}"
+            )
+    seen: dict[str, str] = {}
+    for channel, name in sequences.items():
+        if name in seen:
+            raise ConfigError(
+                f"data.healthy_sequences.{channel}: sequence {name!r} is also "
+                f"data.healthy_sequences.{seen[name]}'s; each channel needs its own scans"
+            )
+        seen[name] = channel
 
 
 def _baseline_of(experiments: Mapping[str, Mapping]) -> str | None:
@@ -111,20 +142,28 @@ def experiments_and_tables(config: Mapping) -> tuple[dict, dict, str]:
     return experiments, tables, baseline
 
 
-def discover(config: Mapping) -> tuple[list[discovery.BratsCase], dict[str, Path]]:
-    """Every BraTS case and healthy scan: planned for the demo cohort, globbed otherwise.
-    A :class:`~tumorfab.prepare.cases.DataError` names what is wrong on disk."""
+def healthy_sequences(data: Mapping) -> dict[str, str]:
+    """``data.healthy_sequences`` (checked) in the order of ``data.modalities``."""
+    return {c: data["healthy_sequences"][c] for c in data["modalities"] if c in data["healthy_sequences"]}
+
+
+def discover(config: Mapping) -> tuple[list[discovery.BratsCase], dict[str, dict[str, Path]]]:
+    """Every BraTS case and healthy subject (subject -> {channel: file}): planned
+    for the demo cohort, globbed otherwise. A
+    :class:`~tumorfab.prepare.cases.DataError` names what is wrong on disk."""
     data, demo_settings = config["data"], config["demo"]
+    sequences = healthy_sequences(data)
     if demo_settings["enabled"]:
         case_ids = demo.planned_cases(demo_settings["n_patients"], demo_settings["n_second_timepoint"])
         found = [discovery.brats_case_files(data["brats_root"], c, data["modalities"]) for c in case_ids]
-        healthy = {
-            discovery.healthy_subject_id(name): Path(data["healthy_root"]) / name
-            for name in demo.planned_healthy(demo_settings["n_healthy"])
-        }
+        healthy: dict[str, dict[str, Path]] = {}
+        for channel, sequence in sequences.items():
+            for name in demo.planned_healthy(demo_settings["n_healthy"], sequence):
+                subject = discovery.healthy_subject_id(name, sequence)
+                healthy.setdefault(subject, {})[channel] = Path(data["healthy_root"]) / name
         return found, healthy
     found = discovery.discover_brats(data["brats_root"], data["modalities"], data["task"])
-    return found, discovery.discover_healthy(data["healthy_root"], data["healthy_pattern"])
+    return found, discovery.discover_healthy(data["healthy_root"], data["healthy_pattern"], sequences)
 
 
 @dataclass(frozen=True)
@@ -139,7 +178,8 @@ class Study:
     baseline: str
     seeds: list[int]
     found: list[discovery.BratsCase]
-    healthy_files: dict[str, Path]
+    #: Subject -> {BraTS channel: raw file} (t1n: its T1), channels in ``modalities`` order.
+    healthy_scans: dict[str, dict[str, Path]]
     train_cases: list[str]
     val_cases: list[str]
     reference_case: str
@@ -175,7 +215,7 @@ class Study:
             baseline=baseline,
             seeds=[int(s) for s in config["segmentation"]["seeds"]],
             found=found,
-            healthy_files=healthy,
+            healthy_scans=healthy,
             train_cases=train,
             val_cases=val,
             reference_case=reference,
@@ -186,7 +226,25 @@ class Study:
 
     @property
     def healthy_subjects(self) -> list[str]:
-        return sorted(self.healthy_files)
+        return sorted(self.healthy_scans)
+
+    def healthy_channels(self, subject: str) -> tuple[str, ...]:
+        """The BraTS channels ``subject`` has a scan of (t1n always), in ``modalities`` order."""
+        return tuple(self.healthy_scans[subject])
+
+    def healthy_sequence_files(self, subject: str) -> dict[str, Path]:
+        """The raw scans of ``subject``: BraTS channel -> file (t1n: its T1)."""
+        return dict(self.healthy_scans[subject])
+
+    def healthy_extra_channels(self, subject: str) -> tuple[str, ...]:
+        """The channels of ``subject`` besides its T1: each is co-registered to the T1."""
+        return tuple(c for c in self.healthy_scans[subject] if c != layout.HEALTHY_CHANNEL)
+
+    @property
+    def has_healthy_sequences(self) -> bool:
+        """Whether some healthy subject has a sequence besides its T1 (then the T1's
+        registration is kept for them: :func:`tumorfab.study.layout.registration_transform_dir`)."""
+        return any(self.healthy_extra_channels(s) for s in self.healthy_scans)
 
     @property
     def split(self) -> dict[str, str]:
@@ -195,31 +253,38 @@ class Study:
 
     @property
     def reference_files(self) -> dict[str, str]:
-        """The raw reference case healthy scans are registered to: its first channel
-        (healthy scans are T1) and its labels."""
+        """The raw reference case healthy T1 scans are registered to: its t1n and its labels."""
         case = self.cases[self.reference_case]
-        return {"image": str(case.images[self.modalities[0]]), "seg": str(case.seg)}
+        return {"image": str(case.images[layout.HEALTHY_CHANNEL]), "seg": str(case.seg)}
 
     def raw_case_files(self, case_ids) -> list[str]:
         """The raw images and labels of ``case_ids``."""
         found = {c.case_id: c for c in self.found}
         return [str(p) for c in case_ids for p in [*found[c].images.values(), found[c].seg]]
 
+    def raw_healthy_files(self) -> list[str]:
+        """Every healthy subject's raw scans."""
+        return [str(p) for subject in self.healthy_subjects for p in self.healthy_scans[subject].values()]
+
     def raw_files(self) -> list[str]:
         """Every raw file the study reads: its cases' and the healthy scans."""
-        return self.raw_case_files(self.cases) + [str(p) for p in self.healthy_files.values()]
+        return self.raw_case_files(self.cases) + self.raw_healthy_files()
 
     def demo_cohort_files(self) -> list[str]:
         """Every file the demo cohort writes (also the cases the split leaves out)."""
-        return self.raw_case_files([c.case_id for c in self.found]) + [str(p) for p in self.healthy_files.values()]
+        return self.raw_case_files([c.case_id for c in self.found]) + self.raw_healthy_files()
 
     def real_files(self, case_ids) -> list[str]:
         """The normalized case folders' files of ``case_ids``."""
         return [f for case in case_ids for f in layout.real_case_files(case, self.modalities)]
 
     def healthy_files_preprocessed(self) -> list[str]:
-        """Every preprocessed healthy case folder's files."""
-        return [f for subject in self.healthy_subjects for f in layout.healthy_case_files(subject)]
+        """Every preprocessed healthy case folder's files (each subject's channels)."""
+        return [
+            f
+            for subject in self.healthy_subjects
+            for f in layout.healthy_case_files(subject, self.healthy_channels(subject))
+        ]
 
     # --- experiments ---------------------------------------------------------------------
 
@@ -296,7 +361,19 @@ class Study:
             outputs.append(layout.report_figure("refinement"))
         if self.synthetic_sources:
             outputs += [layout.report_file("realism.csv"), layout.report_file("realism.md"), layout.report_figure("realism")]
+            outputs += [layout.report_file("intensities.csv"), layout.report_file("intensities.md")]
+        if len(self.modalities) > 1:
+            outputs.append(layout.report_figure("sequences"))
+        if self.scores_translation:
+            outputs += [layout.report_file("translation.csv"), layout.report_file("translation.md")]
         return outputs
+
+    @property
+    def scores_translation(self) -> bool:
+        """Whether TF-GAN's G is a modality translator to be scored on the held-out
+        cases: several sequences and the source ``tf`` in use (docs/interpretations.md,
+        "Translation accuracy")."""
+        return len(self.modalities) > 1 and "tf" in self.synthetic_sources
 
     @property
     def refined_source(self) -> str | None:

@@ -28,9 +28,10 @@ donor of the lesion):
    - The TF paper describes it as carving the lesion "along with a surrounding
      contextual margin", i.e. ``λ ≥ 0``: ``lambda_range: [0.0, 1.0]``, our
      default. With ``λ ≥ 0`` the carved region always holds B's whole lesion.
-3. Carved region ``C = {d < λ}``. Image(s) = B inside ``C``, A outside (a hard
-   cut, as CarveMix: no blending); labels = B's labels inside ``C`` (B's
-   background in the margin overwrites A's labels there), A's outside.
+3. Carved region ``C = {d < λ}``. Images = B inside ``C``, A outside (a hard
+   cut, as CarveMix: no blending), every channel cut with the one ``C``;
+   labels = B's labels inside ``C`` (B's background in the margin overwrites
+   A's labels there), A's outside.
 
 Choices where neither paper speaks:
 
@@ -42,9 +43,9 @@ Choices where neither paper speaks:
   where B has background, -1, inside A's brain). B's lesion lies inside B's
   brain, so the whole carved lesion is inside the new mask.
 - **No intensity harmonization**: CarveMix's heterogeneous-data variant
-  z-scores both images first; our cases are already normalized to [-1, 1] by
-  the same percentile method (``tumorfab.preprocess.normalize``), so they
-  are mixed as they are.
+  z-scores both images first; our real cases are already normalized to
+  [-1, 1] the same way, sequence by sequence (``tumorfab.preprocess.normalize``),
+  so they are mixed as they are.
 - **Pairs**: B is drawn among training cases with a lesion, A among the
   training cases of other patients (two BraTS timepoints of one patient are
   nearly the same scan; CarveMix's code even allows A = B, which only copies a

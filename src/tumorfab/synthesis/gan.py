@@ -402,10 +402,10 @@ def load_generator(
 ) -> TrainedGenerator:
     """G from a training rule's generator file: ``make_generator`` rebuilds it
     from the settings the file stores (under ``settings_type.SECTION``, read by
-    ``settings_type.from_config``), then its weights are loaded."""
+    ``settings_type.from_record``) and its number of modalities, then its weights are loaded."""
     data = Path(path).read_bytes()  # read once: loaded and hashed
     record = torch.load(io.BytesIO(data), map_location=device, weights_only=False)
-    settings = settings_type.from_config(record[settings_type.SECTION])
+    settings = settings_type.from_record(record[settings_type.SECTION])
     generator = make_generator(settings, int(record["n_modalities"]))
     generator.load_state_dict(record["generator"])
     sha256 = hashlib.sha256(data).hexdigest()

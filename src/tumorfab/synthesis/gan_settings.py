@@ -4,14 +4,16 @@
 D's first layer, the schedule (epochs, batch, crop), Adam's learning rates
 and betas, mixed precision, checkpoints and the sliding window of
 generation. :class:`TFGANSettings` and :class:`Pix2PixSettings` add what is
-their own (TF-GAN's D cap, Eq. 5's weights, F's stages; Pix2Pix's PatchGAN
-depth and λ_L1).
+their own (TF-GAN's D cap, Eq. 5's weights, F's stages, the translation
+term's weight; Pix2Pix's PatchGAN depth and λ_L1).
 
 ``from_config`` takes the validated config section (defaults: the schema;
 the job sizes ``threads`` and ``mem_mb`` are left out) and checks what the
 schema cannot: that crops and windows suit G's depth (and Pix2Pix's crops D's
-depth); a ``ValueError`` names the key. ``as_record`` is the plain dict a
-generator file stores; ``from_config`` reads it back.
+depth); a ``ValueError`` names the key. ``as_record`` is the settings as
+plain values; ``generator_record`` what a generator file stores of them (for
+TF-GAN on one modality, without the translator's keys) and ``from_record``
+reads it back.
 
 This module imports nothing heavy: the workflow builds these objects while it
 builds the DAG (``tumorfab.study.settings``).
@@ -117,10 +119,22 @@ class GANSettings(Settings):
         generator file stores, and what a checkpoint's settings digest hashes."""
         return {key: _plain(getattr(self, key)) for key in self.KEYS}
 
+    def generator_record(self, n_modalities: int) -> dict:
+        """What a generator file of a training on ``n_modalities`` channels stores under
+        :data:`SECTION` (and its checkpoint's digest hashes): :meth:`as_record`."""
+        return self.as_record()
+
+    @classmethod
+    def from_record(cls, record: Mapping) -> Self:
+        """The settings a generator file stores (:meth:`generator_record`)."""
+        return cls.from_config(record)
+
 
 @dataclass(frozen=True)
 class TFGANSettings(GANSettings):
-    """TF-GAN (paper 002 §2.2, §3.1.2): D's channel cap, Eq. 2's margin, Eq. 5's weights, F's stages."""
+    """TF-GAN (paper 002 §2.2, §3.1.2): D's channel cap, Eq. 2's margin, Eq. 5's weights, F's
+    stages; with more than one modality, the weight of the translation term
+    (docs/interpretations.md, "TF-GAN as a modality translator")."""
 
     discriminator_max_channels: int
     hinge_margin: float
@@ -129,13 +143,31 @@ class TFGANSettings(GANSettings):
     lambda_c: tuple[float, float]
     lambda_percep: float
     n_stages: int
+    translation_weight: float
 
     SECTION: ClassVar[str] = "tfgan"
     KEYS: ClassVar[tuple[str, ...]] = (
         "generator_widths", "discriminator_width", "discriminator_max_channels", "epochs", "batch_size", "crop",
         "lr_generator", "lr_discriminator", "betas", "hinge_margin", "lambda_patch", "lambda_global", "lambda_c",
-        "lambda_percep", "n_stages", "checkpoint_every", "mixed_precision", "window", "overlap",
+        "lambda_percep", "n_stages", "checkpoint_every", "mixed_precision", "window", "overlap", "translation_weight",
     )
+    #: Keys only a translator (more than one modality) reads. A one-modality
+    #: generator file leaves them out, so it is the paper's TF-GAN's file byte
+    #: for byte, and reads them back as 0: one modality has nothing to translate.
+    TRANSLATOR_KEYS: ClassVar[tuple[str, ...]] = ("translation_weight",)
+
+    def generator_record(self, n_modalities: int) -> dict:
+        """:meth:`as_record`, less :data:`TRANSLATOR_KEYS` for one modality."""
+        record = self.as_record()
+        if n_modalities == 1:
+            for key in self.TRANSLATOR_KEYS:
+                del record[key]
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping) -> Self:
+        """The settings of a generator file; :data:`TRANSLATOR_KEYS` it lacks (one modality) are 0."""
+        return cls.from_config({**{key: 0.0 for key in cls.TRANSLATOR_KEYS}, **record})
 
 
 @dataclass(frozen=True)

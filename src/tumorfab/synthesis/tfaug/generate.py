@@ -22,15 +22,23 @@ Per case (in this order):
 4. Eq. 1, ``x_s' = I(B(x_h, m_s))`` with the fitted (a, b) of
    ``intensity.json`` (``blend.augment_roi``), plus offsets and texture; each
    mask voxel once, by the lesion it belongs to (``placed.ids``), even where
-   the lesions' boxes overlap.
+   the lesions' boxes overlap; on each channel the healthy scan has, with
+   that channel's (a, b);
+5. each configured channel the healthy scan lacks: the synthetic t1n
+   histogram-matched onto the real training cases' brain quantiles of that
+   channel, kept in ``intensity.json`` (``tfaug.fill``; no random draw).
 
-Each case folder holds ``{modality}.nii.gz`` (float32, brain in [-1, 1],
+Each case folder holds ``{modality}.nii.gz`` for every configured channel (float32, brain in [-1, 1],
 background -1), ``seg.nii.gz`` (uint8) and ``brainmask.nii.gz`` (uint8, the
 warped mask when the mass effect is on) on the healthy scan's grid and header
 (docs/architecture.md), written by the same case-folder writer as CarveMix
 (``tumorfab.casefolder.save_case``). ``manifest.csv`` has
 one row per case in generation order, ``case_id`` first, then the provenance
-(:data:`MANIFEST_COLUMNS`); list-valued columns are JSON. The manifest is
+(:func:`manifest_columns`); list-valued columns are JSON. With several
+channels it has ``healthy_channels``, the channels that came from the healthy
+scan (the others are fills); with one there is nothing to say (the one
+channel is the healthy scan's: a fill needs t1n configured beside it), and the
+manifest keeps the columns of the paper's T1-only study. The manifest is
 written and checked by ``tumorfab.synthesis.manifest.write_manifest``.
 """
 
@@ -39,21 +47,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from tumorfab.casefolder import Case, load_case, save_case
+from tumorfab.casefolder import Case, channels_in, load_case, save_case
 from tumorfab.io import atomic_directory
 from tumorfab.labels import LABEL_KEYS
 from tumorfab.synthesis.manifest import synthetic_case_id, write_manifest
 from tumorfab.synthesis.tfaug import mass_effect as me
 from tumorfab.synthesis.tfaug.blend import augment_roi, smooth_noise
 from tumorfab.synthesis.tfaug.controls import LocationRule, draw_appearance, draw_count
-from tumorfab.synthesis.tfaug.intensity_fit import load_intensity
+from tumorfab.synthesis.tfaug.fill import fill_missing, healthy_channels
+from tumorfab.synthesis.tfaug.intensity_fit import load_intensity, load_reference_quantiles
 from tumorfab.synthesis.tfaug.masks import MaskBank, equivalent_radius_mm, place_lesions
 from tumorfab.synthesis.tfaug.settings import TFAugSettings
 
@@ -79,17 +88,31 @@ MANIFEST_COLUMNS = [
     "seed",
     "seed_index",
 ]
+#: The column naming a case's channels that came from its healthy scan (several channels only).
+HEALTHY_CHANNELS = "healthy_channels"
+
+
+def manifest_columns(modalities: Sequence[str]) -> list[str]:
+    """The manifest's columns: :data:`MANIFEST_COLUMNS`, with :data:`HEALTHY_CHANNELS`
+    after ``healthy_subject`` when there are several channels (see the module docstring)."""
+    if len(modalities) == 1:
+        return list(MANIFEST_COLUMNS)
+    at = MANIFEST_COLUMNS.index("healthy_subject") + 1
+    return [*MANIFEST_COLUMNS[:at], HEALTHY_CHANNELS, *MANIFEST_COLUMNS[at:]]
 
 
 @dataclass(frozen=True)
 class CaseRecipe:
-    """Everything a case depends on besides its index: the settings and the fitted (a, b)."""
+    """Everything a case depends on besides its index: the settings, the fitted
+    (a, b) (rows: ``modalities``; a channel no healthy scan has is NaN, never
+    used) and the fill's reference quantiles of the channels a healthy scan may lack."""
 
     tfaug: TFAugSettings
     modalities: tuple[str, ...]
     a: np.ndarray  # [C, 3]
     b: np.ndarray
     seed: int
+    reference_quantiles: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,8 +138,10 @@ def make_case(index: int, bank: MaskBank, healthy: Mapping[str, Path], recipe: C
     geometry, appearance, texture_rng = case_streams(recipe.seed, index)
     subjects = list(healthy)
     subject = subjects[int(geometry.integers(len(subjects)))]
-    healthy_case = load_case(healthy[subject], recipe.modalities, with_seg=False)
-    images, brain = healthy_case.stacked(recipe.modalities), healthy_case.brainmask > 0
+    present = channels_in(healthy[subject], recipe.modalities)
+    present_rows = [recipe.modalities.index(m) for m in present]  # of a and b
+    healthy_case = load_case(healthy[subject], present, with_seg=False)
+    images, brain = healthy_case.stacked(present), healthy_case.brainmask > 0
     grid = bank.grid
     grid.check_same(brain.shape, healthy_case.affine, str(healthy[subject]))
 
@@ -150,19 +175,20 @@ def make_case(index: int, bank: MaskBank, healthy: Mapping[str, Path], recipe: C
     if amplitude > 0:
         scale_vox = controls.heterogeneity_scale_mm / grid.spacing
         texture = amplitude * smooth_noise(lesions, placed.boxes, scale_vox, texture_rng)
-    image = augment_roi(
-        images, brain, labels, recipe.a, recipe.b, settings.blur_sigma, offsets, texture, lesions, placed.boxes
-    )
+    a, b = recipe.a[present_rows], recipe.b[present_rows]
+    image = augment_roi(images, brain, labels, a, b, settings.blur_sigma, offsets, texture, lesions, placed.boxes)
+    images = fill_missing(dict(zip(present, image)), brain, recipe.modalities, recipe.reference_quantiles)
 
     row = {
         "case_id": synthetic_case_id("tfaug", index),
         "healthy_subject": subject,
+        **({HEALTHY_CHANNELS: json.dumps(present)} if len(recipe.modalities) > 1 else {}),
         "n_lesions": len(placed.records),
         "source_cases": ";".join(c["source"] for r in placed.records for c in r["components"]),
         "lesions": json.dumps(placed.records),
         "volume_ml": round(float((labels > 0).sum()) * grid.voxel_ml, 4),
-        "a": json.dumps({m: _subregions(np.r_[0, recipe.a[c]]) for c, m in enumerate(recipe.modalities)}),
-        "b": json.dumps({m: _subregions(np.r_[0, recipe.b[c]]) for c, m in enumerate(recipe.modalities)}),
+        "a": json.dumps({m: _subregions(np.r_[0, recipe.a[c]]) for c, m in zip(present_rows, present)}),
+        "b": json.dumps({m: _subregions(np.r_[0, recipe.b[c]]) for c, m in zip(present_rows, present)}),
         "offset": json.dumps(_subregions(offsets)),
         "heterogeneity_amplitude": round(amplitude, 6),
         "heterogeneity_scale_mm": controls.heterogeneity_scale_mm,
@@ -174,7 +200,6 @@ def make_case(index: int, bank: MaskBank, healthy: Mapping[str, Path], recipe: C
         "seed": recipe.seed,
         "seed_index": index,
     }
-    images = {modality: image[c] for c, modality in enumerate(recipe.modalities)}
     case = Case(images, brain.astype(np.uint8), labels.astype(np.uint8), healthy_case.affine, healthy_case.header)
     return SyntheticCase(case, row)
 
@@ -195,18 +220,27 @@ def generate_tfaug(
     ``real_case_dirs``: the real *training* case folders (their ``seg.nii.gz``
     is the mask bank); ``healthy_case_dirs``: preprocessed healthy case
     folders (subject id = folder name; drawn from in sorted order, so the
-    order given does not matter). ``out_dir`` is written as a whole: built in
+    order given does not matter), each with the configured channels the
+    subject has (``casefolder.channels_in``). ``out_dir`` is written as a whole: built in
     a hidden temporary folder beside it and renamed into place, so a killed
     job leaves no partial set; the manifest is written after it.
     """
     if n_cases < 0:
         raise ValueError(f"n_cases must be >= 0, got {n_cases}")
-    a, b = load_intensity(intensity_json, modalities)
-    recipe = CaseRecipe(settings, tuple(modalities), a, b, int(seed))
-    bank = MaskBank.from_case_dirs(real_case_dirs)
     healthy = {Path(d).name: Path(d) for d in sorted(healthy_case_dirs, key=lambda d: Path(d).name)}
     if not healthy:
         raise ValueError("TF-Aug needs at least one healthy case folder")
+    present = healthy_channels(list(healthy.values()), modalities)
+    synthesized = [m for m in modalities if any(m in channels for channels in present)]
+    filled = [m for m in modalities if any(m not in channels for channels in present)]
+    fitted_a, fitted_b = load_intensity(intensity_json, synthesized)
+    a = np.full((len(modalities), 3), np.nan, dtype=np.float32)
+    b = np.full((len(modalities), 3), np.nan, dtype=np.float32)
+    a[[modalities.index(m) for m in synthesized]] = fitted_a
+    b[[modalities.index(m) for m in synthesized]] = fitted_b
+    quantiles = load_reference_quantiles(intensity_json, filled)
+    recipe = CaseRecipe(settings, tuple(modalities), a, b, int(seed), quantiles)
+    bank = MaskBank.from_case_dirs(real_case_dirs)
     log.info("TF-Aug: %d cases from %d real masks and %d healthy scans", n_cases, len(bank), len(healthy))
 
     rows = []
@@ -221,4 +255,4 @@ def generate_tfaug(
                 row["case_id"], row["healthy_subject"], row["n_lesions"],
                 row["volume_ml"], row["source_cases"], row["mass_effect_peak_mm"],
             )
-    return write_manifest(rows, MANIFEST_COLUMNS, manifest_path, "tfaug")
+    return write_manifest(rows, manifest_columns(modalities), manifest_path, "tfaug")

@@ -44,6 +44,19 @@ Our reading, where the paper leaves it open:
   z-scores its input as nnU-Net does, here over the patch's brain voxels
   rather than the whole brain: the same for real and synthetic patches, and
   close to the per-image statistics when the patch covers most of the brain.
+* **Several sequences** (the paper is T1-only; docs/interpretations.md, "TF-Aug
+  on several sequences"): F is the baseline trained on every configured
+  channel, so it sees all C. ``(a, b)`` are fitted for each channel that at
+  least one healthy scan has; in a pair whose healthy scan lacks a channel, F
+  sees there the fill of ``tfaug.fill``: the pair's current synthetic t1n
+  mapped onto the real training cases' pooled brain quantiles of that channel,
+  by the histogram map of the pair's whole blurred t1n volume (the map is
+  taken once, at (1, 0): the lesion moves it little). The fill follows the
+  current (a, b) of t1n but is a constant for the gradient: a monotone map
+  cannot invert a contrast, and its mismatch must not pull t1n's (a, b)
+  away from what fits T1. With several channels the JSON also keeps those
+  quantiles for every channel but t1n (generation fills from them without
+  reading a real case); a channel no healthy scan has has no (a, b) there.
 
 The result, a small JSON file (:func:`save_intensity`), is an output of its
 own: generating more cases reuses it.
@@ -66,8 +79,10 @@ from tumorfab.casefolder import load_case
 from tumorfab.device import module_device
 from tumorfab.io import save_text
 from tumorfab.labels import LABEL_KEYS, LESION_LABELS
+from tumorfab.synthesis.histogram_match import brain_quantiles, quantile_map
 from tumorfab.synthesis.tfaug.blend import blur_in_roi
 from tumorfab.synthesis.tfaug.controls import LocationRule
+from tumorfab.synthesis.tfaug.fill import FILL_SOURCE, fill_patch, healthy_channels
 from tumorfab.synthesis.tfaug.masks import MaskBank, place_lesions
 from tumorfab.synthesis.tfaug.settings import IntensityFitSettings, LocationSpec, MaskAugmentation
 
@@ -128,42 +143,74 @@ def crop_patch(volume: np.ndarray, centre: Sequence[float], size: int, fill: flo
     return out
 
 
+#: Histogram-map knots ``(x, y)`` of a pair's missing channels, by channel index.
+FillMaps = dict[int, tuple[np.ndarray, np.ndarray]]
+
+
 @dataclass
 class Patches:
     """A stack of patches: images [N, C, P, P, P] (for the pool: healthy outside
-    the ROI, blurred inside), brain masks and labels [N, 1, P, P, P]."""
+    the ROI, blurred inside), brain masks and labels [N, 1, P, P, P].
+
+    ``fill_maps[n]``: patch n's channels that its healthy scan lacks, made from
+    channel ``fill_source`` (``tfaug.fill``); empty when none lacks one."""
 
     images: torch.Tensor
     brain: torch.Tensor
     labels: torch.Tensor
+    fill_maps: tuple[FillMaps, ...] = ()
+    fill_source: int = 0
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     @classmethod
-    def stack(cls, items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Patches:
+    def stack(
+        cls, items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], fill_maps: Sequence[FillMaps] = (), fill_source: int = 0
+    ) -> Patches:
         return cls(
             torch.from_numpy(np.stack([i[0] for i in items]).astype(np.float32)),
             torch.from_numpy(np.stack([i[1][None] for i in items]).astype(np.float32)),
             torch.from_numpy(np.stack([i[2][None] for i in items]).astype(np.uint8)),
+            tuple(fill_maps) if any(fill_maps) else (),
+            fill_source,
         )
+
+    def with_fills(self, images: torch.Tensor, index) -> torch.Tensor:
+        """``images`` (patches ``index``, after ``I``) with their missing channels filled (no gradient)."""
+        if not self.fill_maps:
+            return images
+        pairs = range(len(self))[index] if isinstance(index, slice) else [int(i) for i in index]
+        out = images.clone()
+        for row, pair in enumerate(pairs):
+            for channel, knots in self.fill_maps[pair].items():
+                out[row, channel] = fill_patch(images[row, self.fill_source], self.brain[pair, 0].to(images.device), knots)
+        return out
 
 
 def _centroid(mask: np.ndarray) -> np.ndarray:
     return np.argwhere(mask).mean(axis=0)
 
 
-def real_data(case_dirs: Sequence[str | os.PathLike], modalities: Sequence[str], patch_size: int) -> tuple[MaskBank, Patches]:
-    """The mask bank and the tumour-centred patches of the real training cases, read once.
+def real_data(
+    case_dirs: Sequence[str | os.PathLike], modalities: Sequence[str], patch_size: int, quantile_channels: Sequence[str] = ()
+) -> tuple[MaskBank, Patches, dict[str, np.ndarray]]:
+    """The mask bank, the tumour-centred patches and the pooled brain quantiles
+    of ``quantile_channels`` (``histogram_match.brain_quantiles``) of the real
+    training cases, read once.
 
-    Cases without a lesion give no patch (and no bank mask).
+    Cases without a lesion give no patch (and no bank mask); every case gives
+    its brain voxels to the quantiles.
     """
     items = []
+    brain_values = {m: [] for m in quantile_channels}
 
     def cases():
         for case_dir in case_dirs:
             case = load_case(case_dir, modalities)
             images, brain, seg = case.stacked(modalities), case.brainmask > 0, case.seg
+            for m, values in brain_values.items():
+                values.append(case.images[m][brain])
             if (seg > 0).any():
                 centre = _centroid(seg > 0)
                 items.append(
@@ -178,7 +225,8 @@ def real_data(case_dirs: Sequence[str | os.PathLike], modalities: Sequence[str],
     bank = MaskBank.from_arrays(cases())  # one full volume in memory at a time
     if not items:
         raise ValueError("the intensity fit needs at least one real training case with a lesion")
-    return bank, Patches.stack(items)
+    quantiles = {m: brain_quantiles((v, np.ones(v.shape, bool)) for v in values) for m, values in brain_values.items()}
+    return bank, Patches.stack(items), quantiles
 
 
 def synthetic_pool(
@@ -190,24 +238,42 @@ def synthetic_pool(
     sigma: float,
     patch_size: int,
     seed: int,
+    reference_quantiles: Mapping[str, np.ndarray] | None = None,
 ) -> Patches:
-    """``n_pairs`` coarse pairs before ``I``: blurred ROI on a random healthy scan, as patches."""
-    items = []
+    """``n_pairs`` coarse pairs before ``I``: blurred ROI on a random healthy scan, as patches.
+
+    A channel the drawn healthy scan lacks is background here and gets the
+    histogram map of the pair's blurred t1n onto ``reference_quantiles`` of
+    the channel (filled at each step by :meth:`Patches.with_fills`).
+    """
+    modalities = list(modalities)
+    present_by_dir = healthy_channels(healthy_dirs, modalities)
+    items, fill_maps = [], []
     for j in range(n_pairs):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(FIT_STREAM, j)))
-        healthy_dir = healthy_dirs[int(rng.integers(len(healthy_dirs)))]
-        case = load_case(healthy_dir, modalities, with_seg=False)
-        images, brain = case.stacked(modalities), case.brainmask > 0
+        pick = int(rng.integers(len(healthy_dirs)))
+        healthy_dir, present = healthy_dirs[pick], present_by_dir[pick]
+        case = load_case(healthy_dir, present, with_seg=False)
+        images, brain = case.stacked(present), case.brainmask > 0
         bank.grid.check_same(brain.shape, case.affine, str(healthy_dir))
         # The paper's placement, whatever tfaug.controls says: one lesion, any location, any size.
         rule = LocationRule(LocationSpec("any"), bank.grid, brain, None, settings.shift_mm)
         placed = place_lesions(bank, brain, rng, settings, rule, size_ml=None, n_lesions=1)
-        base = blur_in_roi(images, brain, placed.labels > 0, sigma, placed.boxes)
+        base = np.full((len(modalities), *brain.shape), -1.0, dtype=np.float32)
+        base[[modalities.index(m) for m in present]] = blur_in_roi(images, brain, placed.labels > 0, sigma, placed.boxes)
+        fill_maps.append(
+            {
+                c: quantile_map(base[modalities.index(FILL_SOURCE)], brain, reference_quantiles[m])
+                for c, m in enumerate(modalities)
+                if m not in present
+            }
+        )
         centre = _centroid(placed.labels > 0)
         items.append(
             (crop_patch(base, centre, patch_size, -1.0), crop_patch(brain, centre, patch_size, False), crop_patch(placed.labels, centre, patch_size, 0))
         )
-    return Patches.stack(items)
+    fill_source = modalities.index(FILL_SOURCE) if FILL_SOURCE in modalities else 0
+    return Patches.stack(items, fill_maps, fill_source)
 
 
 # --- The fit ---------------------------------------------------------------------
@@ -237,7 +303,7 @@ def _pooled(extractor, patches: Patches, index, device, a=None, b=None):
     images = patches.images[index].to(device)
     labels = patches.labels[index].to(device)
     if a is not None:
-        images = apply_linear(images, labels, a, b)
+        images = patches.with_fills(apply_linear(images, labels, a, b), index)
     return classwise_pooled(extractor(images, patches.brain[index].to(device)), labels)
 
 
@@ -268,7 +334,8 @@ def fit_intensity(
 
     ``extractor`` is frozen here (eval mode, no parameter gradients).
     ``loss_start`` / ``loss_end`` are the loss over the whole pool at the
-    starting (1, 0) and at the fitted values.
+    starting (1, 0) and at the fitted values. The rows of a channel that no
+    healthy scan of the pool has get no gradient and stay (1, 0).
     """
     extractor.eval()
     for parameter in extractor.parameters():
@@ -310,10 +377,28 @@ def fit_intensity(
 
 
 # --- The JSON file ------------------------------------------------------------------
-def save_intensity(result: FitResult, modalities: Sequence[str], path: str | os.PathLike, settings: Mapping | None = None) -> None:
-    """Write a, b per modality and subregion, the losses and the settings as JSON."""
+def save_intensity(
+    result: FitResult,
+    modalities: Sequence[str],
+    path: str | os.PathLike,
+    settings: Mapping | None = None,
+    fitted: Sequence[str] | None = None,
+    reference_quantiles: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """Write a, b per channel and subregion, the losses and the settings as JSON.
+
+    ``result``'s rows are ``modalities``; only those of ``fitted`` (default
+    all) are written. ``reference_quantiles`` (the fill's references, per
+    channel) are written when given, after the settings.
+    """
+    fitted = list(modalities) if fitted is None else list(fitted)
+
     def table(values: np.ndarray) -> dict:
-        return {m: {LABEL_KEYS[l]: float(values[c, k]) for k, l in enumerate(LESION_LABELS)} for c, m in enumerate(modalities)}
+        return {
+            m: {LABEL_KEYS[l]: float(values[c, k]) for k, l in enumerate(LESION_LABELS)}
+            for c, m in enumerate(modalities)
+            if m in fitted
+        }
 
     content = {
         "method": "TF-Aug intensity modification I(x) = a*x + b per subregion (paper 002, section 2.1)",
@@ -325,18 +410,35 @@ def save_intensity(result: FitResult, modalities: Sequence[str], path: str | os.
         "loss_per_epoch": result.loss_per_epoch,
         "settings": dict(settings or {}),
     }
+    if reference_quantiles:
+        content["reference_quantiles"] = {m: [float(v) for v in q] for m, q in reference_quantiles.items()}
     save_text(json.dumps(content, indent=2) + "\n", path)
 
 
 def load_intensity(path: str | os.PathLike, modalities: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(a, b)`` as [C, 3] arrays for ``modalities`` (an error names a missing one)."""
+    """``(a, b)`` as [C, 3] arrays for ``modalities`` (an error names the channels not fitted)."""
     content = json.loads(Path(path).read_text())
     missing = [m for m in modalities if m not in content["a"]]
     if missing:
-        raise ValueError(f"{path}: no intensity parameters for modalities {missing}")
+        raise ValueError(
+            f"{path}: no intensity parameters for channels {missing} (fitted: {sorted(content['a'])}); "
+            "a channel no healthy scan of the fit has is not fitted, TF-Aug fills it (tfaug.fill)"
+        )
     a = np.array([[content["a"][m][LABEL_KEYS[l]] for l in LESION_LABELS] for m in modalities], dtype=np.float32)
     b = np.array([[content["b"][m][LABEL_KEYS[l]] for l in LESION_LABELS] for m in modalities], dtype=np.float32)
     return a, b
+
+
+def load_reference_quantiles(path: str | os.PathLike, channels: Sequence[str]) -> dict[str, np.ndarray]:
+    """The real training cases' pooled brain quantiles of ``channels`` (float32), the fill's references."""
+    saved = json.loads(Path(path).read_text()).get("reference_quantiles", {})
+    missing = [m for m in channels if m not in saved]
+    if missing:
+        raise ValueError(
+            f"{path}: no reference quantiles for channels {missing}; the fit keeps them for every "
+            f"channel but {FILL_SOURCE} when data.modalities has several: refit with these channels configured"
+        )
+    return {m: np.asarray(saved[m], dtype=np.float32) for m in channels}
 
 
 def fit_tfaug_intensity(
@@ -356,19 +458,31 @@ def fit_tfaug_intensity(
     Of ``tfaug`` the fit reads ``masks``, ``blur_sigma`` and ``intensity_fit``
     only: its pool is drawn without the lesion controls and the mass effect,
     so a change of those does not refit (a, b). ``extractor`` replaces
-    the nnU-Net encoder read from ``model_dir`` (tests).
+    the nnU-Net encoder read from ``model_dir`` (tests). Which channels each
+    healthy scan has is read from its case folder (``casefolder.channels_in``).
     """
     torch.manual_seed(seed)
     if extractor is None:
         from tumorfab.segmentation.features import load_feature_extractor
 
         extractor = load_feature_extractor(model_dir, n_stages=intensity_fit.n_stages)
-    bank, real = real_data(real_case_dirs, modalities, intensity_fit.patch_size)
+    healthy_case_dirs = list(healthy_case_dirs)
+    present = healthy_channels(healthy_case_dirs, modalities)
+    fitted = [m for m in modalities if any(m in channels for channels in present)]
+    # The fill's references: kept with several channels only, so the T1-only JSON stays as it was.
+    reference_channels = [m for m in modalities if m != FILL_SOURCE] if len(modalities) > 1 else []
+    bank, real, quantiles = real_data(real_case_dirs, modalities, intensity_fit.patch_size, reference_channels)
     pool = synthetic_pool(
-        bank, list(healthy_case_dirs), modalities, intensity_fit.n_pairs, masks, blur_sigma, intensity_fit.patch_size, seed,
+        bank, healthy_case_dirs, modalities, intensity_fit.n_pairs, masks, blur_sigma, intensity_fit.patch_size, seed,
+        quantiles,
     )
     log.info("intensity fit: %d real patches, %d synthetic pairs, patch %d", len(real), len(pool), intensity_fit.patch_size)
+    if fitted != list(modalities):
+        unfitted = [m for m in modalities if m not in fitted]
+        log.info("intensity fit: channels fitted %s; no healthy scan has %s (filled)", fitted, unfitted)
     result = fit_intensity(extractor, real, pool, intensity_fit.epochs, intensity_fit.lr, intensity_fit.batch_size, seed)
     log.info("intensity fit: loss %.5f -> %.5f; a %s, b %s", result.loss_start, result.loss_end, result.a.tolist(), result.b.tolist())
-    save_intensity(result, modalities, out_json, {**intensity_fit.record(), "seed": seed, "blur_sigma": blur_sigma})
+    save_intensity(
+        result, modalities, out_json, {**intensity_fit.record(), "seed": seed, "blur_sigma": blur_sigma}, fitted, quantiles
+    )
     return result

@@ -7,7 +7,12 @@
   loss on F), Eq. 4 (adversarial log loss on both heads), Eq. 5 (the total);
 * ``train``: the ``train_tfgan`` rule (crops, mixed precision, checkpoints, resume, loss curves);
 * ``refine``: the ``generate_tf`` rule (sliding-window refinement with
-  Gaussian blending; the source ``tf`` of ``tumorfab.synthesis.SOURCES``).
+  Gaussian blending; the source ``tf`` of ``tumorfab.synthesis.SOURCES``)
+  and ``translate`` (G on a real case given some of its channels);
+* ``channels``: with more than one modality G is a modality translator (paper
+  002 §4's future work): which channels G is given, on the coarse pairs
+  (TF-Aug's ``healthy_channels``) and on the real cases it learns
+  translation from.
 
 What is not TF-GAN's own (crops, mixed precision, the trainer's optimizers
 and checkpoints, the training loop, the generator file, the generation loop,

@@ -19,6 +19,11 @@ Our reading, where the paper leaves it open (each function says more):
   ``log(1 - D(G(x)))``.
 * **λc**: linear from ``start`` at step 0 to ``end`` at step
   ``total_steps - 1``.
+* **Modality translator** (more than one modality; docs/interpretations.md,
+  "TF-GAN as a modality translator"): the hinge compares only the channels
+  the coarse pair took from its healthy scan (``present``), and a translation
+  term (:func:`translation_l1`), weighted by ``tfgan.translation_weight``, is
+  added to Eq. 5.
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ WEIGHT_KEYS = ("patch", "global", "percep")
 _float32 = float32_context
 
 
-def hinge_l1_outside_roi(refined: torch.Tensor, coarse: torch.Tensor, roi: torch.Tensor, margin: float) -> torch.Tensor:
+def hinge_l1_outside_roi(
+    refined: torch.Tensor, coarse: torch.Tensor, roi: torch.Tensor, margin: float, present: torch.Tensor | None = None
+) -> torch.Tensor:
     """Hinge L1 reconstruction loss outside the ROI, paper 002 Eq. 2.
 
     ``L_hinge = max(0, (1 - m_roi) ⊙ |x_s - x_s'| - margin)``, reduced by the
@@ -53,7 +60,12 @@ def hinge_l1_outside_roi(refined: torch.Tensor, coarse: torch.Tensor, roi: torch
     ``refined`` (x_s) and ``coarse`` (x_s') are [B, C, ...] images; ``roi``
     (m_roi) is a {0, 1} float or bool tensor [B, 1, ...] (1 = tumour, i.e. any
     label > 0), broadcast over the image channels. ``margin`` must be >= 0.
-    Returns a float32 scalar.
+
+    ``present`` ([B, C], 1 or 0; a modality translator's) restricts the loss
+    to the channels the coarse pair took from its healthy scan: the others
+    hold no anatomy of that subject to keep (TF-Aug's histogram-matched
+    fill), so the mean runs over the present (case, channel) pairs' voxels
+    only. Without it, every channel counts. Returns a float32 scalar.
     """
     if margin < 0:
         raise ValueError(f"the hinge margin must be >= 0, got {margin}")
@@ -62,7 +74,33 @@ def hinge_l1_outside_roi(refined: torch.Tensor, coarse: torch.Tensor, roi: torch
     with _float32(refined):
         outside = 1.0 - roi.float()
         deviation = outside * (refined.float() - coarse.float()).abs()
-        return torch.clamp(deviation - margin, min=0.0).mean()
+        hinge = torch.clamp(deviation - margin, min=0.0)
+        if present is None:
+            return hinge.mean()
+        return _channel_mean(hinge, present.float(), torch.ones_like(roi.float()))
+
+
+def _channel_mean(values: torch.Tensor, channels: torch.Tensor, voxels: torch.Tensor) -> torch.Tensor:
+    """The mean of ``values`` [B, C, ...] over the chosen channels ``channels``
+    [B, C] (1/0) and voxels ``voxels`` [B, 1, ...] (1/0); 0 (kept in the graph) when none is chosen."""
+    weight = channels[:, :, None, None, None] * voxels
+    return (values * weight).sum() / weight.expand_as(values).sum().clamp(min=1.0)
+
+
+def translation_l1(output: torch.Tensor, target: torch.Tensor, hidden: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
+    """The translation term of a modality translator: L1 on the channels G had to make.
+
+    ``output`` is G's image of a real case given only some of its channels,
+    ``target`` the real case's image (both [B, C, ...]), ``hidden`` [B, C]
+    (1 for a channel G was not given), ``brain`` the brain mask [B, 1, ...].
+    The mean absolute difference over the hidden channels' brain voxels
+    (outside the brain both are -1). Returns a float32 scalar.
+    """
+    if tuple(hidden.shape) != tuple(output.shape[:2]):
+        raise ValueError(f"hidden must be [B, C] = {tuple(output.shape[:2])}, got {tuple(hidden.shape)}")
+    with _float32(output):
+        difference = (output.float() - target.float()).abs()
+        return _channel_mean(difference, hidden.float(), brain.float())
 
 
 def classwise_perceptual(
@@ -172,6 +210,8 @@ def generator_loss(
     percep: torch.Tensor,
     weights: Mapping[str, float],
     lambda_c: float,
+    translation: torch.Tensor | None = None,
+    translation_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The generator's total objective, paper 002 Eq. 5.
 
@@ -180,15 +220,21 @@ def generator_loss(
     config (paper 10, 1, 1) and ``lambda_c`` the step's λc (:func:`lambda_c`).
     The adversarial terms are G's (:func:`generator_adversarial_loss`).
 
+    A modality translator adds ``translation_weight · translation``
+    (:func:`translation_l1`); with ``translation`` None (one modality) the
+    total is Eq. 5 alone.
+
     Returns the total (a float32 scalar tensor, for ``backward``) and a dict
     of plain floats for the loss CSV: the unweighted terms ``adv_patch``,
-    ``adv_global``, ``hinge``, ``percep``, the weight ``lambda_c`` and
-    ``total``.
+    ``adv_global``, ``hinge``, ``percep`` (and ``translation`` when given),
+    the weight ``lambda_c`` and ``total``.
     """
     missing = [key for key in WEIGHT_KEYS if key not in weights]
     if missing:
         raise KeyError(f"generator_loss weights miss {missing} (need {list(WEIGHT_KEYS)})")
     terms = {"adv_patch": adv_patch, "adv_global": adv_global, "hinge": hinge, "percep": percep}
+    if translation is not None:
+        terms["translation"] = translation
     terms = {name: value.float() for name, value in terms.items()}
     total = (
         float(weights["patch"]) * terms["adv_patch"]
@@ -196,6 +242,8 @@ def generator_loss(
         + float(lambda_c) * terms["hinge"]
         + float(weights["percep"]) * terms["percep"]
     )
+    if translation is not None:
+        total = total + float(translation_weight) * terms["translation"]
     record = {name: float(value.detach()) for name, value in terms.items()}
     record["lambda_c"] = float(lambda_c)
     record["total"] = float(total.detach())

@@ -21,6 +21,15 @@ Generator G
     synthetic mask (4 channels: background, NCR, ED, ET, in
     :data:`tumorfab.labels.LABELS` order); see :func:`generator_input`.
 
+    **Modality translator** (more than one modality,
+    :func:`uses_presence_indicators`; paper 002 §4 names modality
+    translation as TF-GAN's future work): the input is the C image channels,
+    an absent one set to 0, ⊕ C presence indicators (a constant volume, 1
+    for a channel given, 0 for one to make) ⊕ the one-hot mask, so
+    ``2·C + 4`` channels; G outputs all C channels, the correction of an
+    absent channel starting from 0. With one modality G is the paper's
+    (no indicators).
+
     **Spatial size.** Five down-samplings need every spatial size divisible by
     ``2**5 = 32``. With instance norm, the bottleneck must hold more than one
     voxel per axis: a 32³ input leaves 1³ there, where instance norm is
@@ -92,13 +101,37 @@ def one_hot_labels(labels: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
     return onehot.to(dtype)
 
 
-def generator_input(image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """G's (and D's) input: ``image [B, C, X, Y, Z]`` ⊕ ``one_hot_labels(labels)`` -> ``[B, C + 4, ...]``."""
+def uses_presence_indicators(n_modalities: int) -> bool:
+    """Whether G of ``n_modalities`` channels is a modality translator (more than one):
+    its input then holds presence indicators (:func:`generator_input`)."""
+    return n_modalities > 1
+
+
+def generator_in_channels(n_modalities: int) -> int:
+    """G's input channels: the image, the presence indicators of a translator, the one-hot mask."""
+    image_channels = 2 * n_modalities if uses_presence_indicators(n_modalities) else n_modalities
+    return image_channels + N_MASK_CHANNELS
+
+
+def generator_input(image: torch.Tensor, labels: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+    """G's input: ``image [B, C, X, Y, Z]`` ⊕ ``one_hot_labels(labels)`` -> ``[B, C + 4, ...]``.
+
+    A translator's (``present`` given, ``[B, C]``, 1 where case ``b`` has
+    channel ``c``, 0 where G is to make it): ``image`` with every absent
+    channel set to 0 ⊕ C indicator volumes (channel ``c`` of case ``b``
+    constant ``present[b, c]``) ⊕ the one-hot mask -> ``[B, 2·C + 4, ...]``.
+    """
     if image.ndim != 5:
         raise ValueError(f"image must be [B, C, X, Y, Z], got shape {tuple(image.shape)}")
     if image.shape[0] != labels.shape[0] or image.shape[2:] != labels.shape[2:]:
         raise ValueError(f"image {tuple(image.shape)} and labels {tuple(labels.shape)} differ in batch or grid")
-    return torch.cat([image, one_hot_labels(labels, dtype=image.dtype)], dim=1)
+    onehot = one_hot_labels(labels, dtype=image.dtype)
+    if present is None:
+        return torch.cat([image, onehot], dim=1)
+    if tuple(present.shape) != tuple(image.shape[:2]):
+        raise ValueError(f"present must be [B, C] = {tuple(image.shape[:2])}, got {tuple(present.shape)}")
+    indicators = present.to(image.dtype)[:, :, None, None, None].expand_as(image)
+    return torch.cat([torch.where(indicators > 0, image, torch.zeros_like(image)), indicators, onehot], dim=1)
 
 
 # --- Building blocks -------------------------------------------------------------------
@@ -205,14 +238,14 @@ class Generator(nn.Module):
     """TF-GAN generator: a 3D U-Net, nearest-neighbour up-sampling, ``tanh`` output.
 
     Args:
-        in_channels: image channels + 4 mask channels (paper: 1 + 4 = 5).
+        in_channels: :func:`generator_in_channels` (paper: 1 + 4 = 5).
         out_channels: image channels of the refined image (paper: 1).
         widths: channels per resolution level, one entry per level (paper:
             ``[32, 64, 128, 256, 320, 320]``, six levels).
         norm: ``"instance"`` (paper / nnU-Net), ``"batch"`` or ``"none"``.
         negative_slope: LeakyReLU slope (nnU-Net's 0.01).
 
-    ``forward(x)`` takes ``generator_input(image, labels)`` ``[B, in_channels, X, Y, Z]``
+    ``forward(x)`` takes ``generator_input(image, labels[, present])`` ``[B, in_channels, X, Y, Z]``
     with every spatial size a multiple of :attr:`size_multiple` (32 for six
     levels) and at least :attr:`min_size` (64 with instance norm: see the
     module docstring) and returns ``[B, out_channels, X, Y, Z]`` in [-1, 1].
@@ -379,8 +412,11 @@ class Discriminator(nn.Module):
 
 
 def make_generator(tfgan: TFGANSettings, n_modalities: int) -> Generator:
-    """G for images of ``n_modalities`` channels: image ⊕ one-hot mask in, image out."""
-    return Generator(in_channels=n_modalities + N_MASK_CHANNELS, out_channels=n_modalities, widths=tfgan.generator_widths)
+    """G for images of ``n_modalities`` channels: :func:`generator_input` in
+    (:func:`generator_in_channels`), the ``n_modalities`` image channels out."""
+    return Generator(
+        in_channels=generator_in_channels(n_modalities), out_channels=n_modalities, widths=tfgan.generator_widths
+    )
 
 
 def build_networks(tfgan: TFGANSettings, n_modalities: int, seed: int) -> tuple[Generator, Discriminator]:

@@ -16,6 +16,24 @@ drawn at random, unpaired. Each step, in this order:
 3. G step: Eq. 5, ``λa·adv_patch + λb·adv_global + λc·hinge + λd·percep``,
    λc linear from 10 to 1 over the run (``losses.lambda_c``).
 
+With more than one modality G is a modality translator (paper 002 §4's
+future work; docs/interpretations.md, "TF-GAN as a modality translator"):
+
+* G is given only the coarse pair's channels that came from its healthy
+  scan (``channels.coarse_presence``), with presence indicators
+  (``networks.generator_input``), and outputs every channel; the hinge
+  compares only those channels; D and F see every channel of the refined
+  crop and of the real crop;
+* the step's stream then draws, for each real crop, channels to hide
+  (``channels.draw_hidden_channels``); G is given the real crop without
+  them (in the same forward pass as the coarse crops: instance norm keeps the
+  samples apart) and ``translation_weight·translation`` (``losses.translation_l1``:
+  L1 on the hidden channels inside the brain) is added to Eq. 5;
+* the loss rows get a ``translation`` column.
+
+With one modality nothing of this runs: no indicators, no translation term,
+no further draws, and the generator file is the paper's TF-GAN's.
+
 Our choices where the paper is silent (docs/interpretations.md):
 
 * **Crops**: cubes of ``crop`` voxels (paper 128) centred on a random voxel of
@@ -64,38 +82,75 @@ from tumorfab.synthesis.gan import Volume, random_crop, stack_crops
 from tumorfab.synthesis.gan_settings import TFGANSettings
 from tumorfab.synthesis.manifest import manifest_case_ids
 from tumorfab.synthesis.tfgan import losses
-from tumorfab.synthesis.tfgan.networks import build_networks, generator_input, one_hot_labels
+from tumorfab.synthesis.tfgan.channels import HEALTHY_CHANNELS_COLUMN, coarse_presence, draw_hidden_channels
+from tumorfab.synthesis.tfgan.networks import build_networks, generator_input, one_hot_labels, uses_presence_indicators
 
 log = logging.getLogger(__name__)
 
 #: Spawn key of the training data's random stream.
 STREAM = 11
 LOSS_COLUMNS = ["step", "epoch", "lambda_c", "d_loss", "g_total", "adv_patch", "adv_global", "hinge", "percep"]
+#: The loss column a modality translator adds.
+TRANSLATION_COLUMN = "translation"
+
+
+def loss_columns(n_modalities: int) -> list[str]:
+    """The loss CSV's columns: :data:`LOSS_COLUMNS`, and :data:`TRANSLATION_COLUMN` for a translator."""
+    return LOSS_COLUMNS + ([TRANSLATION_COLUMN] if uses_presence_indicators(n_modalities) else [])
 
 
 def sample_batch(
-    coarse: Sequence[Volume], real: Sequence[Volume], batch_size: int, crop: int, seed: int, step: int, device
-) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-    """The crops of one step: ``batch_size`` coarse pairs and as many real cases (unpaired)."""
+    coarse: Sequence[Volume],
+    real: Sequence[Volume],
+    batch_size: int,
+    crop: int,
+    seed: int,
+    step: int,
+    device,
+    presence: np.ndarray | None = None,
+    modalities: Sequence[str] = (),
+) -> tuple:
+    """The crops of one step: ``batch_size`` coarse pairs and as many real cases (unpaired).
+
+    A translator's (``presence`` [N, C]: the coarse pairs' present channels,
+    ``channels.coarse_presence``) also gets, drawn after the crops, the
+    crops' presence [B, C] and the channels hidden from each real crop [B, C]
+    (``channels.draw_hidden_channels`` over ``modalities``).
+    """
     rng = np.random.default_rng([seed, STREAM, step])
-    coarse_crops = [random_crop(coarse[rng.integers(len(coarse))], crop, rng) for _ in range(batch_size)]
+    coarse_crops, coarse_rows = [], []
+    for _ in range(batch_size):
+        row = rng.integers(len(coarse))
+        coarse_rows.append(row)
+        coarse_crops.append(random_crop(coarse[row], crop, rng))
     real_crops = [random_crop(real[rng.integers(len(real))], crop, rng) for _ in range(batch_size)]
-    return stack_crops(coarse_crops, device), stack_crops(real_crops, device)
+    batch = (stack_crops(coarse_crops, device), stack_crops(real_crops, device))
+    if presence is None:
+        return batch
+    hidden = np.stack([draw_hidden_channels(modalities, rng) for _ in range(batch_size)])
+    return (*batch, torch.from_numpy(presence[coarse_rows]).to(device), torch.from_numpy(hidden).to(device))
 
 
 def settings_digest(
-    tfgan: TFGANSettings, seed: int, modalities: Sequence[str], coarse_ids: Sequence[str], real_dirs: Sequence[str]
+    tfgan: TFGANSettings,
+    seed: int,
+    modalities: Sequence[str],
+    coarse_ids: Sequence[str],
+    real_dirs: Sequence[str],
+    presence: np.ndarray | None = None,
 ) -> str:
-    """What a checkpoint must have been made with to be resumed from."""
-    return gan.settings_digest(
-        {
-            "tfgan": tfgan.as_record(),
-            "seed": seed,
-            "modalities": list(modalities),
-            "coarse": list(coarse_ids),
-            "real": [str(d) for d in real_dirs],
-        }
-    )
+    """What a checkpoint must have been made with to be resumed from (a translator's: also
+    the coarse pairs' present channels)."""
+    settings = {
+        "tfgan": tfgan.generator_record(len(modalities)),
+        "seed": seed,
+        "modalities": list(modalities),
+        "coarse": list(coarse_ids),
+        "real": [str(d) for d in real_dirs],
+    }
+    if presence is not None:
+        settings[HEALTHY_CHANNELS_COLUMN] = presence.astype(int).tolist()
+    return gan.settings_digest(settings)
 
 
 class Trainer(gan.GANTrainer):
@@ -108,18 +163,39 @@ class Trainer(gan.GANTrainer):
         self.tfgan = tfgan
         self.extractor = gan.cpu_layout(extractor.to(self.device), self.device)
         self.weights = {"patch": tfgan.lambda_patch, "global": tfgan.lambda_global, "percep": tfgan.lambda_percep}
+        self.loss_columns = loss_columns(n_modalities)
 
-    def refine(self, image: torch.Tensor, labels: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
-        refined = self.generator(generator_input(image, labels))
+    def refine(
+        self, image: torch.Tensor, labels: torch.Tensor, brain: torch.Tensor, present: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        refined = self.generator(generator_input(image, labels, present))
         return torch.where(brain > 0, refined.float(), torch.full_like(refined.float(), -1.0))
 
-    def step(self, step: int, coarse: tuple[torch.Tensor, ...], real: tuple[torch.Tensor, ...]) -> dict[str, float]:
+    def step(
+        self,
+        step: int,
+        coarse: tuple[torch.Tensor, ...],
+        real: tuple[torch.Tensor, ...],
+        present: torch.Tensor | None = None,
+        hidden: torch.Tensor | None = None,
+    ) -> dict[str, float]:
+        """One D and one G step; ``present`` and ``hidden`` ([B, C]) are a translator's
+        (the coarse crops' present channels, the channels hidden from the real crops)."""
         (x_coarse, m_coarse, brain_coarse), (x_real, m_real, brain_real) = coarse, real
         onehot_coarse, onehot_real = one_hot_labels(m_coarse), one_hot_labels(m_real)
         lambda_c = losses.lambda_c(step, self.total_steps, start=self.tfgan.lambda_c[0], end=self.tfgan.lambda_c[1])
 
         with self._autocast():
-            refined = self.refine(x_coarse, m_coarse, brain_coarse)
+            if present is None:
+                refined, translated = self.refine(x_coarse, m_coarse, brain_coarse), None
+            else:
+                outputs = self.refine(
+                    torch.cat([x_coarse, x_real]),
+                    torch.cat([m_coarse, m_real]),
+                    torch.cat([brain_coarse, brain_real]),
+                    torch.cat([present, 1.0 - hidden]),
+                )
+                refined, translated = outputs[: len(x_coarse)], outputs[len(x_coarse) :]
             real_patch, real_global = self.discriminator(x_real, onehot_real)
             fake_patch, fake_global = self.discriminator(refined.detach(), onehot_coarse)
             d_loss = self.weights["patch"] * losses.discriminator_loss(real_patch, fake_patch) + self.weights[
@@ -137,17 +213,21 @@ class Trainer(gan.GANTrainer):
             terms = {
                 "adv_patch": losses.generator_adversarial_loss(fake_patch),
                 "adv_global": losses.generator_adversarial_loss(fake_global),
-                "hinge": losses.hinge_l1_outside_roi(refined, x_coarse, (m_coarse > 0).float(), self.tfgan.hinge_margin),
+                "hinge": losses.hinge_l1_outside_roi(
+                    refined, x_coarse, (m_coarse > 0).float(), self.tfgan.hinge_margin, present
+                ),
                 "percep": losses.classwise_perceptual(fake_features, m_coarse, real_features, m_real),
             }
+            translation = None if translated is None else losses.translation_l1(translated, x_real, hidden, brain_real)
             g_total, parts = losses.generator_loss(
-                terms["adv_patch"], terms["adv_global"], terms["hinge"], terms["percep"], self.weights, lambda_c
+                terms["adv_patch"], terms["adv_global"], terms["hinge"], terms["percep"], self.weights, lambda_c,
+                translation, self.tfgan.translation_weight,
             )
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(g_total).backward()
         self.scaler.step(self.opt_g)
         self.end_step()
-        return {"lambda_c": lambda_c, "d_loss": float(d_loss.detach()), "g_total": float(g_total.detach()), **{k: float(v) for k, v in parts.items() if k in LOSS_COLUMNS}}
+        return {"lambda_c": lambda_c, "d_loss": float(d_loss.detach()), "g_total": float(g_total.detach()), **{k: float(v) for k, v in parts.items() if k in self.loss_columns}}
 
 
 def train_tfgan(
@@ -175,8 +255,11 @@ def train_tfgan(
     ``feature_extractor_dir`` (tests). ``threads``: torch's CPU threads;
     ``device`` None: the GPU when there is one.
     ``out_generator`` gets ``{"generator": state dict, "n_modalities",
-    "modalities", "tfgan": the settings (``TFGANSettings.as_record``), "seed",
-    "steps"}``. Returns the loss rows.
+    "modalities", "tfgan": the settings (``TFGANSettings.generator_record``), "seed",
+    "steps"}``: with ``n_modalities`` the networks module rebuilds G, a
+    translator when more than one. A translator reads the coarse pairs'
+    present channels from ``coarse_manifest`` (``channels.coarse_presence``).
+    Returns the loss rows.
     """
     torch.set_num_threads(threads)
     device = resolve_device(device)
@@ -189,34 +272,41 @@ def train_tfgan(
         from tumorfab.segmentation.features import load_feature_extractor
 
         extractor = load_feature_extractor(feature_extractor_dir, n_stages=tfgan.n_stages, device=device)
+    presence = coarse_presence(coarse_manifest, coarse_ids, modalities) if uses_presence_indicators(len(modalities)) else None
     batch_size, crop = tfgan.batch_size, tfgan.crop
     steps_per_epoch = math.ceil(len(coarse) / batch_size)
     total_steps = tfgan.epochs * steps_per_epoch
     trainer = Trainer(tfgan, len(modalities), extractor, total_steps, seed, device)
-    digest = settings_digest(tfgan, seed, modalities, coarse_ids, real_case_dirs)
+    digest = settings_digest(tfgan, seed, modalities, coarse_ids, real_case_dirs, presence)
     log.info(
         "TF-GAN: %d coarse pairs, %d real cases, %d epochs x %d steps, crop %d, batch %d, %s, autocast %s",
         len(coarse), len(real), tfgan.epochs, steps_per_epoch, crop, batch_size, device, trainer.amp_dtype,
     )
+    if presence is not None:
+        log.info(
+            "TF-GAN translates between %s (weight %g); coarse pairs with every channel from a healthy scan: %d of %d",
+            list(modalities), tfgan.translation_weight, int(presence.all(axis=1).sum()), len(presence),
+        )
     rows = gan.run_training(
         trainer,
-        lambda step: sample_batch(coarse, real, batch_size, crop, seed, step, device),
+        lambda step: sample_batch(coarse, real, batch_size, crop, seed, step, device, presence, modalities),
         total_steps,
         steps_per_epoch,
         tfgan.checkpoint_every,
         work_dir,
         digest,
         "TF-GAN",
-        LOSS_COLUMNS[2:],
+        trainer.loss_columns[2:],
     )
     record = {
         "generator": trainer.generator.state_dict(),
         "n_modalities": len(modalities),
         "modalities": list(modalities),
-        "tfgan": tfgan.as_record(),
+        "tfgan": tfgan.generator_record(len(modalities)),
         "seed": seed,
         "steps": total_steps,
     }
     return gan.write_training_outputs(
-        rows, LOSS_COLUMNS, LOSS_COLUMNS[3:], record, out_generator, out_losses, out_curves, "TF-GAN training losses"
+        rows, trainer.loss_columns, trainer.loss_columns[3:], record, out_generator, out_losses, out_curves,
+        "TF-GAN training losses",
     )
