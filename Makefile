@@ -24,7 +24,7 @@ demo: env
 FOUR := demo_four_sequences
 
 demo-four-sequences: env
-	$(BIN)/snakemake --cores $(CORES) --directory $(FOUR) --configfile config/demo_four_sequences.yaml --report $(FOUR)/results/report.html --report-after-run
+	$(BIN)/snakemake --cores $(CORES) --directory $(FOUR) --configfile config/demo_four_sequences.yaml --report results/report.html --report-after-run
 
 test: env
 	$(BIN)/python -m pytest -q
