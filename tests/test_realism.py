@@ -176,6 +176,7 @@ def test_the_workflow_script_passes_the_rule_s_names(study, tmp_path, monkeypatc
 
     monkeypatch.setattr(features, "load_feature_extractor", lambda model_dir, n_stages: TinyEncoder())
     out = {k: str(tmp_path / f"realism.{k}") for k in ("csv", "md", "png")}
+    intensities = {k: str(tmp_path / f"intensities.{k}") for k in ("csv", "md")}
     smk = SimpleNamespace(
         input=SimpleNamespace(feature_extractor=str(tmp_path / "model")),
         params=SimpleNamespace(
@@ -185,13 +186,18 @@ def test_the_workflow_script_passes_the_rule_s_names(study, tmp_path, monkeypatc
             modalities=MODALITIES,
             n_stages=3,
         ),
-        output=SimpleNamespace(csv=out["csv"], md=out["md"], figure=out["png"]),
+        output=SimpleNamespace(
+            csv=out["csv"], md=out["md"], figure=out["png"],
+            intensities_csv=intensities["csv"], intensities_md=intensities["md"],
+        ),
         log=[str(tmp_path / "realism.log")],
     )
     runpy.run_path(str(REPO / "workflow/scripts/report_realism.py"), init_globals={"snakemake": smk})
     written = pd.read_csv(out["csv"])
     assert set(written["source"]) == {"carvemix", "tfaug"}
     assert Path(out["png"]).exists() and Path(out["md"]).exists()
+    assert {"carvemix", "tfaug"} <= set(pd.read_csv(intensities["csv"])["source"])
+    assert Path(intensities["md"]).exists()
 
 
 def test_four_channels_go_through_f_together_and_a_shift_in_one_of_them_shows(study, tmp_path):
