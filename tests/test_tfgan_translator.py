@@ -31,6 +31,7 @@ from tumorfab.casefolder import Case, load_case, save_case
 from tumorfab.labels import ED, ET, NCR
 from tumorfab.synthesis.gan import load_generator
 from tumorfab.synthesis.gan_settings import TFGANSettings
+from tumorfab.synthesis.histogram_match import brain_quantiles, match_to_quantiles
 from tumorfab.synthesis.manifest import write_manifest
 from tumorfab.synthesis.tfgan import losses
 from tumorfab.synthesis.tfgan.channels import (
@@ -139,14 +140,13 @@ def test_generator_input_has_indicators_only_for_more_than_one_modality(n_modali
     assert discriminator.in_channels == n_modalities + N_MASK_CHANNELS  # D sees every channel
 
 
-def test_an_absent_channel_is_zero_and_its_indicator_constant():
-    image = torch.rand(2, 4, 8, 8, 8) * 2 - 1
+def test_an_absent_channel_keeps_its_fill_and_its_indicator_is_constant():
+    image = torch.rand(2, 4, 8, 8, 8) * 2 - 1  # the absent channels' values stand for their fills
     labels = torch.zeros(2, 1, 8, 8, 8, dtype=torch.long)
     present = torch.tensor([[1.0, 0.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
     x = generator_input(image, labels, present)
     assert x.shape == (2, 8 + N_MASK_CHANNELS, 8, 8, 8)
-    assert torch.equal(x[0, [0, 2]], image[0, [0, 2]]) and (x[0, [1, 3]] == 0).all()
-    assert torch.equal(x[1, :4], image[1])
+    assert torch.equal(x[:, :4], image)
     assert torch.equal(x[:, 4:8], present[:, :, None, None, None].expand(2, 4, 8, 8, 8))
     assert torch.equal(x[:, 8:], generator_input(image, labels)[:, 4:])
     with pytest.raises(ValueError, match=r"present must be \[B, C\]"):
@@ -257,17 +257,23 @@ def _one_crop(case_dir: Path) -> tuple[torch.Tensor, ...]:
 ALL_BUT_T1N = torch.tensor([[0.0, 1.0, 1.0, 1.0]])
 
 
+def _t1n_fill(batch) -> torch.Tensor:
+    """A stand-in for the real crop's fills: its t1n in every channel."""
+    return batch[0][:, :1].expand_as(batch[0]).clone()
+
+
 def test_the_translation_loss_decreases_over_a_few_steps_on_a_real_like_pair(cohort):
     _, _, real_dirs = cohort
     batch = _one_crop(real_dirs[0])
     torch.set_num_threads(1)
     trainer = Trainer(_settings(lr_generator=2e-3), 4, StandInF(channels=4), total_steps=1000, seed=0, device="cpu")
-    values = [trainer.step(step, batch, batch, torch.ones(1, 4), ALL_BUT_T1N)["translation"] for step in range(8)]
+    fill = _t1n_fill(batch)
+    values = [trainer.step(step, batch, batch, torch.ones(1, 4), ALL_BUT_T1N, fill)["translation"] for step in range(8)]
     assert np.isfinite(values).all()
     assert values[-1] < values[0] and np.mean(values[-3:]) < 0.9 * np.mean(values[:3])  # measured: 0.154 -> 0.124
 
 
-def test_a_translator_training_writes_every_channel_s_generator_and_a_translation_column(trained):
+def test_a_translator_training_writes_every_channel_s_generator_and_a_translation_column(cohort, trained):
     out, rows = trained
     assert list(rows.columns) == loss_columns(4) and loss_columns(4)[-1] == "translation" and loss_columns(1)[-1] == "percep"
     assert len(rows) == 3 and np.isfinite(rows.drop(columns=["step", "epoch"]).to_numpy()).all()
@@ -278,6 +284,12 @@ def test_a_translator_training_writes_every_channel_s_generator_and_a_translatio
     loaded = load_generator(out / "generator.pt", torch.device("cpu"), TFGANSettings, make_generator)
     assert loaded.network.in_channels == 8 + N_MASK_CHANNELS and loaded.network.out_channels == 4
     assert loaded.settings == _settings(epochs=1)
+    # The fills' references: the real training cases' pooled brain intensities of each channel but t1n.
+    _, _, real_dirs = cohort
+    cases = [load_case(d, FOUR) for d in real_dirs]
+    assert sorted(loaded.fill_quantiles) == ["t1c", "t2f", "t2w"]
+    for channel, quantiles in loaded.fill_quantiles.items():
+        assert np.array_equal(quantiles, brain_quantiles((c.images[channel], c.brainmask) for c in cases))
 
 
 def test_two_translator_trainings_with_one_seed_write_the_same_bytes(cohort, trained, tmp_path):
@@ -293,7 +305,7 @@ def test_the_translator_s_autocast_path_runs_on_the_cpu(cohort):
     torch.set_num_threads(1)
     trainer = Trainer(_settings(mixed_precision="on"), 4, StandInF(channels=4), total_steps=10, seed=0, device="cpu")
     assert trainer.amp_dtype == torch.bfloat16
-    row = trainer.step(0, batch, batch, torch.tensor([[1.0, 0.0, 1.0, 0.0]]), ALL_BUT_T1N)
+    row = trainer.step(0, batch, batch, torch.tensor([[1.0, 0.0, 1.0, 0.0]]), ALL_BUT_T1N, _t1n_fill(batch))
     assert set(row) == set(loss_columns(4)[2:]) and np.isfinite(list(row.values())).all()
 
 
@@ -334,6 +346,28 @@ def test_translate_makes_every_channel_from_the_present_ones(cohort, trained):
         translate(generator, case.images, case.brainmask, case.seg, ["t1n", "pd"])
     with pytest.raises(ValueError, match=r"present channels \['t2w'\] are not among the images"):
         translate(generator, {"t1n": case.images["t1n"]}, case.brainmask, case.seg, ["t1n", "t2w"])
+    with pytest.raises(ValueError, match=r"fills an absent channel from t1n, which is not among present \['t2w'\]"):
+        translate(generator, case.images, case.brainmask, case.seg, ["t2w"])
+
+
+def test_an_untrained_translator_makes_the_histogram_matched_fill(cohort, trained, tmp_path):
+    """G's correction starts at zero, so before training G makes exactly the baseline that learns nothing."""
+    _, _, real_dirs = cohort
+    out, _ = trained
+    case = load_case(real_dirs[0], FOUR)
+    generator = load_trained_generator(out / "generator.pt", "cpu")
+    with torch.no_grad():
+        for parameter in generator.network.head.parameters():
+            parameter.zero_()
+    made = translate(generator, {"t1n": case.images["t1n"]}, case.brainmask, case.seg, ["t1n"])
+    for channel in ("t1c", "t2w", "t2f"):
+        fill = match_to_quantiles(case.images["t1n"], case.brainmask, generator.fill_quantiles[channel])
+        np.testing.assert_allclose(made[channel], fill, atol=1e-5)
+    record = torch.load(out / "generator.pt", weights_only=False)
+    del record["fill_quantiles"]
+    torch.save(record, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"keeps no fill quantiles for \['t1c', 't2w', 't2f'\]"):
+        translate(tmp_path / "old.pt", case.images, case.brainmask, case.seg, ["t1n"], device="cpu")
 
 
 # --- one modality: the paper's TF-GAN, unchanged ---

@@ -49,7 +49,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -386,12 +386,14 @@ def write_training_outputs(
 @dataclass(frozen=True)
 class TrainedGenerator:
     """A training's generator file read back: G (eval mode, on its device), the
-    settings it was trained with, its modalities and the file's SHA-256."""
+    settings it was trained with, its modalities, the file's SHA-256 and, for a
+    modality translator, the reference quantiles of its fills (channel -> quantiles)."""
 
     network: torch.nn.Module
     settings: GANSettings
     modalities: list[str]
     sha256: str
+    fill_quantiles: dict = field(default_factory=dict)
 
 
 def load_generator(
@@ -409,7 +411,8 @@ def load_generator(
     generator = make_generator(settings, int(record["n_modalities"]))
     generator.load_state_dict(record["generator"])
     sha256 = hashlib.sha256(data).hexdigest()
-    return TrainedGenerator(cpu_layout(generator.to(device), device).eval(), settings, list(record["modalities"]), sha256)
+    network = cpu_layout(generator.to(device), device).eval()
+    return TrainedGenerator(network, settings, list(record["modalities"]), sha256, dict(record.get("fill_quantiles", {})))
 
 
 #: What a GAN makes of one layout case: ``(generator, layout_id, layout, device)`` ->

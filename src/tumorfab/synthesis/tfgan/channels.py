@@ -6,12 +6,13 @@ Paper 002 §4 names modality translation as TF-GAN's future work; our design
 * **Coarse pairs** (:func:`coarse_presence`): a TF-Aug case holds every
   configured channel, but only those of its manifest's ``healthy_channels``
   (a JSON list, e.g. ``["t1n", "t2w"]``) come from its healthy scan; the
-  others are TF-Aug's histogram-matched fill, which G is not given (absent,
-  to be translated). Without the column every channel is present.
+  others are TF-Aug's histogram-matched fill, which G is given as absent
+  (indicator 0: to be translated, starting from the fill). Without the
+  column every channel is present.
 * **Translation on real cases** (:func:`draw_hidden_channels`): each step,
   each real crop hides a non-empty subset of its channels from G, never
   :data:`~tumorfab.study.layout.HEALTHY_CHANNEL` (a healthy scan always has
-  it) and so never all; G is taught to make them. The subsets the study
+  it) and so never all; G is given their fills instead and taught to make them. The subsets the study
   meets (a healthy scan gives T1, sometimes T2) are drawn most:
   :data:`SCORED_SHARE` of the draws are "all but t1n" or "all but t1n and
   t2w" (one of them at random), the rest any non-empty subset, uniformly.

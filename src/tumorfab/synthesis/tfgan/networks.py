@@ -24,11 +24,13 @@ Generator G
     **Modality translator** (more than one modality,
     :func:`uses_presence_indicators`; paper 002 §4 names modality
     translation as TF-GAN's future work): the input is the C image channels,
-    an absent one set to 0, ⊕ C presence indicators (a constant volume, 1
-    for a channel given, 0 for one to make) ⊕ the one-hot mask, so
-    ``2·C + 4`` channels; G outputs all C channels, the correction of an
-    absent channel starting from 0. With one modality G is the paper's
-    (no indicators).
+    an absent one holding its histogram-matched fill (t1n matched onto the
+    real cases' distribution of that channel, the baseline that learns
+    nothing: ``tumorfab.synthesis.tfaug.fill``), ⊕ C presence indicators (a
+    constant volume, 1 for a channel given, 0 for one to make) ⊕ the one-hot
+    mask, so ``2·C + 4`` channels; G outputs all C channels, an absent
+    channel's correction starting from its fill. With one modality G is the
+    paper's (no indicators).
 
     **Spatial size.** Five down-samplings need every spatial size divisible by
     ``2**5 = 32``. With instance norm, the bottleneck must hold more than one
@@ -117,9 +119,10 @@ def generator_input(image: torch.Tensor, labels: torch.Tensor, present: torch.Te
     """G's input: ``image [B, C, X, Y, Z]`` ⊕ ``one_hot_labels(labels)`` -> ``[B, C + 4, ...]``.
 
     A translator's (``present`` given, ``[B, C]``, 1 where case ``b`` has
-    channel ``c``, 0 where G is to make it): ``image`` with every absent
-    channel set to 0 ⊕ C indicator volumes (channel ``c`` of case ``b``
-    constant ``present[b, c]``) ⊕ the one-hot mask -> ``[B, 2·C + 4, ...]``.
+    channel ``c``, 0 where G is to make it): ``image``, whose absent
+    channels hold their fill (the caller's: ``tfaug.fill``), ⊕ C indicator
+    volumes (channel ``c`` of case ``b`` constant ``present[b, c]``) ⊕ the
+    one-hot mask -> ``[B, 2·C + 4, ...]``.
     """
     if image.ndim != 5:
         raise ValueError(f"image must be [B, C, X, Y, Z], got shape {tuple(image.shape)}")
@@ -131,7 +134,7 @@ def generator_input(image: torch.Tensor, labels: torch.Tensor, present: torch.Te
     if tuple(present.shape) != tuple(image.shape[:2]):
         raise ValueError(f"present must be [B, C] = {tuple(image.shape[:2])}, got {tuple(present.shape)}")
     indicators = present.to(image.dtype)[:, :, None, None, None].expand_as(image)
-    return torch.cat([torch.where(indicators > 0, image, torch.zeros_like(image)), indicators, onehot], dim=1)
+    return torch.cat([image, indicators, onehot], dim=1)
 
 
 # --- Building blocks -------------------------------------------------------------------

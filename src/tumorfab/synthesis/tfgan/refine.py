@@ -16,12 +16,12 @@ coarse one (how well refinement keeps the anatomy, the aim of Eq. 2).
 
 With more than one modality G is a modality translator
 (docs/interpretations.md, "TF-GAN as a modality translator"): each coarse
-pair is refined from the channels its healthy scan gave (the TF-Aug
-manifest's ``healthy_channels``, ``channels.coarse_presence``; TF-Aug's
-fill of the others is not given to G), G makes the others, the margin
-fraction counts the given channels only, and the manifest copies
-``healthy_channels``. :func:`translate` runs G on a real case given some of
-its channels (the translation's evaluation).
+pair is refined with the indicators of the channels its healthy scan gave
+(the TF-Aug manifest's ``healthy_channels``, ``channels.coarse_presence``);
+G makes the others from TF-Aug's fill of them, the margin fraction counts
+the given channels only, and the manifest copies ``healthy_channels``.
+:func:`translate` runs G on a real case given some of its channels, the
+others filled as in training (the translation's evaluation).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from tumorfab.synthesis import gan
 from tumorfab.synthesis.gan_settings import TFGANSettings
 from tumorfab.synthesis.manifest import first_cases
 from tumorfab.device import module_device, resolve_device
+from tumorfab.synthesis.tfaug.fill import FILL_SOURCE, fill_missing
 from tumorfab.synthesis.tfgan.channels import HEALTHY_CHANNELS_COLUMN, coarse_presence, presence_vector
 from tumorfab.synthesis.tfgan.networks import N_MASK_CHANNELS, generator_input, make_generator, uses_presence_indicators
 
@@ -79,9 +80,9 @@ def refine_volume(
     (``tumorfab.synthesis.gan.brain_box_inference``): windows of ``window``³
     voxels overlapping by ``overlap`` (a fraction), blended with Gaussian
     weights, over the brain's bounding box plus ``BRAIN_MARGIN`` voxels,
-    padded where smaller than a window (image -1, or 0 for an absent channel;
-    indicators their value; background label). Returns the refined image
-    [C, X, Y, Z] float32, -1 outside the brain."""
+    padded where smaller than a window (image -1, an absent channel's fill
+    included; indicators their value; background label). Returns the refined
+    image [C, X, Y, Z] float32, -1 outside the brain."""
     x = torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32))
     m = torch.from_numpy(np.ascontiguousarray(labels[None, None]).astype(np.int64))
     mask_pad = [1.0] + [0.0] * (N_MASK_CHANNELS - 1)
@@ -91,7 +92,7 @@ def refine_volume(
     else:
         present = np.asarray(present, dtype=np.float32)
         inputs = generator_input(x, m, torch.from_numpy(present[None]))[0].numpy()
-        pad_values = [-1.0 if p else 0.0 for p in present] + [float(p) for p in present] + mask_pad
+        pad_values = [-1.0] * image.shape[0] + [float(p) for p in present] + mask_pad
     return gan.brain_box_inference(generator, inputs, pad_values, brainmask, window, overlap, device, mixed_precision)
 
 
@@ -135,7 +136,10 @@ def translate(
     for many cases) or its generator file. ``images``: channel -> [X, Y, Z]
     in [-1, 1] (the case-folder scale); only the ``present`` channels are
     read (each must be among G's modalities, and with a one-modality G that
-    one). ``brainmask`` and ``labels`` [X, Y, Z]: G is conditioned on the
+    one); an absent channel is given to G as in training, t1n
+    histogram-matched onto the quantiles the generator file keeps
+    (``tfaug.fill.fill_missing``), so ``present`` must hold t1n.
+    ``brainmask`` and ``labels`` [X, Y, Z]: G is conditioned on the
     tumour labels. ``window``: the sliding window's side (None: G's training
     setting ``tfgan.window``); overlap and mixed precision are G's settings.
     ``device``: where a generator file is loaded (None or ``auto``: the GPU
@@ -154,8 +158,18 @@ def translate(
         raise ValueError(f"translate: G was trained on {modalities} alone; it cannot make a channel it is not given")
     window = trained.settings.window if window is None else int(window)
     trained.network.check_spatial_shape((window,) * 3)
-    shape = np.shape(brainmask)
-    image = np.stack([np.asarray(images[m], dtype=np.float32) if m in present else np.zeros(shape, np.float32) for m in modalities])
+    given = {m: np.asarray(images[m], dtype=np.float32) for m in present}
+    if not mask.all():
+        if FILL_SOURCE not in given:
+            raise ValueError(f"translate: G fills an absent channel from {FILL_SOURCE}, which is not among present {list(present)}")
+        unfilled = [m for m in modalities if m not in given and m not in trained.fill_quantiles]
+        if unfilled:
+            raise ValueError(
+                f"translate: the generator file keeps no fill quantiles for {unfilled} (made before G was given "
+                "fills; retrain TF-GAN)"
+            )
+        given = fill_missing(given, np.asarray(brainmask), modalities, trained.fill_quantiles)
+    image = np.stack([given[m] for m in modalities])
     output = refine_volume(
         trained.network, image, np.asarray(labels), np.asarray(brainmask), window, trained.settings.overlap,
         module_device(trained.network), trained.settings.mixed_precision, mask if translator else None,

@@ -19,17 +19,23 @@ drawn at random, unpaired. Each step, in this order:
 With more than one modality G is a modality translator (paper 002 §4's
 future work; docs/interpretations.md, "TF-GAN as a modality translator"):
 
-* G is given only the coarse pair's channels that came from its healthy
-  scan (``channels.coarse_presence``), with presence indicators
-  (``networks.generator_input``), and outputs every channel; the hinge
-  compares only those channels; D and F see every channel of the refined
-  crop and of the real crop;
+* G is given the coarse pair's channels with presence indicators
+  (``networks.generator_input``): 1 for those that came from its healthy
+  scan (``channels.coarse_presence``), 0 for TF-Aug's fill of the others,
+  and outputs every channel; the hinge compares only the healthy ones; D
+  and F see every channel of the refined crop and of the real crop;
 * the step's stream then draws, for each real crop, channels to hide
-  (``channels.draw_hidden_channels``); G is given the real crop without
-  them (in the same forward pass as the coarse crops: instance norm keeps the
-  samples apart) and ``translation_weight·translation`` (``losses.translation_l1``:
-  L1 on the hidden channels inside the brain) is added to Eq. 5;
-* the loss rows get a ``translation`` column.
+  (``channels.draw_hidden_channels``); G is given the real crop with each
+  hidden channel replaced by its fill (:func:`real_fills`: the crop's t1n
+  histogram-matched onto the real training cases' pooled brain intensities
+  of that channel, the fill TF-Aug writes and the baseline that learns
+  nothing), in the same forward pass as the coarse crops (instance norm
+  keeps the samples apart), and ``translation_weight·translation``
+  (``losses.translation_l1``: L1 on the hidden channels inside the brain) is
+  added to Eq. 5;
+* the loss rows get a ``translation`` column; the generator file keeps the
+  fill's reference quantiles (``fill_quantiles``), with which
+  ``refine.translate`` fills what a real case lacks.
 
 With one modality nothing of this runs: no indicators, no translation term,
 no further draws, and the generator file is the paper's TF-GAN's.
@@ -80,7 +86,9 @@ from tumorfab.device import resolve_device
 from tumorfab.synthesis import gan
 from tumorfab.synthesis.gan import Volume, random_crop, stack_crops
 from tumorfab.synthesis.gan_settings import TFGANSettings
+from tumorfab.synthesis.histogram_match import brain_quantiles
 from tumorfab.synthesis.manifest import manifest_case_ids
+from tumorfab.synthesis.tfaug.fill import FILL_SOURCE, fill_missing
 from tumorfab.synthesis.tfgan import losses
 from tumorfab.synthesis.tfgan.channels import HEALTHY_CHANNELS_COLUMN, coarse_presence, draw_hidden_channels
 from tumorfab.synthesis.tfgan.networks import build_networks, generator_input, one_hot_labels, uses_presence_indicators
@@ -99,6 +107,27 @@ def loss_columns(n_modalities: int) -> list[str]:
     return LOSS_COLUMNS + ([TRANSLATION_COLUMN] if uses_presence_indicators(n_modalities) else [])
 
 
+def fill_quantiles(real: Sequence[Volume], modalities: Sequence[str]) -> dict[str, np.ndarray]:
+    """Channel -> the pooled brain quantiles of the real training cases
+    (``histogram_match.brain_quantiles``), for every channel but the fill's source (t1n)."""
+    return {
+        m: brain_quantiles((volume.image[c], volume.brainmask) for volume in real)
+        for c, m in enumerate(modalities)
+        if m != FILL_SOURCE
+    }
+
+
+def real_fills(real: Sequence[Volume], modalities: Sequence[str], quantiles: dict[str, np.ndarray]) -> list[Volume]:
+    """Each real case with its fills appended to its channels (image [2·C, ...]: the C
+    channels, then each one's fill, t1n's being t1n), so that one crop cuts both."""
+    filled = []
+    for volume in real:
+        fills = fill_missing({FILL_SOURCE: volume.image[modalities.index(FILL_SOURCE)]}, volume.brainmask, modalities, quantiles)
+        image = np.concatenate([volume.image, np.stack([fills[m] for m in modalities])])
+        filled.append(Volume(image, volume.labels, volume.brainmask))
+    return filled
+
+
 def sample_batch(
     coarse: Sequence[Volume],
     real: Sequence[Volume],
@@ -113,9 +142,11 @@ def sample_batch(
     """The crops of one step: ``batch_size`` coarse pairs and as many real cases (unpaired).
 
     A translator's (``presence`` [N, C]: the coarse pairs' present channels,
-    ``channels.coarse_presence``) also gets, drawn after the crops, the
-    crops' presence [B, C] and the channels hidden from each real crop [B, C]
-    (``channels.draw_hidden_channels`` over ``modalities``).
+    ``channels.coarse_presence``; ``real`` with their fills, :func:`real_fills`)
+    also gets the crops' presence [B, C], the channels hidden from each real
+    crop [B, C] (``channels.draw_hidden_channels`` over ``modalities``, drawn
+    after the crops) and the real crops' fills [B, C, ...]; its real crops
+    hold their own C channels only.
     """
     rng = np.random.default_rng([seed, STREAM, step])
     coarse_crops, coarse_rows = [], []
@@ -124,11 +155,18 @@ def sample_batch(
         coarse_rows.append(row)
         coarse_crops.append(random_crop(coarse[row], crop, rng))
     real_crops = [random_crop(real[rng.integers(len(real))], crop, rng) for _ in range(batch_size)]
-    batch = (stack_crops(coarse_crops, device), stack_crops(real_crops, device))
+    coarse_batch, real_batch = stack_crops(coarse_crops, device), stack_crops(real_crops, device)
     if presence is None:
-        return batch
+        return coarse_batch, real_batch
     hidden = np.stack([draw_hidden_channels(modalities, rng) for _ in range(batch_size)])
-    return (*batch, torch.from_numpy(presence[coarse_rows]).to(device), torch.from_numpy(hidden).to(device))
+    (real_image, *real_rest), n = real_batch, len(modalities)
+    return (
+        coarse_batch,
+        (real_image[:, :n], *real_rest),
+        torch.from_numpy(presence[coarse_rows]).to(device),
+        torch.from_numpy(hidden).to(device),
+        real_image[:, n:],
+    )
 
 
 def settings_digest(
@@ -150,6 +188,7 @@ def settings_digest(
     }
     if presence is not None:
         settings[HEALTHY_CHANNELS_COLUMN] = presence.astype(int).tolist()
+        settings["absent_input"] = "fill"  # a checkpoint of G given zeros for an absent channel is not resumed
     return gan.settings_digest(settings)
 
 
@@ -178,9 +217,11 @@ class Trainer(gan.GANTrainer):
         real: tuple[torch.Tensor, ...],
         present: torch.Tensor | None = None,
         hidden: torch.Tensor | None = None,
+        real_fill: torch.Tensor | None = None,
     ) -> dict[str, float]:
-        """One D and one G step; ``present`` and ``hidden`` ([B, C]) are a translator's
-        (the coarse crops' present channels, the channels hidden from the real crops)."""
+        """One D and one G step; ``present``, ``hidden`` ([B, C]) and ``real_fill``
+        ([B, C, ...]) are a translator's (the coarse crops' present channels, the
+        channels hidden from the real crops, the real crops' fills)."""
         (x_coarse, m_coarse, brain_coarse), (x_real, m_real, brain_real) = coarse, real
         onehot_coarse, onehot_real = one_hot_labels(m_coarse), one_hot_labels(m_real)
         lambda_c = losses.lambda_c(step, self.total_steps, start=self.tfgan.lambda_c[0], end=self.tfgan.lambda_c[1])
@@ -189,8 +230,9 @@ class Trainer(gan.GANTrainer):
             if present is None:
                 refined, translated = self.refine(x_coarse, m_coarse, brain_coarse), None
             else:
+                given_real = torch.where(hidden[:, :, None, None, None] > 0, real_fill, x_real)
                 outputs = self.refine(
-                    torch.cat([x_coarse, x_real]),
+                    torch.cat([x_coarse, given_real]),
                     torch.cat([m_coarse, m_real]),
                     torch.cat([brain_coarse, brain_real]),
                     torch.cat([present, 1.0 - hidden]),
@@ -272,7 +314,11 @@ def train_tfgan(
         from tumorfab.segmentation.features import load_feature_extractor
 
         extractor = load_feature_extractor(feature_extractor_dir, n_stages=tfgan.n_stages, device=device)
-    presence = coarse_presence(coarse_manifest, coarse_ids, modalities) if uses_presence_indicators(len(modalities)) else None
+    presence, quantiles = None, None
+    if uses_presence_indicators(len(modalities)):
+        presence = coarse_presence(coarse_manifest, coarse_ids, modalities)
+        quantiles = fill_quantiles(real, modalities)
+        real = real_fills(real, list(modalities), quantiles)
     batch_size, crop = tfgan.batch_size, tfgan.crop
     steps_per_epoch = math.ceil(len(coarse) / batch_size)
     total_steps = tfgan.epochs * steps_per_epoch
@@ -306,6 +352,8 @@ def train_tfgan(
         "seed": seed,
         "steps": total_steps,
     }
+    if quantiles is not None:
+        record["fill_quantiles"] = quantiles
     return gan.write_training_outputs(
         rows, trainer.loss_columns, trainer.loss_columns[3:], record, out_generator, out_losses, out_curves,
         "TF-GAN training losses",
