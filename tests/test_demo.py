@@ -347,6 +347,20 @@ def test_each_channel_shows_its_contrast(four):
         assert t1c["ET"] > t1n["ET"] + 0.3, case
 
 
+def test_t1c_enhances_the_csf_at_the_brain_s_surface_not_in_the_ventricles(four):
+    """What a monotone map of t1n cannot make: dark CSF on t1n is bright on t1c at the
+    surface (dura, cortical veins) and stays dark deep in the brain."""
+    for case in cases():
+        t1n, t1c, seg = (channel(four, case, name) for name in ("t1n", "t1c", "seg"))
+        brain = (t1n > 0) & ~ndimage.binary_dilation(seg > 0, iterations=2)
+        dark = brain & (t1n <= np.percentile(t1n[brain], 10))
+        depth = ndimage.distance_transform_edt(t1n > 0)
+        white = [np.median(image[brain & (t1n >= np.percentile(t1n[brain], 80))]) for image in (t1n, t1c)]
+        surface, deep = dark & (depth <= 1), dark & (depth >= 4)
+        gain = [(t1c[region] / white[1]).mean() - (t1n[region] / white[0]).mean() for region in (surface, deep)]
+        assert gain[0] > 0.2 and abs(gain[1]) < 0.05, (case, gain)  # measured: 0.26 and 0.002
+
+
 def test_healthy_t2_is_the_same_head_on_another_grid(four):
     nilearn_dir = Path(importlib.util.find_spec("nilearn").origin).parent
     mni = nib.load(nilearn_dir / "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")

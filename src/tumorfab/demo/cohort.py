@@ -171,6 +171,7 @@ class Contrast:
     tissue: tuple[float, float, float] | None  # WM, GM, CSF; None: the template's T1
     lesion: Mapping[int, tuple[float, float]]  # band of NCR, ET, ED
     head: tuple[float, float, float]  # CSF, skull, scalp outside the brain
+    surface_enhancement: float = 0.0  # added to the CSF at the brain's surface (:func:`_surface_csf`)
 
 
 #: Healthy tissue: t2w and t2f from the spin-echo signal PD (1 - exp(-TR/T1))
@@ -184,11 +185,16 @@ class Contrast:
 #: t1n (whose ET band is already bright, ``ET_LEVEL``), the necrotic core
 #: fluid-like (dark on t1c and FLAIR, bright on T2). The head: skull dark on
 #: every sequence, scalp fat bright on all (fast spin echo keeps fat bright).
+#: Healthy t1c is t1n's anatomy plus what gadolinium enhances outside a
+#: tumour: the dura and the cortical veins in the CSF at the brain's surface
+#: (``surface_enhancement``, x white matter, :func:`_surface_csf`), which no
+#: monotone map of the T1 can make (the ventricles' CSF stays dark).
 CONTRASTS = {
     "t1c": Contrast(
         tissue=None,
         lesion={NCR: NCR_LEVEL, ET: (1.80, 2.20), ED: ED_LEVEL},
         head=(CSF_LEVEL, SKULL_LEVEL, SCALP_LEVEL),
+        surface_enhancement=1.0,
     ),
     "t2w": Contrast(
         tissue=(1.0, 1.5, 3.0),
@@ -440,23 +446,48 @@ def _template(voxel_mm: float) -> _Template:
     )
 
 
-@functools.lru_cache(maxsize=2)
-def _tissue_fractions(voxel_mm: float) -> np.ndarray:
-    """The template's WM, GM and CSF fractions (3, ...), float32, on its cropped
-    arrays, anti-aliased as its T1: CSF is the brain less WM and GM, so the
-    three sum to the brain mask (``_Template.mask``)."""
-    template = _template(voxel_mm)
+def _raw_tissue_fractions(template: _Template) -> tuple[np.ndarray, np.ndarray]:
+    """The template's WM, GM and CSF fractions (3, ...) on its cropped arrays, not
+    anti-aliased (CSF is the brain less WM and GM), and its brain (bool)."""
     images = _template_images()
     brain = np.asarray(images["t1"].dataobj, dtype=np.float32)[template.crop] > 0
     wm, gm = (
         np.asarray(images[key].dataobj, dtype=np.float32)[template.crop] / 255.0 * brain for key in ("wm", "gm")
     )
     csf = brain * np.clip(1.0 - wm - gm, 0.0, 1.0)
-    fractions = np.stack([wm, gm, csf]).astype(np.float32)
+    return np.stack([wm, gm, csf]).astype(np.float32), brain
+
+
+def _anti_aliased(volume: np.ndarray, template: _Template) -> np.ndarray:
+    """``volume`` smoothed as the template's T1 (read-only)."""
     if template.sigma > 0.1:
-        fractions = np.stack([ndimage.gaussian_filter(f, template.sigma) for f in fractions])
-    fractions.setflags(write=False)
-    return fractions
+        volume = ndimage.gaussian_filter(volume, [0] * (volume.ndim - 3) + [template.sigma] * 3)
+    volume.setflags(write=False)
+    return volume
+
+
+@functools.lru_cache(maxsize=2)
+def _tissue_fractions(voxel_mm: float) -> np.ndarray:
+    """The template's WM, GM and CSF fractions (3, ...), float32, on its cropped
+    arrays, anti-aliased as its T1: CSF is the brain less WM and GM, so the
+    three sum to the brain mask (``_Template.mask``)."""
+    template = _template(voxel_mm)
+    return _anti_aliased(_raw_tissue_fractions(template)[0], template)
+
+
+#: Depth (mm) over which the enhancement of the brain's surface CSF fades (``exp(-depth / this)``).
+SURFACE_DEPTH_MM = 3.0
+
+
+@functools.lru_cache(maxsize=2)
+def _surface_csf(voxel_mm: float) -> np.ndarray:
+    """The CSF at the brain's surface, where the dura and cortical veins lie: the
+    template's CSF fraction times ``exp(-depth / SURFACE_DEPTH_MM)`` (depth: distance
+    to the outside of the brain, 1 mm voxels), anti-aliased as the fractions."""
+    template = _template(voxel_mm)
+    fractions, brain = _raw_tissue_fractions(template)
+    depth = ndimage.distance_transform_edt(brain)
+    return _anti_aliased((fractions[2] * np.exp(-depth / SURFACE_DEPTH_MM)).astype(np.float32), template)
 
 
 def _contrast(channel: str, voxel_mm: float, points: np.ndarray) -> np.ndarray:
@@ -467,12 +498,18 @@ def _contrast(channel: str, voxel_mm: float, points: np.ndarray) -> np.ndarray:
     mixes in no background.
     """
     template = _template(voxel_mm)
-    levels = CONTRASTS[channel].tissue
-    if levels is None:
-        return _sample(template.t1, template.inverse, points) / template.white
-    fractions = _tissue_fractions(voxel_mm)
-    mixed = sum(level * _sample(f, template.inverse, points) for level, f in zip(levels, fractions))
-    return mixed / np.maximum(_sample(template.mask, template.inverse, points), 1e-3)
+    contrast = CONTRASTS[channel]
+    if contrast.tissue is None:
+        healthy = _sample(template.t1, template.inverse, points) / template.white
+    else:
+        fractions = _tissue_fractions(voxel_mm)
+        mixed = sum(level * _sample(f, template.inverse, points) for level, f in zip(contrast.tissue, fractions))
+        healthy = mixed / np.maximum(_sample(template.mask, template.inverse, points), 1e-3)
+    if contrast.surface_enhancement:
+        surface = _sample(_surface_csf(voxel_mm), template.inverse, points)
+        mask = np.maximum(_sample(template.mask, template.inverse, points), 1e-3)
+        healthy = healthy + contrast.surface_enhancement * surface / mask
+    return healthy
 
 
 @dataclass(frozen=True)
