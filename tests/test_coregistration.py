@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from helpers.schema_defaults import schema_defaults
 from tumorfab.preprocess.ants import to_ants
 from tumorfab.preprocess.registration import (
     coregister_to_t1,
@@ -19,7 +20,7 @@ from tumorfab.preprocess.registration import (
     register_sequence_to_reference,
     register_to_reference,
 )
-from tumorfab.preprocess.settings import RegistrationSettings
+from tumorfab.preprocess.settings import BiasCorrectionSettings, RegistrationSettings
 
 #: Tissue levels of the phantom head: (T1, T2). T2 inverts the T1 contrast
 #: (CSF bright, white matter darker than grey matter), as mutual information must cope with.
@@ -28,6 +29,7 @@ LEVELS = {"scalp": (70.0, 30.0), "grey": (80.0, 100.0), "white": (110.0, 70.0), 
 MOTION_DEGREES = (4.0, -3.0, 6.0)
 MOTION_MM = np.array([3.0, -4.0, 2.0])
 SEED = 7
+BIAS_CORRECTION = BiasCorrectionSettings.from_config(schema_defaults()["bias_correction"])
 
 
 def _inside(points: np.ndarray, centre, radii) -> np.ndarray:
@@ -149,14 +151,14 @@ def test_the_t2_follows_its_t1_onto_the_reference_grid(subject, coregistered, tm
     settings = RegistrationSettings(type_of_transform="Rigid", interpolator="linear")
     register_to_reference(
         stripped, subject["t1_brainmask"], reference_t1, reference_seg,
-        tmp_path / "t1n.nii.gz", tmp_path / "brainmask.nii.gz", tmp_path / "qc.png", settings, seed=SEED,
-        out_transforms=tmp_path / "transform",
+        tmp_path / "t1n.nii.gz", tmp_path / "brainmask.nii.gz", tmp_path / "qc.png", settings,
+        BIAS_CORRECTION, seed=SEED, out_transforms=tmp_path / "transform",
     )
     assert len(load_transforms(tmp_path / "transform")) == 1
 
     register_sequence_to_reference(
-        subject["t2"], coregistered["transform"], tmp_path / "transform", tmp_path / "brainmask.nii.gz",
-        tmp_path / "t2w.nii.gz", settings,
+        subject["t2"], coregistered["transform"], subject["t1_brainmask"], tmp_path / "transform",
+        tmp_path / "brainmask.nii.gz", tmp_path / "t2w.nii.gz", settings, BIAS_CORRECTION, seed=SEED,
     )
     t2w = nib.load(str(tmp_path / "t2w.nii.gz"))
     mask = np.asarray(nib.load(str(tmp_path / "brainmask.nii.gz")).dataobj) > 0

@@ -26,7 +26,12 @@ from tumorfab.synthesis.carvemix import CarveMixSettings, generate_carvemix
 from tumorfab.prepare.cases import discover_brats, discover_healthy
 from tumorfab.preprocess.normalize import normalize_healthy_scan, normalize_real_case
 from tumorfab.preprocess.registration import register_to_reference
-from tumorfab.preprocess.settings import NormalizeSettings, RegistrationSettings, SkullstripSettings
+from tumorfab.preprocess.settings import (
+    BiasCorrectionSettings,
+    NormalizeSettings,
+    RegistrationSettings,
+    SkullstripSettings,
+)
 from tumorfab.preprocess.skullstrip import skullstrip
 from tumorfab.synthesis.tfaug.generate import generate_tfaug
 from tumorfab.synthesis.tfaug.intensity_fit import FitResult, save_intensity
@@ -124,7 +129,8 @@ def registered(work, stripped):
             moved / "t1n.nii.gz", moved / "brainmask.nii.gz",
             folder / f"{CASE}-t1n.nii.gz", folder / f"{CASE}-seg.nii.gz",
             out / "t1n.nii.gz", out / "brainmask.nii.gz", out / "qc.png",
-            RegistrationSettings(type_of_transform="Affine", interpolator="linear"), seed=2025,
+            RegistrationSettings(type_of_transform="Affine", interpolator="linear"),
+            BiasCorrectionSettings.from_config(schema_defaults()["bias_correction"]), seed=2025,
         )
     return out, similarity, scratch
 

@@ -1,9 +1,12 @@
-# Preprocess: skull stripping, registration to a real reference, and
-# intensity normalization to [-1, 1] of healthy scans; the same normalization
-# of real cases. The real cases are on the critical path, the healthy scans
-# just below it (tumorfab.study.scheduling). A healthy subject's other
-# sequences (data.healthy_sequences) follow its T1: co-registered rigidly to
-# it, carried to the reference by its transforms, normalized in its brain mask.
+# Preprocess: skull stripping, bias-field correction and registration to a
+# real reference, and intensity normalization to [-1, 1] of healthy scans; the
+# same normalization of real cases. The real cases are on the critical path,
+# the healthy scans just below it (tumorfab.study.scheduling). A healthy
+# subject's other sequences (data.healthy_sequences) follow its T1:
+# co-registered rigidly to it, carried to the reference by its transforms,
+# normalized in its brain mask.
+# Bias-field correction (N4) is part of each healthy scan's registration job:
+# on the scan's own grid, just before it is resampled onto the reference.
 
 
 rule normalize_real:
@@ -118,6 +121,7 @@ rule register_healthy:
         runtime=60,
     params:
         registration=SETTINGS.registration,
+        bias_correction=SETTINGS.bias_correction,
         reference_case=STUDY.reference_case,
         seed=STUDY.seed,
     script:
@@ -195,6 +199,8 @@ if STUDY.has_healthy_sequences:
         input:
             image=get_raw_healthy_sequence,
             coregistration=layout.coregistration_transform("{subject}", "{channel}"),
+            # Where the sequence's bias field is fitted, carried onto its grid.
+            t1_brainmask=layout.case_file(layout.stripped_dir("{subject}"), "brainmask"),
             transform=layout.registration_transform_dir("{subject}"),
             brainmask=layout.case_file(layout.registered_dir("{subject}"), "brainmask"),
         output:
@@ -206,12 +212,15 @@ if STUDY.has_healthy_sequences:
         priority: scheduling.HEALTHY_SCANS
         conda:
             "../../envs/tumorfab.yaml"
+        # One thread: a byte-identical result (tumorfab.preprocess.ants.deterministic_ants).
         threads: 1
         resources:
             mem_mb=4000,
             runtime=10,
         params:
             registration=SETTINGS.registration,
+            bias_correction=SETTINGS.bias_correction,
+            seed=STUDY.seed,
         script:
             "../scripts/register_healthy_sequence.py"
 

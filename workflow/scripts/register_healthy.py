@@ -14,6 +14,7 @@ with log_to(snakemake.log[0]):
         out_mask=snakemake.output.brainmask,
         out_qc=snakemake.output.qc,
         settings=snakemake.params.registration,
+        bias_correction=snakemake.params.bias_correction,
         seed=snakemake.params.seed,
         out_transforms=snakemake.output.get("transform"),
     )

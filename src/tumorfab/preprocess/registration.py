@@ -10,11 +10,14 @@ reference are excluded from the metric: the healthy brain has no tumour to
 match them. The registration starts from the translation that puts the
 healthy brain's centre on the reference brain's, since where a scanner put
 the head in world space says nothing (IXI heads and SRI24 need not overlap).
+Each healthy scan is bias-field corrected on its own grid first
+(:mod:`tumorfab.preprocess.bias`).
 
 A subject's other sequences (IXI's T2 and PD, on grids of their own) are
 co-registered rigidly to its T1 (:func:`coregister_to_t1`) and carried to the
 reference grid by that rigid transform and the T1's together, in one
-resampling of the raw scan (:func:`register_sequence_to_reference`), inside
+resampling of the raw scan, bias-field corrected in the T1's brain mask
+carried onto its grid (:func:`register_sequence_to_reference`), inside
 the T1's registered brain mask (docs/interpretations.md, "Healthy subjects
 with several sequences").
 """
@@ -32,8 +35,9 @@ from scipy import ndimage
 
 from tumorfab.io import atomic_directory, atomic_path, load_nifti, save_nifti
 from tumorfab.preprocess.ants import centre_alignment, deterministic_ants, to_ants
+from tumorfab.preprocess.bias import correct_bias_field
 from tumorfab.preprocess.qc import orthogonal_slices_png
-from tumorfab.preprocess.settings import RegistrationSettings
+from tumorfab.preprocess.settings import BiasCorrectionSettings, RegistrationSettings
 
 SIMILARITY_METRIC = "MattesMutualInformation"
 #: Margin around a T1's brain mask where co-registration's metric is taken (mm):
@@ -64,10 +68,13 @@ def register_to_reference(
     out_mask: str | Path,
     out_qc: str | Path,
     settings: RegistrationSettings,
+    bias_correction: BiasCorrectionSettings,
     seed: int,
     out_transforms: str | Path | None = None,
 ) -> dict[str, float]:
-    """Register one stripped healthy scan onto the reference grid.
+    """Register one stripped healthy scan onto the reference grid, bias-field
+    corrected in its brain mask first (:func:`correct_bias_field`), so that the
+    registration sees the corrected scan too.
 
     Returns the similarity to the reference before (from the centre
     alignment the registration starts at) and after registration, and
@@ -83,8 +90,8 @@ def register_to_reference(
     brain = ndimage.binary_fill_holes(reference_data != 0) & ~tumour
     fixed = to_ants(reference)
     metric_mask = fixed.new_image_like(brain.astype(np.float32))
-    moving = to_ants(load_nifti(moving_image))
     moving_brain = to_ants(load_nifti(moving_mask))
+    moving = correct_bias_field(to_ants(load_nifti(moving_image)), moving_brain, bias_correction)
 
     with tempfile.TemporaryDirectory() as scratch:
         start = centre_alignment(metric_mask, moving_brain, Path(scratch) / "centre.mat")
@@ -229,20 +236,41 @@ def coregister_to_t1(
 def register_sequence_to_reference(
     sequence_image: str | Path,
     coregistration: str | Path,
+    t1_brainmask: str | Path,
     reference_transforms: str | Path,
     registered_brainmask: str | Path,
     out_image: str | Path,
     settings: RegistrationSettings,
+    bias_correction: BiasCorrectionSettings,
+    seed: int,
 ) -> None:
     """Carry another sequence of a healthy subject onto the reference grid: its
     rigid transform onto the T1 (:func:`coregister_to_t1`), then the T1's
     transforms (``reference_transforms``, :func:`save_transforms`), in one
     resampling of the raw scan (``settings.interpolator``); kept inside the
-    T1's registered brain mask, as the T1 is (background 0, no negative values)."""
+    T1's registered brain mask, as the T1 is (background 0, no negative values).
+
+    The raw scan is bias-field corrected on its own grid first
+    (:func:`correct_bias_field`), in the T1's brain mask (``t1_brainmask``, on
+    the T1's grid) carried onto it by the inverse of the rigid transform: the
+    sequence has no brain mask of its own. ANTs runs on one thread with
+    ``seed`` (:func:`deterministic_ants`).
+    """
+    deterministic_ants(seed)
     mask_image = load_nifti(registered_brainmask)
     mask = np.asarray(mask_image.dataobj) > 0
     fixed = to_ants(mask_image)
     moving = to_ants(load_nifti(sequence_image))
+    # The rigid transform maps T1 points to sequence points: inverted, it
+    # takes the T1's brain mask onto the sequence's grid.
+    sequence_brain = ants.apply_transforms(
+        fixed=moving,
+        moving=to_ants(load_nifti(t1_brainmask)),
+        transformlist=[str(coregistration)],
+        whichtoinvert=[True],
+        interpolator="genericLabel",
+    )
+    moving = correct_bias_field(moving, sequence_brain, bias_correction)
     # ANTs applies the last transform of the list first: the rigid one, then the T1's.
     transforms = [*load_transforms(reference_transforms), str(coregistration)]
     warped = ants.apply_transforms(

@@ -1,4 +1,5 @@
-"""The preprocessing stage's settings: skull stripping, registration, normalization.
+"""The preprocessing stage's settings: skull stripping, bias-field correction,
+registration, normalization.
 
 Each class is built from its validated config section (defaults: the config
 schema) by ``from_config``, which also makes the checks JSON Schema cannot
@@ -33,6 +34,29 @@ class SkullstripSettings(Settings):
             float(section["border_mm"]),
             section["atlas_transform"],
             (low, high),
+        )
+
+
+@dataclass(frozen=True)
+class BiasCorrectionSettings(Settings):
+    """``bias_correction``: N4 on every healthy scan, in its brain mask, on its
+    own grid (not in the paper; docs/interpretations.md, "Bias-field correction")."""
+
+    enabled: bool
+    fit_voxel_mm: float
+    spline_distance_mm: int
+    iterations: tuple[int, ...]
+    convergence_threshold: float
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> BiasCorrectionSettings:
+        section = config_section(section, cls.__dataclass_fields__, "bias_correction")
+        return cls(
+            bool(section["enabled"]),
+            float(section["fit_voxel_mm"]),
+            int(section["spline_distance_mm"]),
+            tuple(int(n) for n in section["iterations"]),
+            float(section["convergence_threshold"]),
         )
 
 

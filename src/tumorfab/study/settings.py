@@ -12,7 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from tumorfab.preprocess.settings import NormalizeSettings, RegistrationSettings, SkullstripSettings
+from tumorfab.preprocess.settings import (
+    BiasCorrectionSettings,
+    NormalizeSettings,
+    RegistrationSettings,
+    SkullstripSettings,
+)
 from tumorfab.report.settings import ReportSettings
 from tumorfab.segmentation.settings import SegmentationSettings
 from tumorfab.synthesis.carvemix import CarveMixSettings
@@ -25,6 +30,7 @@ class StageSettings:
     """One settings object per stage (attribute = the config section's name)."""
 
     skullstrip: SkullstripSettings
+    bias_correction: BiasCorrectionSettings
     registration: RegistrationSettings
     normalize: NormalizeSettings
     carvemix: CarveMixSettings
@@ -39,6 +45,7 @@ class StageSettings:
         """From the validated config; a ``ValueError`` names the key a stage refuses."""
         return cls(
             skullstrip=SkullstripSettings.from_config(config["skullstrip"]),
+            bias_correction=BiasCorrectionSettings.from_config(config["bias_correction"]),
             registration=RegistrationSettings.from_config(config["registration"]),
             normalize=NormalizeSettings.from_config(config["normalize"]),
             carvemix=CarveMixSettings.from_config(config["carvemix"]),
