@@ -476,7 +476,7 @@ def _tissue_fractions(voxel_mm: float) -> np.ndarray:
 
 
 #: Depth (mm) over which the enhancement of the brain's surface CSF fades (``exp(-depth / this)``).
-SURFACE_DEPTH_MM = 3.0
+SURFACE_DEPTH_MM = 1.5
 
 
 @functools.lru_cache(maxsize=2)
