@@ -412,7 +412,8 @@ def load_generator(
     generator.load_state_dict(record["generator"])
     sha256 = hashlib.sha256(data).hexdigest()
     network = cpu_layout(generator.to(device), device).eval()
-    return TrainedGenerator(network, settings, list(record["modalities"]), sha256, dict(record.get("fill_quantiles", {})))
+    fill_quantiles = dict(record.get("fill_quantiles", {}))
+    return TrainedGenerator(network, settings, list(record["modalities"]), sha256, fill_quantiles)
 
 
 #: What a GAN makes of one layout case: ``(generator, layout_id, layout, device)`` ->

@@ -12,10 +12,11 @@ Paper 002 §4 names modality translation as TF-GAN's future work; our design
 * **Translation on real cases** (:func:`draw_hidden_channels`): each step,
   each real crop hides a non-empty subset of its channels from G, never
   :data:`~tumorfab.study.layout.HEALTHY_CHANNEL` (a healthy scan always has
-  it) and so never all; G is given their fills instead and taught to make them. The subsets the study
-  meets (a healthy scan gives T1, sometimes T2) are drawn most:
-  :data:`SCORED_SHARE` of the draws are "all but t1n" or "all but t1n and
-  t2w" (one of them at random), the rest any non-empty subset, uniformly.
+  it) and so never all; G is given their fills instead and taught to make
+  them. The subsets the study meets (a healthy scan gives T1, sometimes T2)
+  are drawn most: :data:`SCORED_SHARE` of the draws are "all but t1n" or
+  "all but t1n and t2w" (one of them at random), the rest any non-empty
+  subset, uniformly.
 """
 
 from __future__ import annotations

@@ -161,7 +161,9 @@ def translate(
     given = {m: np.asarray(images[m], dtype=np.float32) for m in present}
     if not mask.all():
         if FILL_SOURCE not in given:
-            raise ValueError(f"translate: G fills an absent channel from {FILL_SOURCE}, which is not among present {list(present)}")
+            raise ValueError(
+                f"translate: G fills an absent channel from {FILL_SOURCE}, which is not among present {list(present)}"
+            )
         unfilled = [m for m in modalities if m not in given and m not in trained.fill_quantiles]
         if unfilled:
             raise ValueError(

@@ -122,7 +122,8 @@ def real_fills(real: Sequence[Volume], modalities: Sequence[str], quantiles: dic
     channels, then each one's fill, t1n's being t1n), so that one crop cuts both."""
     filled = []
     for volume in real:
-        fills = fill_missing({FILL_SOURCE: volume.image[modalities.index(FILL_SOURCE)]}, volume.brainmask, modalities, quantiles)
+        t1n = volume.image[modalities.index(FILL_SOURCE)]
+        fills = fill_missing({FILL_SOURCE: t1n}, volume.brainmask, modalities, quantiles)
         image = np.concatenate([volume.image, np.stack([fills[m] for m in modalities])])
         filled.append(Volume(image, volume.labels, volume.brainmask))
     return filled
