@@ -1,18 +1,23 @@
 """Finding cases on disk and splitting them by patient (paper 002 §3.1.1: real
 training cases and held-out cases of BraTS 2023, healthy IXI scans).
 
-These functions only look at file *names*: they run when Snakemake builds the
-DAG, so they must be cheap. Reading and checking the image data is the job of
-:mod:`tumorfab.prepare.validate`, run by the ``prepare`` rule.
+These functions only look at file *names* and ``stat``/``os.access``: they
+run when Snakemake builds the DAG, so they must be cheap. Reading and checking
+the image data is the job of :mod:`tumorfab.prepare.validate`, run by the
+``prepare`` rule.
 """
 
 from __future__ import annotations
 
+import errno
+import fnmatch
 import logging
+import os
 import re
+import stat
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Iterator, Mapping
 
 import numpy as np
 
@@ -37,6 +42,33 @@ class BratsCase:
     timepoint: str
     images: dict[str, Path]
     seg: Path
+
+
+def unreadable_reason(path: Path) -> str | None:
+    """Why the entry ``path`` of a data folder cannot be used, or None: a
+    dangling symlink, a symlink loop, no read permission (a folder also needs
+    ``x`` to be listed), or another error of ``stat``. A path that does not
+    exist at all is None: whether it should is the caller's question.
+
+    Only ``stat``, ``readlink`` and ``os.access``, nothing is opened: a shared
+    folder of thousands of scans is checked this way at every DAG build.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"dangling symlink -> {os.readlink(path)}; restore its target or remove the link"
+        return None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symlink loop; point the link at a real file or folder, or remove it"
+        return f"cannot be looked up ({error.strerror})"
+    if stat.S_ISDIR(mode):
+        if not os.access(path, os.R_OK | os.X_OK):
+            return "no read permission on the folder (it needs r and x: chmod a+rx, or ask its owner)"
+    elif not os.access(path, os.R_OK):
+        return "no read permission (chmod a+r, or ask its owner)"
+    return None
 
 
 def case_id_pattern(task: str) -> str:
@@ -65,6 +97,23 @@ def brats_case_files(root: str | Path, case_id: str, modalities: list[str]) -> B
         images={m: folder / f"{case_id}-{m}.nii.gz" for m in modalities},
         seg=folder / f"{case_id}-seg.nii.gz",
     )
+
+
+def _check_root(root: Path, key: str) -> None:
+    """The data root of config key ``key``: a folder that can be listed."""
+    reason = unreadable_reason(root)
+    if reason is not None:
+        raise DataError(f"{key}: {root}: {reason}")
+    if not root.is_dir():
+        raise DataError(f"{key}: {root} is not a directory")
+
+
+def _case_file_problems(path: Path, missing: str) -> list[str]:
+    """The problem of a case's file, if any: broken (:func:`unreadable_reason`), or ``missing``."""
+    reason = unreadable_reason(path)
+    if reason is None and not path.is_file():
+        reason = missing
+    return [] if reason is None else [f"{path}: {reason}"]
 
 
 def _looks_like_case(folder: Path) -> bool:
@@ -113,14 +162,24 @@ def discover_brats(root: str | Path, modalities: list[str], task: str) -> list[B
     of other tasks (a BraTS download may hold GLI, MEN, PED, SSA and MET side
     by side) are left out with a warning naming them. Hidden folders
     (``.snakemake``, macOS metadata), plain files and other folders are ignored.
+    Broken entries are errors too (:func:`unreadable_reason`): a dangling
+    symlink or symlink loop in ``root`` (it may have been a case folder), a
+    folder that cannot be listed (it may hold a case) and a case's file.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data.brats_root: {root} is not a directory")
+    _check_root(root, "data.brats_root")
     cases = []
     problems = []
     other_tasks: dict[str, list[str]] = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for entry in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+        reason = unreadable_reason(entry)
+        # A plain file is no case: an unreadable one is ignored like the others.
+        if reason is not None and not entry.is_file():
+            problems.append(f"{entry}: {reason}")
+            continue
+        if not entry.is_dir():
+            continue
+        folder = entry
         match = BRATS_CASE.match(folder.name)
         if match is None:
             if _looks_like_case(folder):
@@ -131,13 +190,14 @@ def discover_brats(root: str | Path, modalities: list[str], task: str) -> list[B
             continue
         case = brats_case_files(root, folder.name, modalities)
         for modality, path in case.images.items():
-            if not path.is_file():
-                problems.append(
-                    f"{path}: missing file of case {case.case_id}: its {modality} image, which "
-                    f"data.modalities = {modalities} asks for (add it, or leave {modality} out of data.modalities)"
-                )
-        if not case.seg.is_file():
-            problems.append(f"{case.seg}: missing file of case {case.case_id}: its labels (-seg), which every case needs")
+            problems += _case_file_problems(
+                path,
+                f"missing file of case {case.case_id}: its {modality} image, which "
+                f"data.modalities = {modalities} asks for (add it, or leave {modality} out of data.modalities)",
+            )
+        problems += _case_file_problems(
+            case.seg, f"missing file of case {case.case_id}: its labels (-seg), which every case needs"
+        )
         cases.append(case)
     if other_tasks:
         _warn_other_tasks(root, task, other_tasks)
@@ -191,6 +251,44 @@ def _sequence_globs(pattern: str, sequences: Mapping[str, str]) -> dict[str, str
     return {HEALTHY_T1_CHANNEL: pattern}
 
 
+def _real_subfolders(folder: Path) -> Iterator[Path]:
+    """``folder`` and every folder below it, as Path.glob's ``**`` walks them:
+    symlinked folders are not followed, one that cannot be listed is not entered."""
+    yield folder
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return  # the caller reports it (unreadable_reason)
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            yield from _real_subfolders(entry)
+
+
+def _broken_glob_folders(root: Path, glob: str) -> dict[Path, str]:
+    """The broken entries (:func:`unreadable_reason`) among the folders that
+    ``glob`` passes through under ``root``, each with its reason. Path.glob
+    skips such a folder without a word, and every scan inside with it; the
+    folders are matched as it matches them (each part a case-sensitive
+    wildcard, ``**`` any depth)."""
+    broken: dict[Path, str] = {}
+    folders = [root]
+    for part in PurePosixPath(glob).parts[:-1]:
+        reached = []
+        for folder in folders:
+            if part == "**":
+                candidates = list(_real_subfolders(folder))
+            else:
+                candidates = [entry for entry in folder.iterdir() if fnmatch.fnmatchcase(entry.name, part)]
+            for candidate in candidates:
+                reason = unreadable_reason(candidate)
+                if reason is not None and not candidate.is_file():
+                    broken[candidate] = reason
+                elif candidate.is_dir():
+                    reached.append(candidate)
+        folders = reached
+    return broken
+
+
 def discover_healthy(
     root: str | Path, pattern: str, sequences: Mapping[str, str] = DEFAULT_HEALTHY_SEQUENCES
 ) -> dict[str, dict[str, Path]]:
@@ -206,20 +304,31 @@ def discover_healthy(
     (:func:`healthy_subject_id`); its channels follow the order of
     ``sequences``. Errors, all listed at once: two files of one sequence
     with the same subject id, a scan of another sequence whose subject has
-    no T1, a configured sequence that no subject has, and (without the
-    placeholder) a match named like another IXI sequence.
+    no T1, a configured sequence that no subject has, (without the
+    placeholder) a match named like another IXI sequence, and broken entries
+    (:func:`unreadable_reason`): a match, or a folder the pattern passes
+    through, that is a dangling symlink, a symlink loop or unreadable.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data.healthy_root: {root} is not a directory")
+    _check_root(root, "data.healthy_root")
     globs = _sequence_globs(pattern, sequences)
     problems = []
+    broken: dict[Path, str] = {}
     found: dict[str, dict[str, Path]] = {}
+    # Subjects per channel whose file is broken: already reported, so not also
+    # reported as a subject without its T1 or a sequence without scans.
+    unreadable: dict[str, set[str]] = {}
     for channel, glob in globs.items():
         found[channel] = {}
+        unreadable[channel] = set()
+        broken.update(_broken_glob_folders(root, glob))
         for path in sorted(root.glob(glob)):
             subject = healthy_subject_id(path, sequences[channel])
-            if subject in found[channel]:
+            reason = unreadable_reason(path)
+            if reason is not None:
+                broken[path] = reason
+                unreadable[channel].add(subject)
+            elif subject in found[channel]:
                 problems.append(f"{path}: subject id {subject!r} also used by {found[channel][subject]}")
             elif SEQUENCE_PLACEHOLDER not in pattern and OTHER_IXI_SEQUENCE.search(subject):
                 problems.append(
@@ -229,19 +338,20 @@ def discover_healthy(
                 )
             else:
                 found[channel][subject] = path
+    problems = [f"{path}: {reason}" for path, reason in sorted(broken.items())] + problems
     t1 = found[HEALTHY_T1_CHANNEL]
     if not t1 and not problems:
         raise DataError(f"data.healthy_root: no files matching {globs[HEALTHY_T1_CHANNEL]!r} in {root}")
     for channel, files in found.items():
         if channel == HEALTHY_T1_CHANNEL:
             continue
-        if not files:
+        if not files and not unreadable[channel]:
             problems.append(
                 f"data.healthy_sequences.{channel}: no subject has a {sequences[channel]} scan "
                 f"(no file matches {globs[channel]!r} in {root})"
             )
         for subject, path in files.items():
-            if subject not in t1:
+            if subject not in t1 and subject not in unreadable[HEALTHY_T1_CHANNEL]:
                 problems.append(
                     f"{path}: {sequences[channel]} scan of subject {subject!r}, which has no T1 "
                     f"(no file matching {globs[HEALTHY_T1_CHANNEL]!r} with that subject id); "

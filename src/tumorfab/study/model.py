@@ -150,7 +150,8 @@ def healthy_sequences(data: Mapping) -> dict[str, str]:
 def discover(config: Mapping) -> tuple[list[discovery.BratsCase], dict[str, dict[str, Path]]]:
     """Every BraTS case and healthy subject (subject -> {channel: file}): planned
     for the demo cohort, globbed otherwise. A
-    :class:`~tumorfab.prepare.cases.DataError` names what is wrong on disk."""
+    :class:`~tumorfab.prepare.cases.DataError` names what is wrong on disk,
+    in both data roots at once."""
     data, demo_settings = config["data"], config["demo"]
     sequences = healthy_sequences(data)
     if demo_settings["enabled"]:
@@ -162,8 +163,20 @@ def discover(config: Mapping) -> tuple[list[discovery.BratsCase], dict[str, dict
                 subject = discovery.healthy_subject_id(name, sequence)
                 healthy.setdefault(subject, {})[channel] = Path(data["healthy_root"]) / name
         return found, healthy
-    found = discovery.discover_brats(data["brats_root"], data["modalities"], data["task"])
-    return found, discovery.discover_healthy(data["healthy_root"], data["healthy_pattern"], sequences)
+    # Both roots are scanned before anything is raised, so that one message
+    # lists what is wrong in either (a shared folder's broken entries: one round of fixes).
+    errors = []
+    try:
+        found = discovery.discover_brats(data["brats_root"], data["modalities"], data["task"])
+    except discovery.DataError as error:
+        errors.append(error)
+    try:
+        healthy = discovery.discover_healthy(data["healthy_root"], data["healthy_pattern"], sequences)
+    except discovery.DataError as error:
+        errors.append(error)
+    if errors:
+        raise discovery.DataError("\n".join(map(str, errors)))
+    return found, healthy
 
 
 @dataclass(frozen=True)
