@@ -131,7 +131,7 @@ def test_demo_preprocessing_writes_every_output(tiny_demo):
         image = nib.load(str(image_path))
         assert image.shape == reference.shape and np.allclose(image.affine, reference.affine)
         data = image.get_fdata()
-        # White-matter-peak scaling: +1 is the ceiling, not a value every scan reaches.
+        # White-matter scaling: +1 is the ceiling, not a value every scan reaches.
         assert data.min() == -1 and -1 < data.max() <= 1
     for image_path in (workdir / "results/preprocess/real").glob("*/t1n.nii.gz"):
         data = nib.load(str(image_path)).get_fdata()

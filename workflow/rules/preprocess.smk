@@ -225,9 +225,11 @@ if STUDY.has_healthy_sequences:
             "../scripts/register_healthy_sequence.py"
 
     rule normalize_healthy_sequence:
-        """The other sequence into the subject's case folder, in the T1's brain mask."""
+        """The other sequence into the subject's case folder, in the T1's brain mask,
+        scaled by its mean in the T1's white matter."""
         input:
             image=layout.case_file(layout.registered_dir("{subject}"), "{channel}"),
+            t1n=layout.case_file(layout.registered_dir("{subject}"), "t1n"),
             brainmask=layout.case_file(layout.registered_dir("{subject}"), "brainmask"),
             reference_brainmask=layout.case_file(
                 layout.real_case_dir(STUDY.reference_case), "brainmask"

@@ -6,6 +6,7 @@ with log_to(snakemake.log[0]):
     channel = snakemake.wildcards.channel
     normalize_healthy_channel(
         image=snakemake.input.image,
+        t1=snakemake.input.t1n,
         brainmask=snakemake.input.brainmask,
         out_dir=snakemake.params.case_dir,
         channel=channel,
