@@ -83,7 +83,7 @@ def stripped(work):
         results[name] = skullstrip(
             REAL / "healthy" / file, out / "t1n.nii.gz", out / "brainmask.nii.gz", out / "qc.png",
             failure_qc=out / "refused.png",
-            settings=SkullstripSettings(None, border_mm=1.0, atlas_transform="SyN", brain_volume_ml=(900, 2000)),
+            settings=SkullstripSettings(None, method="atlas", border_mm=1.0, atlas_transform="SyN", brain_volume_ml=(900, 2000)),
             seed=2025,
         )
     return results

@@ -22,7 +22,7 @@ def test_synthstrip_runs_with_a_weights_file_loaded_safely(healthy_root, tmp_pat
     scan = healthy_root / "IXI000-Guys-0000-T1.nii.gz"
     result = skullstrip(
         scan, tmp_path / "t1n.nii.gz", tmp_path / "mask.nii.gz", tmp_path / "qc.png", tmp_path / "refused.png",
-        SkullstripSettings(str(weights), border_mm=1.0, atlas_transform="SyN", brain_volume_ml=(0.001, 1e6)),
+        SkullstripSettings(str(weights), method="synthstrip", border_mm=1.0, atlas_transform="SyN", brain_volume_ml=(0.001, 1e6)),
         seed=0, threads=2,
     )
     mask = np.asarray(nib.load(str(tmp_path / "mask.nii.gz")).dataobj)
@@ -66,7 +66,7 @@ def coarse_real_head(tmp_path_factory) -> Path:
 def _atlas(head: Path, out: Path, volume_range=(900, 2000)) -> dict:
     return skullstrip(
         head, out / "t1n.nii.gz", out / "brainmask.nii.gz", out / "qc.png", failure_qc=out / "refused.png",
-        settings=SkullstripSettings(None, border_mm=1.0, atlas_transform="SyN", brain_volume_ml=volume_range), seed=5,
+        settings=SkullstripSettings(None, method="atlas", border_mm=1.0, atlas_transform="SyN", brain_volume_ml=volume_range), seed=5,
     )
 
 

@@ -14,14 +14,49 @@ from typing import Mapping
 from tumorfab.config import Settings, config_section
 
 
+#: Values of ``skullstrip.method``; ``auto`` is SynthStrip with weights, else
+#: :data:`AUTO_WITHOUT_WEIGHTS`.
+SKULLSTRIP_METHODS = ("auto", "synthstrip", "deepbet", "atlas")
+#: What ``auto`` runs without SynthStrip weights: deepbet keeps the CSF around
+#: the brain, as BraTS brain masks do (docs/interpretations.md, "Brain
+#: extraction: deepbet vs atlas").
+AUTO_WITHOUT_WEIGHTS = "deepbet"
+
+
 @dataclass(frozen=True)
 class SkullstripSettings(Settings):
-    """``skullstrip``: SynthStrip with the user's weights, else the MNI atlas method."""
+    """``skullstrip``: the brain extractor (``method``) and its settings.
+
+    ``from_config`` resolves ``auto`` (SynthStrip with the user's weights,
+    else :data:`AUTO_WITHOUT_WEIGHTS`), so ``method`` names the extractor that
+    runs. SynthStrip without weights, and weights with another method (they
+    would go unused, and the rule would still ask for a GPU), are refused
+    naming the keys."""
 
     synthstrip_weights: str | None
     border_mm: float
     atlas_transform: str
     brain_volume_ml: tuple[float, float]
+    method: str
+
+    def __post_init__(self) -> None:
+        method = self.method
+        if method == "auto":
+            method = "synthstrip" if self.synthstrip_weights else AUTO_WITHOUT_WEIGHTS
+        if method not in SKULLSTRIP_METHODS:
+            raise ValueError(f"skullstrip.method must be one of {list(SKULLSTRIP_METHODS)}, got {method!r}")
+        if method == "synthstrip" and not self.synthstrip_weights:
+            raise ValueError(
+                "skullstrip.method is 'synthstrip' but skullstrip.synthstrip_weights is null: give FreeSurfer's "
+                "synthstrip.1.pt, or choose method auto, deepbet or atlas"
+            )
+        if method != "synthstrip" and self.synthstrip_weights:
+            raise ValueError(
+                f"skullstrip.method is {method!r} but skullstrip.synthstrip_weights is set "
+                f"({self.synthstrip_weights}), which it would not use: set method to synthstrip or auto, "
+                "or synthstrip_weights to null"
+            )
+        object.__setattr__(self, "method", method)
 
     @classmethod
     def from_config(cls, section: Mapping) -> SkullstripSettings:
@@ -34,6 +69,7 @@ class SkullstripSettings(Settings):
             float(section["border_mm"]),
             section["atlas_transform"],
             (low, high),
+            section["method"],
         )
 
 
