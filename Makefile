@@ -1,12 +1,14 @@
 # The two commands: `make demo` (the whole pipeline on the embedded demo) and
-# `make test` (the test suite). Both create the environment first if missing.
+# `make test` (the test suite); `make gpu-check` runs every GPU code path for a
+# few steps (README, "Checking the GPU paths"). Each creates the environment
+# first if missing.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: demo demo-four-sequences test env report clean-demo
+.PHONY: demo demo-four-sequences test gpu-check env report clean-demo
 
 env: $(VENV)/.installed
 
@@ -28,6 +30,10 @@ demo-four-sequences: env
 
 test: env
 	$(BIN)/python -m pytest -q
+
+# Its options go in GPU_CHECK_ARGS, e.g. GPU_CHECK_ARGS="--markdown results/gpu_check.md --deterministic".
+gpu-check: env
+	$(BIN)/python -m tumorfab.gpu_check $(GPU_CHECK_ARGS)
 
 clean-demo:
 	rm -rf results logs .snakemake $(FOUR)

@@ -43,7 +43,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tumorfab.device import resolve_device
+from tumorfab.device import deterministic_requested, resolve_device
 from tumorfab.io import atomic_directory
 from tumorfab.segmentation.dataset import dataset_name
 from tumorfab.segmentation.environment import TRAINER_NAME, nnunet_environment
@@ -123,7 +123,8 @@ def _set_up_compute(settings: TrainSettings, threads: int):
         torch.set_num_threads(max(1, threads))
         return device, 0 if workers is None else workers
     torch.set_num_threads(1)
-    torch.backends.cudnn.benchmark = True
+    # Autotuning picks the fastest algorithm per run: off under TUMORFAB_DETERMINISTIC.
+    torch.backends.cudnn.benchmark = not deterministic_requested()
     return device, max(1, threads) if workers is None else workers
 
 
