@@ -8,7 +8,8 @@
 # The one backward edge: the baseline model (segment, first seed) is the
 # feature extractor F that TF-Aug's intensity fit and TF-GAN's training
 # need, so the baseline trains before those sources generate;
-# `snakemake feature_extractor` builds F alone.
+# `snakemake feature_extractor` builds F alone. After the study, `snakemake
+# fabricate` makes the named cohorts of fabricate.cohorts from its trained pieces.
 # The config is the paper's study (config/config.yaml) with what a preset
 # (--configfile, e.g. config/demo.yaml) and --config change (common.smk).
 
@@ -30,6 +31,7 @@ include: "workflow/rules/tfgan.smk"
 include: "workflow/rules/translation.smk"
 include: "workflow/rules/pix2pix.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/fabricate.smk"
 
 
 rule all:

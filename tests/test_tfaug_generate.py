@@ -123,3 +123,36 @@ def test_zero_cases_write_an_empty_manifest(inputs):
     out, manifest = generate(inputs, "empty", 0)
     assert manifest.empty and list(pd.read_csv(out / "manifest.csv").columns) == MANIFEST_COLUMNS
     assert (out / "cases").is_dir() and not any((out / "cases").iterdir())
+
+
+def test_the_user_s_own_masks_are_placed_as_given(inputs, tmp_path):
+    """Fabricated cohorts (masks_dir): case i takes map i, cycling; voxels outside
+    the healthy brain dropped; each connected component one lesion."""
+    root, real, healthy = inputs
+    maps = []
+    for index, (real_case, corner) in enumerate(zip(real[:2], (0, 3))):
+        labels = load(Path(real_case) / "seg.nii.gz").copy()
+        labels[:corner, :corner, :corner] = 0
+        maps.append(labels)
+        nib.save(nib.Nifti1Image(labels.astype(np.float32), AFFINE), str(tmp_path / f"map{index}.nii.gz"))
+    given = sorted(str(p) for p in tmp_path.glob("*.nii.gz"))
+    manifest = generate_tfaug(
+        real, healthy, root / "intensity.json", tmp_path / "cases", tmp_path / "manifest.csv", 3, 11, ["t1n"],
+        PAPER, given_masks=given,
+    )
+    for index, row in manifest.iterrows():
+        case = tmp_path / "cases" / row["case_id"]
+        brain = load(case / "brainmask.nii.gz") > 0
+        assert np.array_equal(load(case / "seg.nii.gz"), np.where(brain, maps[index % 2], 0))
+        assert row["source_cases"] == f"map{index % 2}.nii.gz"
+        lesions = json.loads(row["lesions"])
+        assert row["n_lesions"] == len(lesions) >= 1
+        assert sum(lesion["volume_ml"] for lesion in lesions) == pytest.approx(row["volume_ml"], abs=1e-3)
+    outside = np.zeros_like(maps[0])
+    outside[0, 0, 0] = 2
+    nib.save(nib.Nifti1Image(outside, AFFINE), str(tmp_path / "outside.nii.gz"))
+    with pytest.raises(ValueError, match=r"outside\.nii\.gz: no lesion voxel inside the healthy scan's brain \(1 given\)"):
+        generate_tfaug(
+            real, healthy, root / "intensity.json", tmp_path / "bad", tmp_path / "bad.csv", 1, 11, ["t1n"],
+            PAPER, given_masks=[str(tmp_path / "outside.nii.gz")],
+        )

@@ -115,3 +115,52 @@ def get_training_priority(wildcards):
 
 def get_table_labels(wildcards):
     return STUDY.table_labels(wildcards.table)
+
+
+# --- fabricated cohorts (fabricate.smk)
+
+
+def get_cohort_cases(wildcards):
+    """A cohort's final case folders and manifest: those of its source."""
+    source = STUDY.cohorts[wildcards.cohort].source
+    return {
+        "cases": layout.fabricate_cases_dir(wildcards.cohort, source),
+        "manifest": layout.fabricate_manifest(wildcards.cohort, source),
+    }
+
+
+def get_cohort_masks(wildcards):
+    """The user's own label maps of a cohort (none: TF-Aug draws its lesions)."""
+    masks = STUDY.cohorts[wildcards.cohort].masks
+    return {"masks": list(masks)} if masks else {}
+
+
+def get_cohort_models(wildcards):
+    """What a cohort's cases were made with, recorded in its card: TF-Aug's
+    fitted intensities, and the generator of a GAN source."""
+    source = STUDY.cohorts[wildcards.cohort].source
+    models = {}
+    if source != "carvemix":
+        models["intensity"] = layout.intensity_fit_json("tfaug")
+    if source in ("tf", "pix2pix"):
+        models["generator"] = layout.generator_file(source)
+    return models
+
+
+def get_cohort_real_case_dirs(wildcards):
+    """The real training case folders merged into a cohort's nnU-Net dataset, if asked."""
+    if not STUDY.cohorts[wildcards.cohort].export.merge_real:
+        return []
+    return [layout.real_case_dir(case) for case in STUDY.train_cases]
+
+
+def get_cohort_real_files(wildcards):
+    if not STUDY.cohorts[wildcards.cohort].export.merge_real:
+        return []
+    return STUDY.real_files(STUDY.train_cases)
+
+
+def get_cohort_command(wildcards):
+    """The command that remakes a cohort, with the config files of this run."""
+    configfiles = " ".join(f"--configfile {f}" for f in workflow.overwrite_configfiles)
+    return f"snakemake --cores all fabricate_{wildcards.cohort} {configfiles}".strip()

@@ -233,3 +233,45 @@ def report_file(name: str) -> str:
 def report_figure(name: str) -> str:
     """A figure of the report (PNG)."""
     return f"{report_dir()}/figures/{name}.png"
+
+
+# --- fabricate ---------------------------------------------------------------------------
+
+
+def fabricate_dir(cohort: str) -> str:
+    """Everything one fabricated cohort writes (:mod:`tumorfab.fabricate`)."""
+    return f"{RESULTS}/fabricate/{cohort}"
+
+
+def fabricate_cases_dir(cohort: str, source: str) -> str:
+    """A cohort's case folders as ``source`` made them: a tf or pix2pix cohort
+    has its TF-Aug cases (``tfaug``) under its own."""
+    return f"{fabricate_dir(cohort)}/{source}/cases"
+
+
+def fabricate_manifest(cohort: str, source: str) -> str:
+    return f"{fabricate_dir(cohort)}/{source}/manifest.csv"
+
+
+def fabricate_brats_dir(cohort: str) -> str:
+    """The cohort in BraTS layout (``BraTS-<prefix>-XXXXX-000/``, ``cases.csv``)."""
+    return f"{fabricate_dir(cohort)}/brats"
+
+
+def fabricate_nnunet_raw(cohort: str) -> str:
+    """The cohort as an nnU-Net raw dataset: ``Dataset<id>_<name>/`` in this folder."""
+    return f"{fabricate_dir(cohort)}/nnUNet_raw"
+
+
+def fabricate_card(cohort: str, ext: str) -> str:
+    """The cohort's card, ``md`` or ``json``; its figures beside it."""
+    return f"{fabricate_dir(cohort)}/card.{ext}"
+
+
+def fabricate_figure(cohort: str, name: str) -> str:
+    return f"{fabricate_dir(cohort)}/figures/{name}.png"
+
+
+def intensity_scale_json() -> str:
+    """The real training cases' white-matter levels: how a cohort's [-1, 1] maps back."""
+    return f"{RESULTS}/fabricate/intensity_scale.json"

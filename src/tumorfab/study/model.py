@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Mapping
 
 from tumorfab import demo
+from tumorfab.fabricate.settings import Cohort, check_against_reference, cohorts_from_config, reference_brain
 from tumorfab.prepare import cases as discovery
 from tumorfab.segmentation import experiments as study_experiments
 from tumorfab.study import layout
@@ -197,6 +198,8 @@ class Study:
     val_cases: list[str]
     reference_case: str
     cases: dict[str, discovery.BratsCase] = field(repr=False)
+    #: ``fabricate.cohorts``, in name order (:mod:`tumorfab.fabricate.settings`).
+    cohorts: dict[str, Cohort] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Mapping) -> "Study":
@@ -205,6 +208,7 @@ class Study:
         check_data(config)
         try:
             settings = StageSettings.from_config(config)
+            cohorts = cohorts_from_config(config)
         except ValueError as error:
             raise ConfigError(str(error)) from None
         experiments, tables, baseline = experiments_and_tables(config)
@@ -219,6 +223,14 @@ class Study:
                 f"choose one of {train[:5]}..."
             )
         used = set(train) | set(val)
+        reference_images = next(c for c in found if c.case_id == reference).images
+        # Where the data are there already (not the demo's before its first run),
+        # a cohort's request that cannot be met stops the DAG build.
+        if cohorts and all(Path(p).exists() for p in reference_images.values()):
+            try:
+                check_against_reference(cohorts.values(), *reference_brain(reference_images))
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
         return cls(
             seed=int(config["seed"]),
             modalities=list(config["data"]["modalities"]),
@@ -233,6 +245,7 @@ class Study:
             val_cases=val,
             reference_case=reference,
             cases={c.case_id: c for c in found if c.case_id in used},
+            cohorts=cohorts,
         )
 
     # --- cases ---------------------------------------------------------------------------
@@ -263,6 +276,16 @@ class Study:
     def split(self) -> dict[str, str]:
         """Case id -> ``train`` or ``val``."""
         return {**{c: "train" for c in self.train_cases}, **{c: "val" for c in self.val_cases}}
+
+    @property
+    def reference_images(self) -> dict[str, str]:
+        """The raw reference case's images (channel -> file): its grid is every case's."""
+        return {m: str(p) for m, p in self.cases[self.reference_case].images.items()}
+
+    @property
+    def train_raw_images(self) -> list[dict[str, str]]:
+        """The raw images (channel -> file) of each real training case."""
+        return [{m: str(p) for m, p in self.cases[case].images.items()} for case in self.train_cases]
 
     @property
     def reference_files(self) -> dict[str, str]:

@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from tumorfab.casefolder import Case, channels_in, load_case, save_case
-from tumorfab.io import atomic_directory
+from tumorfab.io import atomic_directory, load_nifti
 from tumorfab.labels import LABEL_KEYS
 from tumorfab.synthesis.manifest import synthetic_case_id, write_manifest
 from tumorfab.synthesis.tfaug import mass_effect as me
@@ -63,7 +63,7 @@ from tumorfab.synthesis.tfaug.blend import augment_roi, smooth_noise
 from tumorfab.synthesis.tfaug.controls import LocationRule, draw_appearance, draw_count
 from tumorfab.synthesis.tfaug.fill import fill_missing, healthy_channels
 from tumorfab.synthesis.tfaug.intensity_fit import load_intensity, load_reference_quantiles
-from tumorfab.synthesis.tfaug.masks import MaskBank, equivalent_radius_mm, place_lesions
+from tumorfab.synthesis.tfaug.masks import MaskBank, equivalent_radius_mm, given_lesions, place_lesions
 from tumorfab.synthesis.tfaug.settings import TFAugSettings
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,8 @@ class CaseRecipe:
     b: np.ndarray
     seed: int
     reference_quantiles: Mapping[str, np.ndarray] = field(default_factory=dict)
+    #: The user's own label maps (fabricated cohorts): case i takes map i, cycling.
+    given_masks: tuple[str, ...] = ()
 
 
 @dataclass
@@ -148,8 +150,14 @@ def make_case(index: int, bank: MaskBank, healthy: Mapping[str, Path], recipe: C
     controls = settings.controls
     needs_image = controls.location.mode == "tissue"
     rule = LocationRule(controls.location, grid, brain, images[0] if needs_image else None, settings.masks.shift_mm)
-    n_lesions = draw_count(controls, geometry)
-    placed = place_lesions(bank, brain, geometry, settings.masks, rule, controls.size_ml, n_lesions)
+    if recipe.given_masks:
+        mask_file = Path(recipe.given_masks[index % len(recipe.given_masks)])
+        given = load_nifti(mask_file)
+        grid.check_same(given.shape, given.affine, str(mask_file))
+        placed = given_lesions(np.asarray(given.dataobj), brain, grid, mask_file.name)
+    else:
+        n_lesions = draw_count(controls, geometry)
+        placed = place_lesions(bank, brain, geometry, settings.masks, rule, controls.size_ml, n_lesions)
     labels, lesions = placed.labels, placed.ids
 
     offsets, amplitude = draw_appearance(controls, appearance)
@@ -214,6 +222,7 @@ def generate_tfaug(
     seed: int,
     modalities: Sequence[str],
     settings: TFAugSettings,
+    given_masks: Sequence[str | os.PathLike] = (),
 ) -> pd.DataFrame:
     """The ``generate_tfaug`` rule: ``n_cases`` coarse pairs and their manifest.
 
@@ -221,7 +230,10 @@ def generate_tfaug(
     is the mask bank); ``healthy_case_dirs``: preprocessed healthy case
     folders (subject id = folder name; drawn from in sorted order, so the
     order given does not matter), each with the configured channels the
-    subject has (``casefolder.channels_in``). ``out_dir`` is written as a whole: built in
+    subject has (``casefolder.channels_in``). ``given_masks``: the user's own
+    label maps on the real cases' grid, placed as given instead of drawn
+    (``masks.given_lesions``; case i takes map i, cycling; fabricated cohorts).
+    ``out_dir`` is written as a whole: built in
     a hidden temporary folder beside it and renamed into place, so a killed
     job leaves no partial set; the manifest is written after it.
     """
@@ -239,7 +251,7 @@ def generate_tfaug(
     a[[modalities.index(m) for m in synthesized]] = fitted_a
     b[[modalities.index(m) for m in synthesized]] = fitted_b
     quantiles = load_reference_quantiles(intensity_json, filled)
-    recipe = CaseRecipe(settings, tuple(modalities), a, b, int(seed), quantiles)
+    recipe = CaseRecipe(settings, tuple(modalities), a, b, int(seed), quantiles, tuple(str(p) for p in given_masks))
     bank = MaskBank.from_case_dirs(real_case_dirs)
     log.info("TF-Aug: %d cases from %d real masks and %d healthy scans", n_cases, len(bank), len(healthy))
 

@@ -442,6 +442,39 @@ def place_lesions(
     return placed
 
 
+def given_lesions(labels: np.ndarray, brain: np.ndarray, grid: Grid, source: str) -> PlacedLesions:
+    """A user's own label map ``labels`` (on ``grid``) as the case's lesions,
+    placed as given: voxels outside ``brain`` dropped, each connected
+    component (26-connectivity) one lesion, recorded as :func:`place_lesions`
+    records its own (``source``: the map's file name). Raises ``ValueError``
+    when no lesion voxel lies inside the brain."""
+    labels = np.asarray(labels)
+    unknown = sorted(set(np.unique(labels).tolist()) - set(LABELS))  # 2.0 is 2: float segs pass
+    if unknown:
+        raise ValueError(f"{source}: labels {unknown} are not BraTS labels {list(LABELS)}")
+    given = int((labels > 0).sum())
+    inside = np.where(np.asarray(brain, dtype=bool), labels, 0).round().astype(np.uint8)
+    components, count = ndimage.label(inside > 0, CONNECTIVITY)
+    if count == 0:
+        raise ValueError(f"{source}: no lesion voxel inside the healthy scan's brain ({given} given)")
+    placed = PlacedLesions(inside, components.astype(np.uint16))
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        lesion = components[box] == index
+        centroid = np.asarray(ndimage.center_of_mass(lesion)) + [s.start for s in box]
+        placed.boxes.append(box)
+        placed.records.append(
+            {
+                "components": [{"source": source, "given": True}],
+                "centroid_vox": [round(float(v), 3) for v in centroid],
+                "centroid_mm": [round(float(v), 3) for v in grid.to_world(centroid)],
+                "volume_ml": round(float(lesion.sum()) * grid.voxel_ml, 4),
+                "outside_fraction": round(1.0 - (inside > 0).sum() / given, 4),
+                "tries": 1,
+            }
+        )
+    return placed
+
+
 def count_lesions(labels: np.ndarray) -> int:
     """Connected components (26-connectivity) of the whole tumour."""
     return int(ndimage.label(labels > 0, CONNECTIVITY)[1])
