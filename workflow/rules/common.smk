@@ -129,6 +129,14 @@ def get_cohort_cases(wildcards):
     }
 
 
+def get_cohort_layouts(wildcards):
+    """The TF-Aug manifest a tf or pix2pix cohort's cases were made from (its card
+    reads their lesion records); none for the other sources."""
+    if STUDY.cohorts[wildcards.cohort].source not in ("tf", "pix2pix"):
+        return {}
+    return {"layout_manifest": layout.fabricate_manifest(wildcards.cohort, "tfaug")}
+
+
 def get_cohort_masks(wildcards):
     """The user's own label maps of a cohort (none: TF-Aug draws its lesions)."""
     masks = STUDY.cohorts[wildcards.cohort].masks

@@ -205,6 +205,7 @@ rule fabricate_card:
     input:
         unpack(get_cohort_cases),
         unpack(get_cohort_models),
+        unpack(get_cohort_layouts),
         feature_extractor=STUDY.feature_extractor_dir,
         real=STUDY.real_files(STUDY.train_cases),
     output:

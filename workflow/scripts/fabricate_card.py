@@ -27,4 +27,5 @@ with log_to(snakemake.log[0]):
         out_json=snakemake.output.json,
         figures_dir=Path(snakemake.output.mosaic).parent,
         healthy_case_dirs=snakemake.params.healthy_case_dirs,
+        layout_manifest_path=snakemake.input.get("layout_manifest"),
     )

@@ -487,6 +487,7 @@ def write_card(
     out_json: str | os.PathLike,
     figures_dir: str | os.PathLike,
     healthy_case_dirs: Mapping[str, str | os.PathLike] = {},
+    layout_manifest_path: str | os.PathLike | None = None,
 ) -> dict:
     """Write a cohort's card: ``out_json``, ``out_md`` and the figures in ``figures_dir``.
 
@@ -498,7 +499,11 @@ def write_card(
     with their sha256; ``command``: what remakes the cohort; ``realism``: the
     cohort's rows of the realism table (``report.realism``), or None;
     ``healthy_case_dirs``: healthy subject -> its case folder, for the
-    location controls' maps (:func:`measure_lesions`).
+    location controls' maps (:func:`measure_lesions`);
+    ``layout_manifest_path``: for a tf or pix2pix cohort, the manifest of the
+    TF-Aug cases its cases were made from, row for row: their lesion
+    records and healthy subjects, which the GAN's own manifest does not
+    repeat (its case i is TF-Aug's case i).
 
     Returns the card as written to ``card.json``: ``name``, ``source``,
     ``n_cases``, ``command``, ``config``, ``models`` ({name: {path, sha256}}),
@@ -508,17 +513,25 @@ def write_card(
     None) and ``figures`` (name -> PNG path).
     """
     manifest = read_manifest(manifest_path)
+    layouts = None if layout_manifest_path is None else read_manifest(layout_manifest_path)
+    if layouts is not None and len(layouts) != len(manifest):
+        raise ValueError(
+            f"{layout_manifest_path}: {len(layouts)} rows, but {manifest_path} has {len(manifest)}: "
+            "the TF-Aug cases a GAN cohort was made from go row for row with its own"
+        )
     cases_dir, figures_dir = Path(cases_dir), Path(figures_dir)
     controls = _controls_checked(source, cohort)
     cases = []
-    for _, row in manifest.iterrows():
-        subject = row.get("healthy_subject")
+    for position, (_, row) in enumerate(manifest.iterrows()):
+        placed = row if layouts is None else layouts.iloc[position]
+        subject = placed.get("healthy_subject")
         healthy = healthy_case_dirs.get(subject) if isinstance(subject, str) else None
-        measured = measure_lesions(cases_dir / row["case_id"], row, healthy)
+        measured = measure_lesions(cases_dir / row["case_id"], placed, healthy)
         cases.append(
             {
                 "case_id": row["case_id"],
-                "provenance": _provenance(row),
+                # A GAN cohort's case: TF-Aug's record (healthy subject, masks, draws), then the GAN's.
+                "provenance": _provenance(row) if layouts is None else {**_provenance(placed), **_provenance(row)},
                 "measured": measured,
                 "check": check_controls(measured, controls),
             }
