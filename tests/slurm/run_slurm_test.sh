@@ -26,6 +26,10 @@
 #     jobs COMPLETED; a job asks for a GPU (TresPerJob) exactly when it is on
 #     partition gpu, and is allocated what it asked (JOB_GRES); run 1 has CPU
 #     jobs on partition cpu; run 2's skullstrip_healthy job asked for a GPU.
+#     Grouped jobs (profile: group-components): run 1's per-scan rules go as
+#     group jobs, and at least one sbatch submission ran the jobs of several
+#     scans (counted in its SLURM log: the `localrule RULE:` entries and their
+#     wildcards); run 2's skull strip is a group job of partition gpu.
 # Logs: logs/slurm_test/ (snakemake output, job records, SLURM daemon logs).
 # --keep leaves the scratch copy (results, .snakemake/slurm_logs) in place.
 set -euo pipefail
@@ -286,14 +290,38 @@ run_snakemake() {
     grep -oE 'SLURM run ID: [0-9a-zA-Z_-]+' "$LOGDIR/$name.log" | head -1 | awk '{print $4}'
 }
 
-# check_jobs NAME RUN_ID GPU_RULE: list the run's jobs from slurmctld's records
-# and check them (see the header; GPU_RULE "-" = no GPU job required).
+# check_jobs NAME RUN_ID GPU_RULE MIN_SCANS: list the run's jobs from
+# slurmctld's records and check them (see the header; GPU_RULE "-" = no GPU
+# job required; MIN_SCANS: a group job must have run the jobs of at least that
+# many scans, 0 = no group check). The group jobs' SLURM logs are copied to
+# $LOGDIR/NAME.slurm-JOBID.log.
 check_jobs() {
-    local name=$1 run_id=$2 gpu_rule=$3
+    local name=$1 run_id=$2 gpu_rule=$3 min_scans=$4
     scontrol -d -o show job > "$LOGDIR/$name.jobs.txt" 2>&1 || true
-    "$REPO/.venv/bin/python" - "$LOGDIR/$name.jobs.txt" "$run_id" "$gpu_rule" <<'PY'
-import re, sys
-path, run_id, gpu_rule = sys.argv[1:]
+    "$REPO/.venv/bin/python" - "$LOGDIR/$name.jobs.txt" "$run_id" "$gpu_rule" \
+        "$LOGDIR/$name.log" "$min_scans" <<'PY'
+import re, shutil, sys
+from pathlib import Path
+path, run_id, gpu_rule, snakemake_log, min_scans = sys.argv[1:]
+min_scans = int(min_scans)
+# SLURM job id -> its log, from the plugin's "submitted with SLURM jobid N (log: PATH)"
+slurm_logs = dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+?)\)", open(snakemake_log).read()))
+
+def group_scans(jobid):
+    """(rule, wildcards) of each job a group job ran, from its SLURM log:
+    the snakemake run inside the allocation names each job `localrule RULE:`."""
+    log = slurm_logs.get(jobid)
+    if not log or "/group_" not in log or not Path(log).exists():
+        return None
+    shutil.copyfile(log, Path(snakemake_log).with_suffix(f".slurm-{jobid}.log"))
+    ran, rule = set(), None
+    for line in open(log, errors="replace"):
+        if m := re.match(r"localrule (\w+):", line):
+            rule = m.group(1)
+        elif rule and (m := re.match(r"\s+wildcards: (.*)", line)):
+            ran.add((rule, m.group(1).strip()))
+            rule = None
+    return ran
 
 def field(line, key):
     m = re.search(r"(?:^|\s)" + re.escape(key) + r"=(\S*)", line)
@@ -315,12 +343,17 @@ for line in open(path):
         asked=gpus(field(line, "TresPerJob")) + gpus(field(line, "TresPerNode")),
         # what SLURM allocated (JOB_GRES=gpu:1 with `scontrol -d`)
         got=gpus(field(line, "JOB_GRES")),
+        cpus=field(line, "NumCPUs"), limit=field(line, "TimeLimit"),
+        scans=group_scans(field(line, "JobId")),
     ))
 if not jobs:
     sys.exit(f"no SLURM job named {run_id} in `scontrol show job`")
 for j in jobs:
+    ran = "" if j["scans"] is None else (
+        f" ran {len(j['scans'])} jobs of {len({w for _, w in j['scans']})} scans")
     print(f"  job {j['id']:>5} {j['state']:<10} partition={j['part']:<4} "
-          f"TresPerJob={j['req']:<13} allocated_gpus={j['got']} {j['rule']}")
+          f"TresPerJob={j['req']:<13} allocated_gpus={j['got']} cpus={j['cpus']} "
+          f"time_limit={j['limit']} {j['rule']}{ran}")
 errors = []
 for j in jobs:
     what = f"job {j['id']} ({j['rule']})"
@@ -334,28 +367,38 @@ if gpu_rule == "-":
     if not any(not j["asked"] and j["part"] == "cpu" for j in jobs):
         errors.append("no CPU job (no GPU request, partition cpu) in this run")
 else:
-    mine = [j for j in jobs if j["rule"] == "rule_" + gpu_rule
-            or j["rule"].startswith("rule_" + gpu_rule + "_wildcards_")]
+    # alone: rule_RULE[_wildcards_...]; in a group job: rule_GROUP_RULE1_RULE2...
+    mine = [j for j in jobs if re.search(r"(^rule|_)" + gpu_rule + r"(_|$)", j["rule"])]
     if not mine:
         errors.append(f"no job of rule {gpu_rule} in this run")
     for j in mine:
         if not (j["asked"] >= 1 and j["got"] >= 1 and j["part"] == "gpu"):
             errors.append(f"{gpu_rule} job {j['id']} was not submitted with a "
                           "GPU request to partition gpu")
+if min_scans:
+    groups = [j for j in jobs if j["scans"] is not None]
+    best = max((len({w for _, w in j["scans"]}) for j in groups), default=0)
+    if best < min_scans:
+        errors.append(f"no group job ran the jobs of {min_scans} scans or more "
+                      f"({len(groups)} group jobs, at most {best} scans in one)")
+    else:
+        print(f"  {len(groups)} group jobs; one sbatch submission ran the jobs of up to {best} scans")
 if errors:
     sys.exit("\n".join(errors))
 print(f"  {len(jobs)} jobs, {sum(1 for j in jobs if j['asked'])} with a GPU request: OK")
 PY
 }
 
-# Rules may ask for more threads than this small node has.
-COMMON=(--profile slurm --max-threads "$NCPU" --configfile config/demo.yaml)
+# Rules may ask for more threads than this small node has. The SLURM logs of
+# successful jobs are kept: the group check reads them.
+COMMON=(--profile slurm --max-threads "$NCPU" --slurm-keep-successful-logs
+        --configfile config/demo.yaml)
 
 T1=$(date +%s)
 RUN1=$(run_snakemake run1 "$WORK" "${TARGETS[@]}" "${COMMON[@]}")
 [ -n "$RUN1" ] || die "run1: no 'SLURM run ID' in the snakemake log (was the slurm executor used?)"
 say "run1: done in $(( $(date +%s) - T1 )) s; SLURM jobs named $RUN1:"
-check_jobs run1 "$RUN1" - >&2 || die "run1: job check failed (records: $LOGDIR/run1.jobs.txt)"
+check_jobs run1 "$RUN1" - 2 >&2 || die "run1: job check failed (records: $LOGDIR/run1.jobs.txt)"
 
 # --- run 2: one skull strip with SynthStrip weights: a job that requests a GPU
 # a healthy subject of the demo, from the job list of a dry run
@@ -374,6 +417,6 @@ RUN2=$(run_snakemake run2 "$WORK" "results/preprocess/stripped/$subject/t1n.nii.
        "${COMMON[@]}" "$SCRATCH/synthstrip.yaml")
 [ -n "$RUN2" ] || die "run2: no 'SLURM run ID' in the snakemake log"
 say "run2: done in $(( $(date +%s) - T2 )) s; SLURM jobs named $RUN2:"
-check_jobs run2 "$RUN2" "$GPU_RULE" >&2 || die "run2: job check failed (records: $LOGDIR/run2.jobs.txt)"
+check_jobs run2 "$RUN2" "$GPU_RULE" 0 >&2 || die "run2: job check failed (records: $LOGDIR/run2.jobs.txt)"
 
 say "PASSED in $(( $(date +%s) - T_START )) s (logs: $LOGDIR)"

@@ -27,6 +27,8 @@ rule normalize_real:
     log:
         "logs/normalize_real/{case}.log",
     priority: scheduling.CRITICAL_PATH
+    group:
+        "real"
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
@@ -60,6 +62,8 @@ rule skullstrip_healthy:
     benchmark:
         layout.benchmark_tsv("skullstrip_healthy", "{subject}")
     priority: scheduling.HEALTHY_SCANS
+    group:
+        "skullstrip"
     conda:
         "../../envs/tumorfab.yaml"
     # ANTs (the atlas method) runs on one thread, so that its result is
@@ -112,6 +116,8 @@ rule register_healthy:
     benchmark:
         layout.benchmark_tsv("register_healthy", "{subject}")
     priority: scheduling.HEALTHY_SCANS
+    group:
+        "healthy"
     conda:
         "../../envs/tumorfab.yaml"
     # One thread: a byte-identical result (tumorfab.preprocess.ants.deterministic_ants).
@@ -147,6 +153,8 @@ rule normalize_healthy:
     log:
         "logs/normalize_healthy/{subject}.log",
     priority: scheduling.HEALTHY_SCANS
+    group:
+        "healthy"
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
@@ -182,6 +190,8 @@ if STUDY.has_healthy_sequences:
         wildcard_constraints:
             channel=HEALTHY_EXTRA_CHANNELS,
         priority: scheduling.HEALTHY_SCANS
+        group:
+            "healthy"
         conda:
             "../../envs/tumorfab.yaml"
         # One thread: a byte-identical result (tumorfab.preprocess.ants.deterministic_ants).
@@ -210,6 +220,8 @@ if STUDY.has_healthy_sequences:
         wildcard_constraints:
             channel=HEALTHY_EXTRA_CHANNELS,
         priority: scheduling.HEALTHY_SCANS
+        group:
+            "healthy"
         conda:
             "../../envs/tumorfab.yaml"
         # One thread: a byte-identical result (tumorfab.preprocess.ants.deterministic_ants).
@@ -247,6 +259,8 @@ if STUDY.has_healthy_sequences:
         wildcard_constraints:
             channel=HEALTHY_EXTRA_CHANNELS,
         priority: scheduling.HEALTHY_SCANS
+        group:
+            "healthy"
         conda:
             "../../envs/tumorfab.yaml"
         threads: 1

@@ -20,6 +20,8 @@ rule nnunet_image_real:
     log:
         "logs/nnunet_image_real/{case}.log",
     priority: scheduling.CRITICAL_PATH
+    group:
+        "real"
     conda:
         "../../envs/tumorfab.yaml"
     threads: 1
