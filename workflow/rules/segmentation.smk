@@ -280,7 +280,7 @@ rule nnunet_evaluate:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=180,
     params:
         val_cases=STUDY.val_cases,
     script:
