@@ -18,6 +18,21 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 
+
+def make_empty_tree(root: Path, n_cases: int, n_heads: int) -> tuple[Path, Path]:
+    """A BraTS root of ``n_cases`` case folders and an IXI root of ``n_heads`` T1
+    heads, as empty files: building the DAG opens no NIfTI file."""
+    brats, ixi = root / "brats", root / "ixi"
+    for index in range(n_cases):
+        case = f"BraTS-GLI-{index:05d}-000"
+        (brats / case).mkdir(parents=True)
+        for name in ("t1n", "t1c", "t2w", "t2f", "seg"):
+            (brats / case / f"{case}-{name}.nii.gz").touch()
+    ixi.mkdir()
+    for index in range(n_heads):
+        (ixi / f"IXI{index:03d}-Guys-{index:04d}-T1.nii.gz").touch()
+    return brats, ixi
+
 def write_volume(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, SNAKEMAKE, workflow_config
+from conftest import REPO, SNAKEMAKE, make_empty_tree, workflow_config
 
 PROFILE = REPO / "profiles" / "slurm"
 N_CASE_FOLDERS = 300  # the split's n_real_train + n_val
@@ -57,19 +57,6 @@ def _study_cost():
 STUDY_COST = _study_cost()
 
 
-def _tree(root: Path) -> tuple[Path, Path]:
-    brats, ixi = root / "brats", root / "ixi"
-    for index in range(N_CASE_FOLDERS):
-        case = f"BraTS-GLI-{index:05d}-000"
-        (brats / case).mkdir(parents=True)
-        for name in ("t1n", "t1c", "t2w", "t2f", "seg"):
-            (brats / case / f"{case}-{name}.nii.gz").touch()
-    ixi.mkdir()
-    for index in range(N_HEADS):
-        (ixi / f"IXI{index:03d}-Guys-{index:04d}-T1.nii.gz").touch()
-    return brats, ixi
-
-
 def declared_resources(dry_run: str) -> dict[str, set[tuple[int, int]]]:
     """Rule -> the (runtime, mem_mb) pairs its planned jobs declare: each job of a
     dry run prints `rule NAME:` then, among its fields, `resources: ..., mem_mb=M, ..., runtime=R, ...`
@@ -88,7 +75,7 @@ def declared_resources(dry_run: str) -> dict[str, set[tuple[int, int]]]:
 @pytest.fixture(scope="module")
 def declared(tmp_path_factory) -> dict[str, set[tuple[int, int]]]:
     root = tmp_path_factory.mktemp("declared")
-    brats, ixi = _tree(root)
+    brats, ixi = make_empty_tree(root, N_CASE_FOLDERS, N_HEADS)
     config_path = root / "config.yaml"
     config_path.write_text(yaml.safe_dump(workflow_config(data={"brats_root": str(brats), "healthy_root": str(ixi)})))
     result = subprocess.run(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, SNAKEMAKE, workflow_config
+from conftest import REPO, SNAKEMAKE, make_empty_tree, workflow_config
 
 PROFILE = REPO / "profiles" / "slurm"
 N_CASE_FOLDERS = 1251  # BraTS 2023 GLI training
@@ -31,19 +31,6 @@ GROUPS = {
 #: Preprocessing: the per-scan rules and what they need that is not grouped.
 PREPROCESSING = set(GROUPS) | {"prepare"}
 MAX_SUBMISSIONS = 100
-
-
-def _paper_sized_tree(root: Path) -> tuple[Path, Path]:
-    brats, ixi = root / "brats", root / "ixi"
-    for index in range(N_CASE_FOLDERS):
-        case = f"BraTS-GLI-{index:05d}-000"
-        (brats / case).mkdir(parents=True)
-        for name in ("t1n", "t1c", "t2w", "t2f", "seg"):
-            (brats / case / f"{case}-{name}.nii.gz").touch()
-    ixi.mkdir()
-    for index in range(N_HEADS):
-        (ixi / f"IXI{index:03d}-Guys-{index:04d}-T1.nii.gz").touch()
-    return brats, ixi
 
 
 def _submissions(dry_run: str) -> tuple[Counter, Counter, Counter]:
@@ -67,7 +54,7 @@ def _submissions(dry_run: str) -> tuple[Counter, Counter, Counter]:
 @pytest.fixture(scope="module")
 def paper_dry_run(tmp_path_factory) -> tuple[str, float]:
     root = tmp_path_factory.mktemp("paper_sized")
-    brats, ixi = _paper_sized_tree(root)
+    brats, ixi = make_empty_tree(root, N_CASE_FOLDERS, N_HEADS)
     config = workflow_config(data={"brats_root": str(brats), "healthy_root": str(ixi)})
     config_path = root / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
