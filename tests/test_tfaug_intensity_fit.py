@@ -122,3 +122,22 @@ def test_the_fit_runs_on_the_nnunet_feature_extractor(cohort, tmp_path):
         intensity_fit=replace(FIT, epochs=4, lr=0.01), extractor=extractor, **ARGS,
     )
     assert result.loss_end < result.loss_start
+
+
+def test_a_non_finite_loss_stops_the_fit_naming_epoch_and_batch(cohort, tmp_path, monkeypatch):
+    from tumorfab.synthesis.tfaug import intensity_fit
+
+    real, healthy = cohort
+    calls = {"n": 0}
+    pooled_l1 = intensity_fit.pooled_l1
+
+    def infinite_on_the_second_training_batch(*args):
+        calls["n"] += 1
+        loss = pooled_l1(*args)
+        # call 1..k: the starting pool loss (no gradient); then the training batches
+        return loss * float("inf") if calls["n"] == FIT.n_pairs // FIT.batch_size + 2 else loss
+
+    monkeypatch.setattr(intensity_fit, "pooled_l1", infinite_on_the_second_training_batch)
+    with pytest.raises(FloatingPointError, match=r"loss inf at epoch 1, batch 2 \(pooled L1, fp32"):
+        fit_tfaug_intensity(real, healthy, None, tmp_path / "i.json", seed=0, intensity_fit=FIT, extractor=TinyEncoder(), **ARGS)
+    assert not (tmp_path / "i.json").exists()

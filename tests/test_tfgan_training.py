@@ -144,6 +144,57 @@ def test_the_autocast_path_runs_on_the_cpu(cohort, tmp_path):
     assert np.isfinite(rows[["d_loss", "g_total"]].to_numpy()).all()
 
 
+#: One bf16 TF-GAN step in a process whose heap hands out poisoned memory:
+#: glibc fills every allocation with 0x7f bytes (3.4e38 as float32 and bf16)
+#: and serves all of them from the heap, so a kernel that reads memory it never
+#: wrote gives inf/NaN every time, not only after another test left such bytes.
+_POISONED_STEP = """
+import sys
+sys.path.insert(0, {tests!r})
+import numpy as np, torch
+import test_tfgan_training as t
+from tumorfab.synthesis.gan import Volume, random_crop, stack_crops
+from tumorfab.synthesis.gan_settings import TFGANSettings
+from tumorfab.synthesis.tfgan.train import Trainer
+torch.set_num_threads(1)
+cases = [t._case(np.random.default_rng(3), (24, 28, 22), 7.0, True) for _ in range(2)]
+crops = [stack_crops([random_crop(Volume(c.stacked(["t1n"]), c.seg, c.brainmask), 64, np.random.default_rng(0))], "cpu") for c in cases]
+trainer = Trainer(TFGANSettings.from_config({{**t.TFGAN, "mixed_precision": "on"}}), 1, t.StandInF(), 3, 5, "cpu")
+print(trainer.train_step(0, *crops), len(trainer.nonfinite_parameters()))
+"""
+
+
+def test_the_bf16_step_is_finite_whatever_memory_it_is_given():
+    """oneDNN's bf16 backward-weights convolution on D's 2³ patch head read memory it
+    never wrote (NaN weight gradients in a poisoned heap, intermittently in a long
+    pytest run); the CPU's bf16 steps run on ATen's kernels (``gan.precision_kernels``)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_PERTURB_": "128", "MALLOC_MMAP_THRESHOLD_": str(2**32)}
+    script = _POISONED_STEP.format(tests=str(Path(__file__).parent))
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    row, n_broken = result.stdout.strip().rsplit(" ", 1)
+    assert n_broken == "0" and "nan" not in row and "inf" not in row, result.stdout
+
+
+def test_a_loss_made_infinite_stops_the_training_naming_the_step_and_the_term(cohort, tmp_path, monkeypatch):
+    from tumorfab.synthesis.gan import NonFiniteTraining
+    from tumorfab.synthesis.tfgan import losses
+
+    calls, percep = [], losses.classwise_perceptual
+
+    def infinite_at_the_third_step(*args):
+        calls.append(1)
+        return percep(*args) * (float("inf") if len(calls) == 3 else 1.0)
+
+    monkeypatch.setattr(losses, "classwise_perceptual", infinite_at_the_third_step)
+    with pytest.raises(NonFiniteTraining, match=r"TF-GAN: loss non-finite at step 2 \(g_total inf, percep inf\) under fp32"):
+        _train(cohort, tmp_path)
+    kept = torch.load(tmp_path / "work" / CHECKPOINT, weights_only=False)
+    assert kept["step"] == 2 and len(kept["rows"]) == 2
+    assert all(torch.isfinite(w).all() for w in kept["generator"].values() if w.is_floating_point())
+    assert not (tmp_path / "generator.pt").exists()
+
+
 _KILLED_RUN = """
 import sys, time
 sys.path.insert(0, {tests!r})

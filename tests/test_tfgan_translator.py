@@ -305,7 +305,7 @@ def test_the_translator_s_autocast_path_runs_on_the_cpu(cohort):
     torch.set_num_threads(1)
     trainer = Trainer(_settings(mixed_precision="on"), 4, StandInF(channels=4), total_steps=10, seed=0, device="cpu")
     assert trainer.amp_dtype == torch.bfloat16
-    row = trainer.step(0, batch, batch, torch.tensor([[1.0, 0.0, 1.0, 0.0]]), ALL_BUT_T1N, _t1n_fill(batch))
+    row = trainer.train_step(0, batch, batch, torch.tensor([[1.0, 0.0, 1.0, 0.0]]), ALL_BUT_T1N, _t1n_fill(batch))
     assert set(row) == set(loss_columns(4)[2:]) and np.isfinite(list(row.values())).all()
 
 

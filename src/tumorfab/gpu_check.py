@@ -449,7 +449,7 @@ class GPUCheck:
         settings, trainer, sample = self._trainer(name, steps)
         set_precision(trainer, precision)
         for step in range(steps):
-            row = trainer.step(step, *sample(step))
+            row = trainer.train_step(step, *sample(step))
             require_finite(f"loss at step {step}:", row)
         widths = settings.generator_widths
         size = (

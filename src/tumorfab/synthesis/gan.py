@@ -12,15 +12,17 @@ module holds the rest:
   on the CPU) and :data:`CPU_WINDOWS_PER_BATCH` (sliding windows in batches).
 * **Mixed precision**: :func:`autocast_dtype` (``mixed_precision``: ``auto``
   uses it on a GPU only, bf16 where supported, else fp16 with a gradient
-  scaler; ``on`` forces it, bf16 on the CPU; ``off``) and
-  :func:`float32_context` (losses computed in float32 under autocast).
+  scaler; ``on`` forces it, bf16 on the CPU; ``off``),
+  :func:`float32_context` (losses computed in float32 under autocast) and
+  :func:`precision_kernels` (bf16 on the CPU on ATen's kernels, not oneDNN's).
 * **Training**: :class:`GANTrainer` (G, D, their Adam optimizers, learning
   rates decayed linearly to 0 over all steps, the gradient scaler, the
   autocast context, the checkpoint's state) and :func:`run_training` (the
   loop: a checkpoint every ``checkpoint_every`` steps and at the end, written
   atomically into a work folder outside the rule's outputs, since Snakemake
   deletes a failed job's outputs; a rerun resumes from it when the settings
-  digest is the same, else starts over), :func:`write_training_outputs`
+  digest is the same, else starts over; a loss that turns non-finite stops
+  it at once, :class:`NonFiniteTraining`), :func:`write_training_outputs`
   (G's record, the loss CSV, the curves of :func:`plot_losses`).
 * **Generation**: :func:`load_generator` (G from a training's generator
   file, rebuilt from the settings it stores) and :func:`generate_cases` (the
@@ -183,6 +185,42 @@ def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | 
     return torch.bfloat16
 
 
+def precision_kernels(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
+    """The context a step or an inference at autocast ``dtype`` on ``device``
+    runs in, its backward pass included: oneDNN off for bf16 on the CPU, so
+    that convolutions run on ATen's own kernels; nothing otherwise.
+
+    oneDNN's bf16 convolution (backward-weights) on a 2³ input with a 3×3×3
+    kernel and padding 1 (TF-GAN's D patch head and G's bottleneck at 64³
+    crops) reads scratch memory it never writes (PyTorch 2.14.1, oneDNN
+    3.12): its weight gradient is then whatever the heap held, NaN in a
+    process whose freed memory held NaN-like bytes (every time with glibc's
+    ``MALLOC_PERTURB_``; now and then in a long pytest run). fp32 (oneDNN),
+    ATen's bf16 and the GPU's cuDNN are not affected (docs/architecture.md,
+    "Mixed precision on the CPU")."""
+    if dtype == torch.bfloat16 and torch.device(device).type == "cpu":
+        return _onednn_disabled()
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _onednn_disabled():
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = enabled
+
+
+def precision_name(dtype: torch.dtype | None, scaler_enabled: bool = False) -> str:
+    """How a training computes, for messages: ``fp32``, ``bf16 autocast`` or ``fp16 autocast + gradient scaler``."""
+    if dtype is None:
+        return "fp32"
+    name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+    return f"{name} autocast" + (" + gradient scaler" if scaler_enabled else "")
+
+
 def float32_context(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     """A context with autocast off on ``tensor``'s device, so that a loss's
     arithmetic stays float32 inside ``torch.autocast``."""
@@ -253,6 +291,25 @@ class GANTrainer:
         """One D step and one G step on ``batch``; the loss row's values (plain floats)."""
         raise NotImplementedError
 
+    def train_step(self, step: int, *batch) -> dict[str, float]:
+        """:meth:`step` on the kernels its precision needs (:func:`precision_kernels`)."""
+        with precision_kernels(self.amp_dtype, self.device):
+            return self.step(step, *batch)
+
+    @property
+    def precision(self) -> str:
+        """The precision the steps compute in (:func:`precision_name`)."""
+        return precision_name(self.amp_dtype, self.scaler.is_enabled())
+
+    def nonfinite_parameters(self) -> list[str]:
+        """The names (``G.…``, ``D.…``) of the networks' parameters that hold a non-finite value."""
+        return [
+            f"{tag}.{name}"
+            for tag, network in (("G", self.generator), ("D", self.discriminator))
+            for name, parameter in network.named_parameters()
+            if not bool(torch.isfinite(parameter).all())
+        ]
+
     def end_step(self) -> None:
         """After G's update: the scaler's update and both schedulers' step."""
         self.scaler.update()
@@ -288,6 +345,22 @@ class GANTrainer:
         restore_rng_state(state["rng"])
 
 
+#: Consecutive steps with a non-finite loss that fp16's gradient scaler may
+#: skip (halving its scale each time, as PyTorch's scaler does) before the
+#: training stops: from the scaler's initial 2**16, ten halvings still leave
+#: a scale of 64, so a loss non-finite for longer is not an overflow that a
+#: smaller scale cures. Without the scaler (fp32, bf16) the first one stops it.
+SCALER_SKIP_LIMIT = 10
+
+
+class NonFiniteTraining(RuntimeError):
+    """A training's loss (or weights) turned non-finite: it stops, keeping its last good checkpoint."""
+
+
+def _nonfinite_terms(row: Mapping[str, float]) -> list[str]:
+    return [f"{key} {value}" for key, value in row.items() if key not in ("step", "epoch") and not math.isfinite(value)]
+
+
 def run_training(
     trainer: GANTrainer,
     sample: Callable[[int], tuple],
@@ -299,9 +372,9 @@ def run_training(
     name: str,
     log_columns: Sequence[str],
 ) -> list[dict]:
-    """The training loop: ``trainer.step(step, *sample(step))`` for every step.
+    """The training loop: ``trainer.train_step(step, *sample(step))`` for every step.
 
-    Each row is ``{"step", "epoch", **trainer.step(...)}``. A checkpoint
+    Each row is ``{"step", "epoch", **trainer.train_step(...)}``. A checkpoint
     (:meth:`GANTrainer.state`) goes to ``work_dir/checkpoint.pt`` every
     ``checkpoint_every`` steps and after the last; a checkpoint already there
     is resumed from when its ``digest`` is ``digest`` (else the training
@@ -309,6 +382,14 @@ def run_training(
     ``sample(step)`` must depend on the step only (a resumed run then sees the
     crops of an uninterrupted one). ``name`` and ``log_columns`` (the row's
     values logged at the end of each epoch) are for the log. Returns the rows.
+
+    A non-finite loss raises :class:`NonFiniteTraining` naming the step, the
+    terms and the precision, before anything of that step is saved, so the
+    checkpoint on disk is the last good one; with fp16's gradient scaler a
+    step whose loss is non-finite is skipped by the scaler, and only
+    :data:`SCALER_SKIP_LIMIT` of them in a row stop the training. Weights
+    made non-finite by a non-finite gradient under a finite loss stop it too,
+    before the checkpoint would keep them.
     """
     checkpoint = Path(work_dir) / CHECKPOINT
     start, rows = 0, []
@@ -322,14 +403,30 @@ def run_training(
             log.info("%s: resuming from step %d of %d (%s)", name, start, total_steps, checkpoint)
         else:
             log.info("%s: %s was made with other settings; starting over", name, checkpoint)
+    saved, nonfinite_streak = (start if start else None), 0
     for step in range(start, total_steps):
-        row = {"step": step, "epoch": step // steps_per_epoch, **trainer.step(step, *sample(step))}
+        row = {"step": step, "epoch": step // steps_per_epoch, **trainer.train_step(step, *sample(step))}
+        bad = _nonfinite_terms(row)
+        nonfinite_streak = nonfinite_streak + 1 if bad else 0
+        if bad and (not trainer.scaler.is_enabled() or nonfinite_streak > SCALER_SKIP_LIMIT):
+            streak = f" for {nonfinite_streak} steps in a row" if nonfinite_streak > 1 else ""
+            _stop(name, f"loss non-finite at step {step}{streak} ({', '.join(bad)})", trainer.precision, checkpoint, saved)
         rows.append(row)
         if step % steps_per_epoch == steps_per_epoch - 1:
             log.info("%s epoch %d: %s", name, row["epoch"], ", ".join(f"{k} {row[k]:.4f}" for k in log_columns))
         if (step + 1) % checkpoint_every == 0 or step + 1 == total_steps:
+            broken = trainer.nonfinite_parameters()
+            if broken:
+                what = f"weights non-finite after step {step} ({', '.join(broken[:4])}{', ...' if len(broken) > 4 else ''})"
+                _stop(name, what, trainer.precision, checkpoint, saved)
             save_torch(trainer.state(step + 1, rows, digest), checkpoint)
+            saved = step + 1
     return rows
+
+
+def _stop(name: str, what: str, precision: str, checkpoint: Path, saved: int | None) -> None:
+    kept = f"{checkpoint} (step {saved}) is the last good checkpoint" if saved else "no checkpoint was written"
+    raise NonFiniteTraining(f"{name}: {what} under {precision}; training stopped, {kept}")
 
 
 def plot_losses(rows: pd.DataFrame, columns: Sequence[str], title: str, out_png: str | os.PathLike) -> None:
@@ -530,7 +627,7 @@ def brain_box_inference(
         canvas[(slice(None), slice(None), *keep)] = x
         x = canvas
     dtype = autocast_dtype(mixed_precision, device)
-    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None), precision_kernels(dtype, device):
         output = sliding_window(network, x, window, overlap)
     output = output.float()[0][(slice(None), *keep)].cpu().numpy()
     result = np.full((output.shape[0], *brainmask.shape), -1.0, dtype=np.float32)

@@ -335,7 +335,9 @@ def fit_intensity(
     ``extractor`` is frozen here (eval mode, no parameter gradients).
     ``loss_start`` / ``loss_end`` are the loss over the whole pool at the
     starting (1, 0) and at the fitted values. The rows of a channel that no
-    healthy scan of the pool has get no gradient and stay (1, 0).
+    healthy scan of the pool has get no gradient and stay (1, 0). A
+    non-finite loss stops the fit at once (``FloatingPointError`` naming the
+    epoch and batch) before SGD would carry it into (a, b).
     """
     extractor.eval()
     for parameter in extractor.parameters():
@@ -366,6 +368,11 @@ def fit_intensity(
             index = torch.from_numpy(order[start : start + batch_size])
             optimizer.zero_grad()
             loss = pooled_l1(*_pooled(extractor, pool, index, device, a, b), target, target_present)
+            if not bool(torch.isfinite(loss)):
+                raise FloatingPointError(
+                    f"intensity fit: loss {float(loss.detach())} at epoch {epoch + 1}, batch {start // batch_size + 1} "
+                    f"(pooled L1, fp32, a {a.detach().cpu().numpy().round(3).tolist()}); stopped"
+                )
             loss.backward()
             optimizer.step()
             epoch_losses.append(float(loss.detach()))
