@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -32,6 +33,22 @@ def make_empty_tree(root: Path, n_cases: int, n_heads: int) -> tuple[Path, Path]
     for index in range(n_heads):
         (ixi / f"IXI{index:03d}-Guys-{index:04d}-T1.nii.gz").touch()
     return brats, ixi
+
+
+@pytest.fixture(scope="session")
+def paper_sized_dry_run(tmp_path_factory) -> SimpleNamespace:
+    """`snakemake -n --profile profiles/slurm` of the paper's config over an empty
+    BraTS 2023-sized tree (1,251 GLI case folders) and 581 IXI heads, made once for
+    every test that reads it: ``result`` (the CompletedProcess) and ``n_heads``
+    (how long it takes: ``benchmarks/dag_build.py``)."""
+    n_heads = 581
+    root = tmp_path_factory.mktemp("paper_sized")
+    brats, ixi = make_empty_tree(root, 1251, n_heads)
+    config = workflow_config(data={"brats_root": str(brats), "healthy_root": str(ixi)})
+    result = run_snakemake(root / "run", config, "-n", "--profile", str(REPO / "profiles" / "slurm"), check=False)
+    assert result.returncode == 0, result.stdout[-5000:]
+    return SimpleNamespace(result=result, n_heads=n_heads)
+
 
 def write_volume(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,3 +182,45 @@ def tiny_demo(tmp_path_factory) -> tuple[Path, dict]:
     workdir = tmp_path_factory.mktemp("tiny_demo")
     run_snakemake(workdir, config, "--cores", "2")
     return workdir, config
+
+
+# --- Running in parallel (pytest-xdist, `make test`: -n 2 --dist loadgroup) ---
+
+
+def _session_fixtures(item: pytest.Item) -> set[str]:
+    """The session-scoped fixtures of this test suite that ``item`` uses."""
+    names = set()
+    for name, definitions in item._fixtureinfo.name2fixturedefs.items():
+        definition = definitions[-1]
+        if definition.scope == "session" and Path(definition.func.__code__.co_filename).parent == REPO / "tests":
+            names.add(name)
+    return names
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """One xdist group per test file, and files that share a session fixture
+    (e.g. ``tiny_demo``) in one group: each module and session fixture is then
+    made once per run, by the worker that runs its group. The groups that share
+    session fixtures (the longest) go first, each in the order pytest-randomly
+    gave (this hook runs after it), so that the two workers start with them
+    rather than finish on one."""
+    parent = {}
+
+    def find(key):
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    def module(item):
+        return item.nodeid.split("::")[0]
+
+    for item in items:
+        for fixture in _session_fixtures(item):
+            parent[find(f"fixture:{fixture}")] = find(module(item))
+    files = {}
+    for item in items:
+        files.setdefault(find(module(item)), set()).add(module(item))
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(find(module(item))))
+    items.sort(key=lambda item: -len(files[find(module(item))]))

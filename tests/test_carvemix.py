@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -23,6 +24,7 @@ from tumorfab.synthesis.carvemix import (
 )
 from tumorfab.io import save_nifti
 from tumorfab.study import layout
+from tumorfab.study.model import ConfigError
 
 SHAPE = (32, 30, 20)
 ZOOMS = (1.0, 1.2, 2.0)  # anisotropic on purpose: spacing must be respected
@@ -291,10 +293,9 @@ def test_a_changed_lambda_range_reruns_carvemix_and_no_other_source(tiny_demo):
     assert not other_sources & set(jobs)
 
 
-def test_an_inverted_lambda_range_stops_the_workflow_naming_the_key(tmp_path):
-    # The whole workflow: the check runs where the workflow builds its settings.
+def test_an_inverted_lambda_range_stops_the_study_naming_the_key():
+    # Where the workflow builds its settings (common.smk: Study.from_config).
     config = tiny_demo_config()
     config.setdefault("carvemix", {})["lambda_range"] = [0.8, 0.2]
-    planned = run_snakemake(tmp_path, config, "-n", check=False)
-    assert planned.returncode != 0
-    assert "carvemix.lambda_range [0.8, 0.2]" in planned.stdout
+    with pytest.raises(ConfigError, match=re.escape("carvemix.lambda_range [0.8, 0.2]")):
+        study_of(config)

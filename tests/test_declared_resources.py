@@ -4,28 +4,21 @@
 and peak memory, measured on the real scans or, for the GPU rules where no
 GPU was lent, the assumption the row names); `benchmarks/study_cost.py`
 projects it onto the paper's study (`config/config.yaml`: units per job).
-Here `snakemake -n --profile slurm` plans the paper's config over a small
-tree of empty files (300 case folders, the split's 100 + 200, and 3 heads: the
-jobs' resources do not depend on the number of heads) and every job's declared
+Here `snakemake -n --profile slurm` plans the paper's config over a paper-sized
+tree of empty files (conftest's `paper_sized_dry_run`, which
+test_grouped_jobs.py reads too) and every job's declared
 `runtime` and `mem_mb` (as the dry run prints them, the profile's per-scan
 runtimes included) must cover its projection times the margins
 (`RUNTIME_MARGIN`, `MEM_MARGIN` in the script)."""
 
 import importlib.util
 import re
-import subprocess
 import sys
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import REPO, SNAKEMAKE, make_empty_tree, workflow_config
-
-PROFILE = REPO / "profiles" / "slurm"
-N_CASE_FOLDERS = 300  # the split's n_real_train + n_val
-N_HEADS = 3
+from conftest import REPO
 
 
 def local_rules() -> set[str]:
@@ -73,18 +66,8 @@ def declared_resources(dry_run: str) -> dict[str, set[tuple[int, int]]]:
 
 
 @pytest.fixture(scope="module")
-def declared(tmp_path_factory) -> dict[str, set[tuple[int, int]]]:
-    root = tmp_path_factory.mktemp("declared")
-    brats, ixi = make_empty_tree(root, N_CASE_FOLDERS, N_HEADS)
-    config_path = root / "config.yaml"
-    config_path.write_text(yaml.safe_dump(workflow_config(data={"brats_root": str(brats), "healthy_root": str(ixi)})))
-    result = subprocess.run(
-        [str(SNAKEMAKE), "-n", "--snakefile", str(REPO / "Snakefile"), "--directory", str(root / "run"),
-         "--profile", str(PROFILE), "--configfile", str(config_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    assert result.returncode == 0, result.stdout[-5000:]
-    return declared_resources(result.stdout)
+def declared(paper_sized_dry_run) -> dict[str, set[tuple[int, int]]]:
+    return declared_resources(paper_sized_dry_run.result.stdout)
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,21 @@
-"""Input checks through the snakemake CLI: the README's --config form, case
-folders of other tasks or with wrong names, and bad volumes stopping prepare."""
+"""Input checks: the README's --config form, case folders of other tasks or
+with wrong names (on the study's model), and bad volumes stopping prepare."""
 
+import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
+from snakemake.cli import parse_config
+from snakemake.exceptions import WorkflowError
 
-from conftest import REPO, SNAKEMAKE, make_brats_case, planned_jobs, run_snakemake, tiny_demo_config, workflow_config
+from conftest import REPO, SNAKEMAKE, make_brats_case, paper_and, planned_jobs, run_snakemake, study_of, workflow_config
+from tumorfab.config import typed_command_line_config
+from tumorfab.prepare.cases import DataError
 
 #: The --config argument of README "Running on real data", exactly as written there.
 README_CONFIG = "data='{brats_root: /data/BraTS2023-GLI, healthy_root: /data/IXI-T1}'"
@@ -54,26 +61,21 @@ def _labels_4_and_5(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
-def test_readme_config_string_passes_the_schema(tmp_path):
+def test_readme_config_string_passes_the_schema():
     assert README_CONFIG in (REPO / "README.md").read_text()
-    result = _run_command_line(tmp_path, f"prepare -n --cores 16 --config {README_CONFIG}")
-    assert result.returncode != 0
-    assert "data.brats_root: /data/BraTS2023-GLI is not a directory" in result.stdout
+    (argument,) = shlex.split(README_CONFIG)  # as the shell hands it to snakemake
+    config = paper_and(typed_command_line_config(parse_config([argument])))
+    with pytest.raises(DataError, match="data.brats_root: /data/BraTS2023-GLI is not a directory"):
+        study_of(config)
 
 
-def test_readme_config_form_with_a_boolean_plans_prepare(brats_root, healthy_root, tmp_path):
-    config = _readme_config(brats_root, healthy_root, ", remap_label_4_to_3: true")
-    result = _run_command_line(tmp_path, f"prepare -n --cores 16 --config {config}")
-    assert result.returncode == 0, result.stdout
-    assert planned_jobs(result) == {"prepare": 1}
-
-
-def test_readme_config_form_remaps_label_4_in_prepare(brats_root, healthy_root, tmp_path):
+def test_readme_config_form_with_a_boolean_plans_and_runs_prepare_remapping_label_4(brats_root, healthy_root, tmp_path):
     seg = brats_root / "BraTS-GLI-00002-000" / "BraTS-GLI-00002-000-seg.nii.gz"
     _rewrite(seg, lambda labels: np.where(labels == 3, 4, labels).astype(np.uint8))
     config = _readme_config(brats_root, healthy_root, ", remap_label_4_to_3: true")
     result = _run_command_line(tmp_path, f"prepare --cores 1 --config {config}")
     assert result.returncode == 0, result.stdout
+    assert planned_jobs(result) == {"prepare": 1}
     assert (tmp_path / "results" / "prepare" / "cases.csv").exists()
 
 
@@ -89,33 +91,27 @@ def test_bad_volumes_stop_prepare_with_every_file_named(brats_root, healthy_root
     nib.save(nib.Nifti1Image(np.asarray(image.dataobj), None, image.header), str(singular))
 
     config = _real_data_config(brats_root, healthy_root, remap_label_4_to_3=True)
-    result = run_snakemake(tmp_path / "run", config, "--cores", "1", "prepare", check=False)
+    result = run_snakemake(tmp_path / "run", config, "--cores", "1", "preprocess_all", check=False)
     assert result.returncode != 0
     assert "3 problem(s) in the input data" in result.stdout
     assert f"{nan_seg}: {n_necrotic} NaN/inf voxels" in result.stdout
     assert f"{label_5_seg}: labels [5] outside {{0,1,2,3}}" in result.stdout
     assert f"{singular}: affine is singular" in result.stdout
     assert not (tmp_path / "run" / "results" / "prepare" / "cases.csv").exists()
+    assert not (tmp_path / "run" / "results" / "preprocess").exists()
 
 
-def test_misnamed_case_folder_stops_the_run_before_any_job(brats_root, healthy_root, tmp_path):
+def test_misnamed_case_folder_is_refused_with_the_fix(brats_root, healthy_root):
     shutil.copytree(brats_root / "BraTS-GLI-00003-000", brats_root / "BraTS-GLI-00003-000 copy")
-    result = run_snakemake(tmp_path, _real_data_config(brats_root, healthy_root), "-n", "prepare", check=False)
-    assert result.returncode != 0
-    assert f"'{brats_root}/BraTS-GLI-00003-000 copy': looks like a case folder" in result.stdout
-    assert "rename it to its case id or move it out of data.brats_root" in result.stdout
+    with pytest.raises(DataError) as error:
+        study_of(_real_data_config(brats_root, healthy_root))
+    assert f"'{brats_root}/BraTS-GLI-00003-000 copy': looks like a case folder" in str(error.value)
+    assert "rename it to its case id or move it out of data.brats_root" in str(error.value)
 
 
-def test_other_task_folders_are_named_in_a_warning_and_not_planned(brats_root, healthy_root, tmp_path):
-    make_brats_case(brats_root, "BraTS-MEN-00010-000", np.random.default_rng(5))
-    config = _real_data_config(brats_root, healthy_root)
-    result = run_snakemake(tmp_path, config, "-n", "preprocess_all")
-    assert "left out because data.task is GLI: 1 MEN (BraTS-MEN-00010-000)" in result.stdout
-    assert planned_jobs(result)["normalize_real"] == 7
-    assert "results/preprocess/real/BraTS-MEN-" not in result.stdout
-
-
-def test_task_key_plans_the_cases_of_that_task(brats_root, healthy_root, tmp_path):
+def test_task_key_plans_the_cases_of_that_task_and_names_the_other_tasks_folders_in_a_warning(
+    brats_root, healthy_root, tmp_path
+):
     rng = np.random.default_rng(5)
     for patient in range(7):
         make_brats_case(brats_root, f"BraTS-MEN-{patient:05d}-000", rng)
@@ -124,26 +120,9 @@ def test_task_key_plans_the_cases_of_that_task(brats_root, healthy_root, tmp_pat
     assert planned_jobs(result)["normalize_real"] == 7
     assert "results/preprocess/real/BraTS-MEN-00000-000/seg.nii.gz" in result.stdout
     assert "results/preprocess/real/BraTS-GLI-" not in result.stdout
+    assert "left out because data.task is MEN: 7 GLI (BraTS-GLI-00000-000, " in result.stdout
 
 
-def test_task_must_be_an_upper_case_code(brats_root, healthy_root, tmp_path):
-    result = run_snakemake(tmp_path, _real_data_config(brats_root, healthy_root, task="gli"), "-n", check=False)
-    assert result.returncode != 0
-    assert "'gli' does not match '^[A-Z]+$'" in result.stdout
-
-
-def test_demo_refuses_another_task(tmp_path):
-    config = tiny_demo_config()
-    config["data"]["task"] = "MEN"
-    result = run_snakemake(tmp_path, config, "-n", check=False)
-    assert result.returncode != 0
-    assert "the demo cohort is of BraTS task GLI: set data.task: GLI" in result.stdout
-
-
-def test_an_unknown_source_is_named_with_the_registry_choices(tmp_path):
-    config = tiny_demo_config()
-    config["experiments"]["carvemix_8"]["source"] = "carvemixx"
-    result = run_snakemake(tmp_path, config, "-n", check=False)
-    assert result.returncode != 0
-    assert "experiments.carvemix_8.source 'carvemixx' is not a synthetic source" in result.stdout
-    assert "['none', 'carvemix', 'pix2pix', 'tfaug', 'tf']" in result.stdout
+def test_task_must_be_an_upper_case_code():
+    with pytest.raises(WorkflowError, match=re.escape("'gli' does not match '^[A-Z]+$'")):
+        study_of(workflow_config(data={"task": "gli"}))

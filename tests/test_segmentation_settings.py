@@ -1,14 +1,13 @@
-"""The nnU-Net stage's settings: built from the config section, checked, and seen by Snakemake's rerun trigger."""
+"""The nnU-Net stage's settings: built from the config section, checked, and handed
+to scripts. Snakemake's params trigger on them: test_study.py
+(test_snakemake_records_every_stage_settings_for_its_params_trigger) and the
+tiny demo's rerun tests (test_workflow_study.py, test_segmentation_workflow.py)."""
 
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
 from helpers.schema_defaults import schema_defaults
 from segmentation_fixtures import TINY_TRAIN, tiny_settings
@@ -18,8 +17,6 @@ from tumorfab.segmentation.settings import (
     SegmentationSettings,
     TrainSettings,
 )
-
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 
 def _section(**overrides) -> dict:
@@ -81,27 +78,3 @@ def test_a_width_cap_below_the_first_stages_width_is_refused_naming_the_key():
 def test_settings_survive_pickling_as_snakemake_hands_params_to_a_script():
     settings = tiny_settings()
     assert pickle.loads(pickle.dumps(settings)) == settings
-
-
-def test_a_changed_setting_reruns_a_rule_whose_params_are_the_settings(tmp_path):
-    """Snakemake's params trigger records builtin values only (a tuple is one)."""
-    (tmp_path / "Snakefile").write_text(
-        "from tumorfab.segmentation.settings import SegmentationSettings\n"
-        "SETTINGS = SegmentationSettings.from_config(config['segmentation'])\n"
-        "rule train:\n"
-        "    output: 'model.txt'\n"
-        "    params: train=SETTINGS.train\n"
-        "    run:\n"
-        "        open(output[0], 'w').write(repr(params.train))\n"
-    )
-
-    def snakemake(epochs: int, *args: str) -> str:
-        (tmp_path / "config.yaml").write_text(yaml.safe_dump({"segmentation": _section(train={"epochs": epochs})}))
-        result = subprocess.run([str(SNAKEMAKE), "--configfile", "config.yaml", "--cores", "1", *args],
-                                cwd=tmp_path, capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr[-3000:]
-        return result.stdout + result.stderr
-
-    snakemake(1)
-    assert "Nothing to be done" in snakemake(1, "-n")
-    assert "Params have changed" in snakemake(2, "-n")

@@ -105,14 +105,15 @@ def test_f_first_then_fine_tuning_chains_then_the_other_trainings(demo):
     [
         ({"tables": {"t": {"title": "T", "experiments": ["baseline", "nope"]}}}, "tables.t: unknown experiment 'nope'"),
         ({"experiments": {"baseline": {"source": "none", "n_synthetic": 0}, "x": {"source": "gan", "n_synthetic": 2}},
-          "tables": {}}, "experiments.x.source 'gan' is not a synthetic source"),
+          "tables": {}},
+         "experiments.x.source 'gan' is not a synthetic source; choose one of ['none', 'carvemix', 'pix2pix', 'tfaug', 'tf']"),
         ({"experiments": {"x": {"source": "tf", "n_synthetic": 2}}, "tables": {}, "synthetic_only": {"enabled": False}},
          "needs one experiment with source 'none'"),
         ({"registration": {"reference_case": "BraTS-GLI-99999-000"}}, "registration.reference_case 'BraTS-GLI-99999-000'"),
         ({"synthetic_only": {"source": "nope"}}, "synthetic_only.source 'nope'"),
         ({"experiments": {"baseline": {"source": "none", "n_synthetic": 0}, "synthetic_only": {"source": "none", "n_synthetic": 0}},
-          "tables": {}}, "synthetic_only.enabled adds 'synthetic_only'"),
-        ({"data": {"task": "MEN"}}, "the demo cohort is of BraTS task GLI"),
+          "tables": {}}, "synthetic_only.enabled adds 'synthetic_only', which the config already defines"),
+        ({"data": {"task": "MEN"}}, "the demo cohort is of BraTS task GLI: set data.task: GLI"),
     ],
 )
 def test_a_bad_config_is_refused_naming_the_key(changes, message):

@@ -4,19 +4,23 @@ import re
 
 import pytest
 
-from conftest import planned_jobs, run_snakemake, workflow_config
+from conftest import make_empty_tree, planned_jobs, run_snakemake, workflow_config
 
 
-def _paper_dry_run(brats_root, healthy_root, tmp_path):
+@pytest.fixture(scope="module")
+def paper_dry_run(tmp_path_factory):
+    """The paper config's dry run over 6 patients (4 training, 2 held out) and 3 heads, and its config."""
+    root = tmp_path_factory.mktemp("paper")
+    brats, ixi = make_empty_tree(root, 6, 3)
     config = workflow_config(
-        data={"brats_root": str(brats_root), "healthy_root": str(healthy_root)},
+        data={"brats_root": str(brats), "healthy_root": str(ixi)},
         split={"n_real_train": 4, "n_val": 2},
     )
-    return config, run_snakemake(tmp_path, config, "-n")
+    return config, run_snakemake(root / "run", config, "-n")
 
 
-def test_each_training_set_and_seed_is_trained_exactly_once(brats_root, healthy_root, tmp_path):
-    config, result = _paper_dry_run(brats_root, healthy_root, tmp_path)
+def test_each_training_set_and_seed_is_trained_exactly_once(paper_dry_run):
+    config, result = paper_dry_run
     trainings = re.findall(
         r"rule nnunet_train:\n(?:.*\n)*?\s+wildcards: experiment=(\S+), seed=(\d+)", result.stdout
     )
@@ -26,8 +30,8 @@ def test_each_training_set_and_seed_is_trained_exactly_once(brats_root, healthy_
     assert set(trainings) == expected
 
 
-def test_the_plan_is_made_once_and_real_cases_preprocessed_once(brats_root, healthy_root, tmp_path):
-    _, result = _paper_dry_run(brats_root, healthy_root, tmp_path)
+def test_the_plan_is_made_once_and_real_cases_preprocessed_once(paper_dry_run):
+    _, result = paper_dry_run
     jobs = planned_jobs(result)
     assert jobs["nnunet_plan"] == 1
     assert jobs["nnunet_preprocess_real"] == 1
@@ -117,6 +121,7 @@ def test_changed_pix2pix_setting_reruns_pix2pix_its_experiment_and_report_only(t
 def test_the_feature_extractor_target_is_the_baseline_first_seed_and_nothing_synthetic(
     brats_root, healthy_root, tmp_path
 ):
+    # That TF-Aug's fit reads F: test_tfaug_workflow.py.
     config = workflow_config(
         data={"brats_root": str(brats_root), "healthy_root": str(healthy_root)},
         split={"n_real_train": 4, "n_val": 2},
@@ -126,9 +131,6 @@ def test_the_feature_extractor_target_is_the_baseline_first_seed_and_nothing_syn
     assert jobs["nnunet_train"] == 1
     assert re.search(r"wildcards: experiment=baseline, seed=" + str(config["segmentation"]["seeds"][0]), result.stdout)
     assert not {"generate_carvemix", "generate_tfaug", "fit_tfaug_intensity", "nnunet_preprocess_synthetic"} & set(jobs)
-    # The loop: TF-Aug's fit reads F.
-    full = run_snakemake(tmp_path, config, "-n", "results/synthetic/tfaug/intensity.json")
-    assert planned_jobs(full)["nnunet_train"] == 1
 
 
 def test_synthetic_only_study_fine_tunes_each_seed_from_its_synthetic_model(brats_root, healthy_root, tmp_path):
@@ -151,15 +153,3 @@ def test_synthetic_only_study_fine_tunes_each_seed_from_its_synthetic_model(brat
     assert "results/report/table_synthetic_only.md" in result.stdout
     # TF (and TF-Aug under it) is generated at the study's size
     assert planned_jobs(result)["generate_tf"] == 1
-
-
-def test_a_clashing_synthetic_only_experiment_name_is_refused(brats_root, healthy_root, tmp_path):
-    config = workflow_config(
-        data={"brats_root": str(brats_root), "healthy_root": str(healthy_root)},
-        split={"n_real_train": 4, "n_val": 2},
-        synthetic_only={"enabled": True},
-    )
-    config["experiments"]["synthetic_only"] = {"source": "tf", "n_synthetic": 3}
-    result = run_snakemake(tmp_path, config, "-n", check=False)
-    assert result.returncode != 0
-    assert "synthetic_only.enabled adds 'synthetic_only', which the config already defines" in result.stdout
