@@ -57,7 +57,7 @@ REGION_CASE_LEVELS = {0: -0.9, 1: -0.1, 2: -0.5, 3: 0.9}
 
 
 def make_region_case(folder: Path, rng: np.random.Generator, shape=(40, 40, 40), spacing=3.0) -> Path:
-    """A case whose three regions a tiny nnU-Net learns in ~200 iterations (t1n only).
+    """A case whose three regions a tiny nnU-Net learns in ~100 iterations (t1n only).
 
     An ED ball (radius 13 voxels) holds an NCR ball (6.5) and a smaller ET
     ball (5.5) side by side; each label has its own intensity
@@ -193,28 +193,28 @@ def plan_and_preprocess(study: dict) -> dict:
     return {**study, "configuration": configuration, "plans": root / "plans.json"}
 
 
-def train_code(study: dict, experiment: str, run: str, pretrained_model: str | None = None, **train) -> str:
-    """Python source that trains ``experiment`` (seed 0) into ``root/runs/{run}``
-    (``train``: keys of :data:`TINY_TRAIN` to change)."""
+def train_in_process(study: dict, experiment: str, run: str, pretrained_model: str | None = None, **train) -> Path:
+    """Train ``experiment`` (seed 0) into ``root/runs/{run}`` in this process
+    (``train``: keys of :data:`TINY_TRAIN` to change): on the CPU nnU-Net's
+    augmentation runs in the main process, with no worker pool to spawn, as
+    ``make gpu-check`` trains it. Returns the model folder."""
+    from tumorfab.segmentation.train import train as train_nnunet
+
     root = study["root"]
-    settings = tiny_settings(**train).train
-    return (
-        "from tumorfab.segmentation.settings import TrainSettings\n"
-        "from tumorfab.segmentation.train import train\n"
-        "if __name__ == '__main__':\n"
-        f"    train({str(root / 'nnpre' / experiment)!r}, {experiment!r}, {str(root / 'runs' / run / 'work')!r}, "
-        f"{str(root / 'runs' / run / 'model')!r}, seed=0, configuration={study['configuration']!r}, "
-        f"settings={settings!r}, threads=1, pretrained_model={pretrained_model!r})\n"
+    return train_nnunet(
+        root / "nnpre" / experiment, experiment, root / "runs" / run / "work", root / "runs" / run / "model", seed=0,
+        configuration=study["configuration"], settings=tiny_settings(**train).train, threads=1,
+        pretrained_model=pretrained_model,
     )
 
 
 def train_predict_evaluate(study: dict, experiment: str, run: str, **train) -> Path:
-    """Train in a fresh interpreter, predict the held-out cases, evaluate; returns the CSV."""
+    """Train (:func:`train_in_process`), predict the held-out cases, evaluate; returns the CSV."""
     from tumorfab.segmentation.evaluate import evaluate
     from tumorfab.segmentation.predict import predict
 
     root = study["root"]
-    run_python(train_code(study, experiment, run, **train))
+    train_in_process(study, experiment, run, **train)
     predict(root / "runs" / run / "model", study["raw"] / "imagesTs", root / "runs" / run / "pred", ["t1n"],
             case_ids=VAL_IDS, settings=tiny_settings().predict, threads=1)
     out = root / "runs" / run / "per_case.csv"

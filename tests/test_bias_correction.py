@@ -69,6 +69,13 @@ def correct(image: np.ndarray, brain: np.ndarray, settings: BiasCorrectionSettin
     return correct_bias_field(scan, scan.new_image_like(brain.astype(np.float32)), settings).numpy()
 
 
+@pytest.fixture(scope="module")
+def corrected(phantom) -> np.ndarray:
+    """The phantom's stripped brain corrected with the default settings (one N4
+    run for every test that reads it)."""
+    return correct(phantom["image"], phantom["brain"])
+
+
 def variation(values: np.ndarray) -> float:
     """Coefficient of variation: standard deviation over mean."""
     return float(values.std() / values.mean())
@@ -88,30 +95,27 @@ def test_the_field_is_fitted_at_fit_voxel_mm_or_just_coarser(spacing, factor):
     assert shrink_factor(spacing, SETTINGS.fit_voxel_mm) == factor
 
 
-def test_the_field_on_white_matter_is_removed(phantom):
+def test_the_field_on_white_matter_is_removed(phantom, corrected):
     before = variation(phantom["image"][phantom["white"]])
-    after = variation(correct(phantom["image"], phantom["brain"])[phantom["white"]])
+    after = variation(corrected[phantom["white"]])
     # The field spreads white matter by ~0.07, the noise by NOISE / WHITE = 0.02.
     assert before > 3 * NOISE / WHITE
     assert after < 1.25 * NOISE / WHITE
 
 
-def test_the_background_of_a_stripped_scan_stays_zero(phantom):
-    corrected = correct(phantom["image"], phantom["brain"])
+def test_the_background_of_a_stripped_scan_stays_zero(phantom, corrected):
     assert (corrected[~phantom["brain"]] == 0).all()
     assert (corrected[phantom["brain"]] > 0).all()
 
 
-def test_the_head_outside_the_mask_does_not_change_the_brain(phantom):
-    stripped = correct(phantom["image"], phantom["brain"])
+def test_the_head_outside_the_mask_does_not_change_the_brain(phantom, corrected):
     with_scalp = correct(phantom["image"] + phantom["scalp"], phantom["brain"])
-    np.testing.assert_allclose(with_scalp[phantom["brain"]], stripped[phantom["brain"]], rtol=1e-5)
+    np.testing.assert_allclose(with_scalp[phantom["brain"]], corrected[phantom["brain"]], rtol=1e-5)
     # The field is divided out of the scalp too (it is fitted in the brain only).
     assert variation(with_scalp[phantom["scalp"] > 0]) < 0.5 * variation(phantom["scalp"][phantom["scalp"] > 0])
 
 
-def test_the_brain_keeps_its_intensity_scale(phantom):
-    corrected = correct(phantom["image"], phantom["brain"])
+def test_the_brain_keeps_its_intensity_scale(phantom, corrected):
     brain = phantom["brain"]
     ratio = np.exp(np.mean(np.log(corrected[brain])) - np.mean(np.log(phantom["image"][brain])))
     assert ratio == pytest.approx(1.0, abs=1e-4)
@@ -162,16 +166,19 @@ def test_two_runs_give_the_same_bytes_whatever_threads_the_process_inherits(phan
 
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is not there (CI has it)")
 def test_a_known_field_on_a_real_head_is_removed():
-    """swm_T1 (FreeSurfer's T1, already bias-corrected) at 2 mm, in
-    FreeSurfer's brain mask, times a known field: N4 brings its white matter's
-    spread back to the head's own."""
+    """swm_T1 (FreeSurfer's T1, already bias-corrected) at 3 mm (the demo's
+    voxels: N4 fits at 6 mm; at 2 mm it fits at 4 mm, four times the time, and
+    removes the field as well), in FreeSurfer's brain mask, times a known
+    field: N4 brings its white matter's spread back to the head's own
+    (measured: 1.91 x before, 0.98 x after)."""
+    step = 3
     head = nib.load(str(REAL / "healthy" / "swm_T1.nii.gz"))
-    labels = np.asarray(nib.load(str(REAL / "reference" / "swm_aparc.DKTatlas+aseg.nii.gz")).dataobj)[::2, ::2, ::2]
-    data = head.get_fdata(dtype=np.float32)[::2, ::2, ::2]
+    labels = np.asarray(nib.load(str(REAL / "reference" / "swm_aparc.DKTatlas+aseg.nii.gz")).dataobj)[::step, ::step, ::step]
+    data = head.get_fdata(dtype=np.float32)[::step, ::step, ::step]
     affine = head.affine.copy()
-    affine[:3, :3] *= 2
+    affine[:3, :3] *= step
     white = np.isin(labels, FREESURFER_WHITE_MATTER)
-    biased = (data * smooth_field(data.shape, 2.0)).astype(np.float32)
+    biased = (data * smooth_field(data.shape, float(step))).astype(np.float32)
     scan = to_ants(nib.Nifti1Image(biased, affine))
     corrected = correct_bias_field(scan, scan.new_image_like((labels > 0).astype(np.float32)), SETTINGS).numpy()
     assert variation(biased[white]) > 1.1 * variation(data[white])

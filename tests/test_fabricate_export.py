@@ -16,6 +16,9 @@ import pandas as pd
 import pytest
 from conftest import sphere, write_volume
 from helpers.schema_defaults import schema_defaults
+from real_scan_fixtures import CASE_DIR as REAL_CASE
+from real_scan_fixtures import FOUR as CHANNELS
+from real_scan_fixtures import brats_four, raw_images  # noqa: F401
 
 from tumorfab.casefolder import Case, save_case
 from tumorfab.fabricate.export import (
@@ -28,13 +31,10 @@ from tumorfab.fabricate.export import (
 )
 from tumorfab.prepare.cases import discover_brats
 from tumorfab.prepare.validate import prepare_manifests
-from tumorfab.preprocess.normalize import normalize_real_case
 from tumorfab.preprocess.settings import NormalizeSettings
 from tumorfab.segmentation.dataset import dataset_json, to_nnunet_image
 from tumorfab.synthesis.manifest import write_manifest
 
-REAL_CASE = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "brats" / "BraTS-GLI-00000-000"
-CHANNELS = ("t1n", "t1c", "t2w", "t2f")
 NORMALIZE = NormalizeSettings.from_config(schema_defaults()["normalize"])
 SHAPE = (20, 20, 16)
 #: A BraTS-like orientation (LPS voxel axes) and a shifted origin.
@@ -237,16 +237,18 @@ def test_a_scale_without_an_exported_channel_is_refused(cohort, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def real_round_trip(tmp_path_factory):
-    """The real BraTS case normalized as the study does, then exported with its own intensity scale."""
+def real_round_trip(brats_four, tmp_path_factory):
+    """The real BraTS case normalized as the study does (real_scan_fixtures, shared
+    with the other real-scan tests), then exported with its own intensity scale."""
     work = tmp_path_factory.mktemp("round_trip")
-    raw = {c: REAL_CASE / f"{REAL_CASE.name}-{c}.nii.gz" for c in CHANNELS}
-    normalize_real_case(raw, REAL_CASE / f"{REAL_CASE.name}-seg.nii.gz", work / "cases" / "real_0000", NORMALIZE, False)
+    raw = raw_images(CHANNELS)
+    (work / "cases").mkdir()
+    (work / "cases" / "real_0000").symlink_to(brats_four, target_is_directory=True)
     manifest = work / "manifest.csv"
     write_manifest([{"case_id": "real_0000", "seed": 0}], ["case_id", "seed"], manifest, "real")
     scale = intensity_scale([raw], NORMALIZE)
     export_brats(work / "cases", manifest, work / "brats", "SYN", CHANNELS, scale, raw["t1n"], cohort="real")
-    return raw, work / "cases" / "real_0000", work / "brats" / "BraTS-SYN-00000-000"
+    return raw, brats_four, work / "brats" / "BraTS-SYN-00000-000"
 
 
 @needs_real_case

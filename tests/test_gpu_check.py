@@ -54,8 +54,32 @@ def test_the_small_cpu_run_passes_every_item_and_says_no_gpu_was_checked(tmp_pat
     assert table_rows(result.stdout) == rows
 
 
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> tuple:
+    """The check's input (``GPUCheck.prepare``: the BraTS case normalized and at 3 mm),
+    made once for the tests of how an item fails: the case folder and its description."""
+    work = tmp_path_factory.mktemp("gpu_check_input")
+    check = gpu_check.GPUCheck(
+        torch.device("cpu"), gpu_check.SMALL, work, gpu_check.BRATS_CASE, gpu_check.HEALTHY_HEAD, None, threads=1
+    )
+    described = check.prepare()
+    return check.case_dir, described
+
+
+def reuse_prepared(monkeypatch, prepared) -> None:
+    """``main`` takes the prepared input instead of preparing it again."""
+    case_dir, described = prepared
+
+    def prepare(check):
+        check.case_dir = case_dir
+        return described
+
+    monkeypatch.setattr(gpu_check.GPUCheck, "prepare", prepare)
+
+
 @needs_real_data
-def test_a_non_finite_loss_fails_its_item_and_the_command(tmp_path, monkeypatch):
+def test_a_non_finite_loss_fails_its_item_and_the_command(tmp_path, monkeypatch, prepared):
+    reuse_prepared(monkeypatch, prepared)
     real_generator_loss = pix2pix_losses.generator_loss
 
     def nan_generator_loss(*args, **kwargs):
@@ -72,7 +96,9 @@ def test_a_non_finite_loss_fails_its_item_and_the_command(tmp_path, monkeypatch)
 
 
 @needs_real_data
-def test_an_exception_fails_its_item_and_the_items_that_need_it(tmp_path, monkeypatch):
+def test_an_exception_fails_its_item_and_the_items_that_need_it(tmp_path, monkeypatch, prepared):
+    reuse_prepared(monkeypatch, prepared)
+
     def broken(check):
         raise RuntimeError("planning failed\nsecond line")
 
@@ -101,21 +127,21 @@ def test_state_differences_names_each_leaf_that_differs():
 
 
 def test_the_deterministic_switch_sets_torch_s_flags_when_a_device_is_resolved():
+    """In a fresh interpreter: a device resolved without the switch leaves torch's
+    flags alone; with it, they are set (one process, the switch turned on in between)."""
     code = (
         "import os, torch\n"
-        "from tumorfab.device import resolve_device\n"
-        "resolve_device('cpu')\n"
-        "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"
+        "from tumorfab.device import DETERMINISTIC_ENV, resolve_device\n"
+        "for switch in ('', '1'):\n"
+        "    os.environ[DETERMINISTIC_ENV] = switch\n"
+        "    resolve_device('cpu')\n"
+        "    print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"
         " torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, os.environ.get('CUBLAS_WORKSPACE_CONFIG'))"
     )
-    environment = {key: value for key, value in os.environ.items() if key != "CUBLAS_WORKSPACE_CONFIG"}
-    seen = {}
-    for switch in ("1", ""):
-        result = subprocess.run(
-            [sys.executable, "-c", code], env={**environment, DETERMINISTIC_ENV: switch},
-            capture_output=True, text=True, timeout=120,
-        )
-        assert result.returncode == 0, result.stderr
-        seen[switch] = result.stdout.split()
-    assert seen["1"] == ["True", "True", "True", "False", ":4096:8"]
-    assert seen[""] == ["False", "False", "False", "False", "None"]
+    unset = ("CUBLAS_WORKSPACE_CONFIG", DETERMINISTIC_ENV)
+    environment = {key: value for key, value in os.environ.items() if key not in unset}
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    without, with_switch = (line.split() for line in result.stdout.splitlines())
+    assert without == ["False", "False", "False", "False", "None"]
+    assert with_switch == ["True", "True", "True", "False", ":4096:8"]

@@ -16,8 +16,8 @@ from tumorfab.preprocess.normalize import (
 from tumorfab.preprocess.settings import NormalizeSettings
 
 from conftest import make_brats_case, write_volume
+from real_scan_fixtures import brats_t1n  # noqa: F401
 
-BRATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "brats" / "BraTS-GLI-00000-000"
 NORMALIZE = NormalizeSettings.from_config(schema_defaults()["normalize"])
 SHAPE = (40, 40, 40)
 CHANNELS = ("t1n", "t1c", "t2w", "t2f")
@@ -240,14 +240,12 @@ def test_real_brain_mask_and_images_come_from_the_images_not_the_labels(tmp_path
         assert np.array_equal(load(outs["tumour_outside"] / file), load(outs["no_tumour"] / file))
 
 
-@pytest.mark.skipif(not BRATS.is_dir(), reason=f"{BRATS} is not there (CI has it)")
-def test_real_brats_brain_mask_is_plausible_and_holds_the_tumour(tmp_path):
-    normalize_real_case(
-        {"t1n": BRATS / "BraTS-GLI-00000-000-t1n.nii.gz"}, BRATS / "BraTS-GLI-00000-000-seg.nii.gz", tmp_path, NORMALIZE, False
-    )
-    mask = nib.load(str(tmp_path / "brainmask.nii.gz"))
+def test_real_brats_brain_mask_is_plausible_and_holds_the_tumour(brats_t1n):
+    """The real BraTS case normalized from its t1n (the paper's study; shared with
+    test_real_data.py, real_scan_fixtures)."""
+    mask = nib.load(str(brats_t1n / "brainmask.nii.gz"))
     brain = np.asarray(mask.dataobj) > 0
     volume_ml = brain.sum() * float(np.prod(mask.header.get_zooms())) / 1000.0
     assert 1000 <= volume_ml <= 2000
-    tumour = load(tmp_path / "seg.nii.gz") > 0
+    tumour = load(brats_t1n / "seg.nii.gz") > 0
     assert (tumour & ~brain).sum() <= 0.01 * tumour.sum()  # measured: none outside

@@ -1,9 +1,11 @@
 """Intensity normalization on real scans (../shared/data/real, see its README).
 
-The BraTS case's four sequences and the two real healthy T1 heads,
-skull-stripped with the atlas method as the workflow does without SynthStrip
-weights (registration to the BraTS grid does not change intensities and is
-left out), normalized with the configured ceilings. White matter is measured
+The BraTS case's four sequences (normalized as the workflow does,
+:func:`normalize_real_case`) and the two real healthy T1 heads, skull-stripped
+by deepbet as the workflow does without SynthStrip weights (registration to
+the BraTS grid does not change intensities and is left out), normalized with
+the configured ceilings. Both come from tests/real_scan_fixtures.py, made once
+for every test file that reads them. White matter is measured
 independently of the tissue classes under test: FreeSurfer's white matter
 (labels 2 and 41) on swm_T1, the mode of a fine unsmoothed histogram on
 chris_t1, the brightest band of t1n's non-tumour brain in the BraTS case
@@ -18,15 +20,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 from helpers.schema_defaults import schema_defaults
+from real_scan_fixtures import FOUR as CHANNELS
+from real_scan_fixtures import HEADS, REAL, brats_four, deepbet_head, raw_images  # noqa: F401
 
-from tumorfab.preprocess.normalize import brainmask_from_stripped, normalize_intensity, white_matter
-from tumorfab.preprocess.settings import NormalizeSettings, SkullstripSettings
-from tumorfab.preprocess.skullstrip import skullstrip
+from tumorfab.preprocess.normalize import normalize_intensity, white_matter
+from tumorfab.preprocess.settings import NormalizeSettings
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-CASE = "BraTS-GLI-00000-000"
-CHANNELS = ("t1n", "t1c", "t2w", "t2f")
-HEADS = {"chris": "chris_t1.nii.gz", "swm": "swm_T1.nii.gz"}
 NORMALIZE = NormalizeSettings.from_config(schema_defaults()["normalize"])
 FREESURFER_WHITE_MATTER = (2, 41)
 NCR, ED, ET = 1, 2, 3
@@ -52,29 +51,20 @@ def percentile_normalized(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def brats():
-    folder = REAL / "brats" / CASE
-    images = {c: nib.load(str(folder / f"{CASE}-{c}.nii.gz")).get_fdata(dtype=np.float32) for c in CHANNELS}
-    seg = load(folder / f"{CASE}-seg.nii.gz").astype(np.uint8)
-    brain = brainmask_from_stripped(list(images.values())).astype(bool)
-    white = white_matter(images["t1n"], brain)
-    normalized = {c: normalize_intensity(image, brain, c, white, NORMALIZE) for c, image in images.items()}
-    return images, normalized, seg, brain
+def brats(brats_four):
+    """Raw and normalized images by channel, labels and brain mask of the real BraTS case."""
+    images = {c: nib.load(str(path)).get_fdata(dtype=np.float32) for c, path in raw_images(CHANNELS).items()}
+    normalized = {c: load(brats_four / f"{c}.nii.gz") for c in CHANNELS}
+    return images, normalized, load(brats_four / "seg.nii.gz"), load(brats_four / "brainmask.nii.gz") > 0
 
 
 @pytest.fixture(scope="module")
-def heads(tmp_path_factory):
-    work = tmp_path_factory.mktemp("heads")
-    settings = SkullstripSettings.from_config(schema_defaults()["skullstrip"])
+def heads(deepbet_head):
+    """Both real heads stripped by deepbet: name -> (image, brain mask)."""
     stripped = {}
-    for name, file in HEADS.items():
-        out = work / name
-        skullstrip(
-            REAL / "healthy" / file, out / "t1n.nii.gz", out / "brainmask.nii.gz", out / "qc.png",
-            failure_qc=out / "refused.png", settings=settings, seed=2025,
-        )
-        image = nib.load(str(out / "t1n.nii.gz")).get_fdata(dtype=np.float32)
-        stripped[name] = image, load(out / "brainmask.nii.gz") > 0
+    for name in HEADS:
+        folder, _ = deepbet_head(name)
+        stripped[name] = nib.load(str(folder / "t1n.nii.gz")).get_fdata(dtype=np.float32), load(folder / "brainmask.nii.gz") > 0
     return stripped
 
 

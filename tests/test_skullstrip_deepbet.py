@@ -16,10 +16,9 @@ from scipy import ndimage
 from snakemake.exceptions import WorkflowError
 
 from helpers.schema_defaults import schema_defaults
+from real_scan_fixtures import REAL, deepbet_head, strip_with_deepbet  # noqa: F401
 from tumorfab.preprocess.settings import SkullstripSettings
-from tumorfab.preprocess.skullstrip import skullstrip
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 HEAD = REAL / "healthy" / "swm_T1.nii.gz"
 REFERENCE = REAL / "reference" / "swm_aparc.DKTatlas+aseg.nii.gz"
 
@@ -42,21 +41,12 @@ def _with_outer_csf(brain: np.ndarray, close_mm: int = 3, dilate_mm: int = 2) ->
 
 
 @pytest.fixture(scope="module")
-def stripped_twice(tmp_path_factory) -> tuple[Path, Path, dict, dict]:
-    """swm_T1 stripped twice with the schema's default settings, as the workflow would."""
-    if not HEAD.is_file():
-        pytest.skip(f"{HEAD} is not there (CI has it)")
-    settings = SkullstripSettings.from_config(schema_defaults()["skullstrip"])
-    runs = []
-    for name in ("a", "b"):
-        out = tmp_path_factory.mktemp(name)
-        result = skullstrip(
-            HEAD, out / "t1n.nii.gz", out / "brainmask.nii.gz", out / "qc.png", failure_qc=out / "refused.png",
-            settings=settings, seed=2025,
-        )
-        runs.append((out, result))
-    (first, first_result), (second, second_result) = runs
-    return first, second, first_result, second_result
+def stripped_twice(deepbet_head, tmp_path_factory) -> tuple[Path, Path, dict, dict]:
+    """swm_T1 stripped twice with the schema's default settings, as the workflow
+    would: the first run is the one every test file shares (real_scan_fixtures)."""
+    first, first_result = deepbet_head("swm")
+    second = tmp_path_factory.mktemp("again")
+    return first, second, first_result, strip_with_deepbet("swm", second)
 
 
 def test_the_default_without_weights_is_deepbet(stripped_twice):

@@ -1,14 +1,11 @@
 """TF-Aug on several sequences: per-channel (a, b), the fill of a channel a healthy
-scan lacks, the manifest's ``healthy_channels``, and the T1-only study unchanged
-(docs/interpretations.md, "TF-Aug on several sequences")."""
+scan lacks, the manifest's ``healthy_channels``, and the T1-only study untouched by
+them (docs/interpretations.md, "TF-Aug on several sequences")."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers.schema_defaults import REPO, schema_defaults
+from helpers.schema_defaults import schema_defaults
 from test_tfaug_data import AFFINE, TinyEncoder, make_cohort
 
 from tumorfab.synthesis.histogram_match import brain_quantiles, match_to_quantiles, quantile_map
@@ -46,8 +43,6 @@ CONTROLLED = TFAugSettings.from_config(
 FIT_ARGS = {"masks": PAPER.masks, "blur_sigma": PAPER.blur_sigma}
 A = np.array([[0.6, 1.2, 1.4], [1.3, 0.7, 0.9]], np.float32)
 B = np.array([[-0.5, 0.1, 0.3], [0.4, -0.2, 0.1]], np.float32)
-#: The last commit before TF-Aug had several sequences: its T1-only outputs are the reference.
-T1_ONLY_COMMIT = "f914c204d935c78c09442cd44fcfaacd89848b41"
 
 
 def load(path: Path) -> np.ndarray:
@@ -222,45 +217,54 @@ def test_a_missing_fit_or_reference_or_t1_is_named(cohorts, tmp_path):
         generate(tmp_path, real, [no_t1], intensity_json(root, TWO, real), "no_t1", n=1)
 
 
-# --- The T1-only study is unchanged -------------------------------------------------------
-def module_at_commit(path: str, name: str, tmp_path: Path):
-    """``path`` as it was at :data:`T1_ONLY_COMMIT`, imported as module ``name``."""
-    try:
-        source = subprocess.run(
-            ["git", "show", f"{T1_ONLY_COMMIT}:{path}"], cwd=REPO, check=True, capture_output=True, text=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip(f"no git history with commit {T1_ONLY_COMMIT[:7]} (a copy without .git)")
-    file = tmp_path / f"{name}.py"
-    file.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[name]
-    return module
+# --- The T1-only study: the several-sequence machinery inert -------------------------------
+def _fill_refused(monkeypatch) -> None:
+    """Every piece of the fill a T1-only fit or generation could reach raises when called."""
+    from tumorfab.synthesis.tfaug import fill, intensity_fit
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the fill ran in a T1-only study")
+
+    for name in ("fill_patch", "quantile_map", "brain_quantiles"):
+        monkeypatch.setattr(intensity_fit, name, refused)
+    monkeypatch.setattr(fill, "match_to_quantiles", refused)
+
+
+def test_a_t1_only_fit_writes_the_paper_s_json_and_reads_no_other_channel(cohorts, tmp_path, monkeypatch):
+    """Nothing is filled, no reference quantiles are kept, and a healthy folder's
+    t2w beside its t1n changes nothing: the same fit, byte for byte."""
+    _, real, t1_only, mixed = cohorts
+    _fill_refused(monkeypatch)
+    for name, healthy in (("t1_only", t1_only), ("mixed", mixed)):
+        fit_tfaug_intensity(real, healthy, None, tmp_path / name / "intensity.json", modalities=["t1n"], seed=2,
+                            intensity_fit=replace(FIT, epochs=3), extractor=TinyEncoder(), **FIT_ARGS)
+    written = (tmp_path / "t1_only" / "intensity.json").read_text()
+    content = json.loads(written)
+    assert list(content) == ["method", "modalities", "a", "b", "loss_start", "loss_end", "loss_per_epoch", "settings"]
+    assert content["modalities"] == list(content["a"]) == list(content["b"]) == ["t1n"]
+    assert (tmp_path / "mixed" / "intensity.json").read_text() == written
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_t1_only_fit_and_cases_are_byte_identical_to_before(cohorts, tmp_path):
-    _, real, t1_only, _ = cohorts
-    old_fit = module_at_commit("src/tumorfab/synthesis/tfaug/intensity_fit.py", "tfaug_fit_before", tmp_path)
-    old_generate = module_at_commit("src/tumorfab/synthesis/tfaug/generate.py", "tfaug_generate_before", tmp_path)
-    settings = replace(FIT, epochs=3)
-    for name, fit_tfaug in (("old", old_fit.fit_tfaug_intensity), ("new", fit_tfaug_intensity)):
-        fit_tfaug(real, t1_only, None, tmp_path / name / "intensity.json", modalities=["t1n"], seed=2,
-                  intensity_fit=settings, extractor=TinyEncoder(), **FIT_ARGS)
-    assert (tmp_path / "old" / "intensity.json").read_bytes() == (tmp_path / "new" / "intensity.json").read_bytes()
-    for tfaug in (PAPER, CONTROLLED):
-        for name, generate_cases in (("old", old_generate.generate_tfaug), ("new", generate_tfaug)):
-            out = tmp_path / name / str(tfaug.mass_effect.enabled)
-            intensity = tmp_path / "new" / "intensity.json"
-            generate_cases(real, t1_only, intensity, out / "cases", out / "manifest.csv", 3, 5, ["t1n"], tfaug)
-        old, new = (files_of(tmp_path / name / str(tfaug.mass_effect.enabled)) for name in ("old", "new"))
-        assert len(new) == 1 + 3 * 3 and new == old
-    assert list(pd.read_csv(tmp_path / "new" / "True" / "manifest.csv").columns) == MANIFEST_COLUMNS == manifest_columns(["t1n"])
+@pytest.mark.parametrize("tfaug", [PAPER, CONTROLLED], ids=["paper", "mass_effect_and_texture"])
+def test_t1_only_cases_are_the_t1n_of_the_same_cases_made_with_a_second_channel(cohorts, tmp_path, monkeypatch, tfaug):
+    """Same draws, same T1 intensities: a case's t1n, labels and brain mask do not
+    depend on what else is configured, and the T1-only manifest has the paper's
+    columns (no ``healthy_channels``); nothing is filled."""
+    root, real, t1_only, _ = cohorts
+    intensity = intensity_json(root, ["t1n"], real)  # t1n's (a, b) and t2w's reference quantiles
+
+    def made_with(modalities, name):
+        return generate_tfaug(real, t1_only, intensity, tmp_path / name / "cases", tmp_path / name / "manifest.csv", 3, 5,
+                              modalities, tfaug)
+
+    two = made_with(TWO, "two")
+    _fill_refused(monkeypatch)
+    one = made_with(["t1n"], "one")
+    assert list(pd.read_csv(tmp_path / "one" / "manifest.csv").columns) == MANIFEST_COLUMNS == manifest_columns(["t1n"])
+    pd.testing.assert_frame_equal(one, two.drop(columns=HEALTHY_CHANNELS))
+    made = files_of(tmp_path / "one" / "cases")
+    assert len(made) == 3 * 3 and made == {k: v for k, v in files_of(tmp_path / "two" / "cases").items() if "t2w" not in k}

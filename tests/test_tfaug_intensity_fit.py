@@ -119,7 +119,7 @@ def test_the_fit_runs_on_the_nnunet_feature_extractor(cohort, tmp_path):
     )
     result = fit_tfaug_intensity(
         real, healthy, None, tmp_path / "i.json", seed=1,
-        intensity_fit=replace(FIT, epochs=4, lr=0.01), extractor=extractor, **ARGS,
+        intensity_fit=replace(FIT, epochs=2, lr=0.01), extractor=extractor, **ARGS,
     )
     assert result.loss_end < result.loss_start
 

@@ -8,10 +8,8 @@ F is a frozen stand-in of three conv stages (the nnU-Net encoder's interface:
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -25,7 +23,7 @@ from tumorfab.synthesis.gan import CHECKPOINT, load_generator
 from tumorfab.synthesis.gan_settings import TFGANSettings
 from tumorfab.synthesis.manifest import write_manifest
 from tumorfab.synthesis.tfgan.networks import make_generator
-from tumorfab.synthesis.tfgan.refine import generate_tf, refine_volume
+from tumorfab.synthesis.tfgan.refine import MANIFEST_COLUMNS, generate_tf, manifest_columns, refine_volume
 from tumorfab.synthesis.tfgan.train import train_tfgan
 
 SHAPE = (48, 56, 44)
@@ -129,19 +127,20 @@ def _train(cohort, out: Path, **overrides):
     )
 
 
-def test_training_writes_the_generator_the_loss_rows_and_the_curves(cohort, tmp_path):
-    rows = _train(cohort, tmp_path)
-    assert len(rows) == 2 * 3  # epochs x coarse pairs (batch 1)
-    assert (tmp_path / "generator.pt").exists() and (tmp_path / "losses.png").stat().st_size > 0
-    table = pd.read_csv(tmp_path / "losses.csv")
-    assert list(table["step"]) == list(range(6))
+@pytest.fixture(scope="module")
+def trained(cohort, tmp_path_factory):
+    """The module's one training of G (one epoch: three steps), shared by every test that reads a trained G."""
+    out = tmp_path_factory.mktemp("trained")
+    _train(cohort, out, epochs=1)
+    return out
+
+
+def test_training_writes_the_generator_the_loss_rows_and_the_curves(trained):
+    assert (trained / "generator.pt").exists() and (trained / "losses.png").stat().st_size > 0
+    table = pd.read_csv(trained / "losses.csv")
+    assert list(table["step"]) == list(range(3)) and list(table["epoch"]) == [0, 0, 0]  # coarse pairs (batch 1)
     assert table["lambda_c"].iloc[0] == pytest.approx(10.0) and table["lambda_c"].iloc[-1] == pytest.approx(1.0)
     assert np.isfinite(table[["d_loss", "g_total", "adv_patch", "adv_global", "hinge", "percep"]].to_numpy()).all()
-
-
-def test_the_autocast_path_runs_on_the_cpu(cohort, tmp_path):
-    rows = _train(cohort, tmp_path, mixed_precision="on", epochs=1)
-    assert np.isfinite(rows[["d_loss", "g_total"]].to_numpy()).all()
 
 
 #: One bf16 TF-GAN step in a process whose heap hands out poisoned memory:
@@ -195,56 +194,35 @@ def test_a_loss_made_infinite_stops_the_training_naming_the_step_and_the_term(co
     assert not (tmp_path / "generator.pt").exists()
 
 
-_KILLED_RUN = """
-import sys, time
-sys.path.insert(0, {tests!r})
-import test_tfgan_training as t
-from tumorfab.synthesis.tfgan import train
-
-step = train.Trainer.step
-def slow_step(self, *args):  # time for the test to kill the job between steps
-    time.sleep(1.0)
-    return step(self, *args)
-train.Trainer.step = slow_step
-t._train((t.Path({root!r}), t.Path({coarse!r}), {real!r}), t.Path({out!r}))
-"""
+class Interrupted(Exception):
+    pass
 
 
-def test_a_killed_training_resumes_and_ends_with_the_uninterrupted_weights(cohort, tmp_path):
-    root, coarse_dir, real_dirs = cohort
-    torch.set_num_threads(1)
-    _train(cohort, tmp_path / "whole")
-    killed = tmp_path / "killed"
-    script = _KILLED_RUN.format(
-        tests=str(Path(__file__).parent), root=str(root), coarse=str(coarse_dir), real=[str(d) for d in real_dirs], out=str(killed)
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    job = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True)
-    checkpoint = killed / "work" / CHECKPOINT
-    deadline = time.time() + 300
-    while time.time() < deadline and job.poll() is None:
-        if checkpoint.exists() and torch.load(checkpoint, weights_only=False)["step"] >= 2:
-            break
-        time.sleep(0.2)
-    assert job.poll() is None, "the training ended before it could be killed"
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
-    saved = torch.load(checkpoint, weights_only=False)["step"]
-    assert 2 <= saved < 6 and not (killed / "generator.pt").exists()
+def test_an_interrupted_training_resumes_and_ends_with_the_uninterrupted_bytes(cohort, trained, tmp_path, monkeypatch):
+    """The GANs' loop (``gan.run_training``) with TF-GAN's step and batches: the
+    step's crops and F's features depend on the step only, so the run resumed
+    from the checkpoint of step 2 ends as the uninterrupted one (the loop's
+    resume after a SIGKILL: tests/test_pix2pix.py)."""
+    from tumorfab.synthesis.tfgan import train
 
-    rows = _train(cohort, killed)
-    assert list(rows["step"]) == list(range(6))
-    whole = torch.load(tmp_path / "whole" / "generator.pt", weights_only=False)["generator"]
-    resumed = torch.load(killed / "generator.pt", weights_only=False)["generator"]
-    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
-    assert pd.read_csv(tmp_path / "whole" / "losses.csv").equals(pd.read_csv(killed / "losses.csv"))
+    step, calls = train.Trainer.step, []
 
+    def dying_step(self, index, *batch):  # the job dies after two steps (two checkpoints)
+        if index == 2:
+            raise Interrupted
+        return step(self, index, *batch)
 
-@pytest.fixture(scope="module")
-def trained(cohort, tmp_path_factory):
-    out = tmp_path_factory.mktemp("trained")
-    _train(cohort, out, epochs=1)
-    return out / "generator.pt"
+    monkeypatch.setattr(train.Trainer, "step", dying_step)
+    with pytest.raises(Interrupted):
+        _train(cohort, tmp_path, epochs=1)
+    assert torch.load(tmp_path / "work" / CHECKPOINT, weights_only=False)["step"] == 2
+    assert not (tmp_path / "generator.pt").exists()
+
+    monkeypatch.setattr(train.Trainer, "step", lambda self, index, *batch: calls.append(index) or step(self, index, *batch))
+    _train(cohort, tmp_path, epochs=1)
+    assert calls == [2]  # resumed at step 2
+    for name in ("generator.pt", "losses.csv"):
+        assert (tmp_path / name).read_bytes() == (trained / name).read_bytes(), name
 
 
 def _generate(cohort, generator: Path, out: Path, modalities=("t1n",)):
@@ -270,7 +248,8 @@ def _load_generator(path: Path) -> torch.nn.Module:
 
 def test_refinement_keeps_labels_and_brain_and_writes_the_provenance(cohort, trained, tmp_path):
     _, coarse_dir, _ = cohort
-    manifest = _generate(cohort, trained, tmp_path)
+    manifest = _generate(cohort, trained / "generator.pt", tmp_path)
+    assert list(manifest.columns) == manifest_columns(1) == MANIFEST_COLUMNS  # one modality: no healthy_channels
     assert list(manifest["case_id"]) == ["tf_0000", "tf_0001"]
     assert list(manifest["coarse_case"]) == ["tfaug_0000", "tfaug_0001"]
     assert manifest["generator_sha256"].nunique() == 1 and len(manifest["generator_sha256"][0]) == 64
@@ -285,23 +264,23 @@ def test_refinement_keeps_labels_and_brain_and_writes_the_provenance(cohort, tra
 
 def test_refinement_refuses_a_generator_trained_for_other_modalities(cohort, trained, tmp_path):
     with pytest.raises(ValueError, match=r"trained for modalities \['t1n'\], not \['t1n', 't2w'\]"):
-        _generate(cohort, trained, tmp_path, modalities=("t1n", "t2w"))
+        _generate(cohort, trained / "generator.pt", tmp_path, modalities=("t1n", "t2w"))
     assert not (tmp_path / "cases").exists() and not (tmp_path / "manifest.csv").exists()
 
 
 def test_the_generator_file_holds_the_settings_it_was_trained_with(trained):
-    record = torch.load(trained, weights_only=False)
+    record = torch.load(trained / "generator.pt", weights_only=False)
     # One modality: the paper's TF-GAN's record, without the translator's keys.
     settings = TFGANSettings.from_config({**TFGAN, "epochs": 1})
     assert record["tfgan"] == {k: v for k, v in settings.as_record().items() if k != "translation_weight"}
     assert list(record) == ["generator", "n_modalities", "modalities", "tfgan", "seed", "steps"]
-    loaded = load_generator(trained, torch.device("cpu"), TFGANSettings, make_generator)
+    loaded = load_generator(trained / "generator.pt", torch.device("cpu"), TFGANSettings, make_generator)
     assert loaded.settings == TFGANSettings.from_config({**TFGAN, "epochs": 1, "translation_weight": 0.0})
     assert loaded.modalities == ["t1n"] and not loaded.network.training
 
 
 def test_sliding_windows_leave_no_seams_on_a_constant_input(trained):
-    generator = _load_generator(trained)
+    generator = _load_generator(trained / "generator.pt")
     torch.manual_seed(0)  # a correction far from zero everywhere, as a longer training gives
     torch.nn.init.normal_(generator.head.weight, std=0.5)
     shape = (160, 64, 64)  # several windows of 64 along x
@@ -319,14 +298,15 @@ def test_sliding_windows_leave_no_seams_on_a_constant_input(trained):
 def test_batched_cpu_windows_give_what_one_window_at_a_time_gives(trained, monkeypatch):
     from tumorfab.synthesis import gan
 
-    generator = _load_generator(trained)
+    generator = _load_generator(trained / "generator.pt")
     torch.manual_seed(1)
     torch.nn.init.normal_(generator.head.weight, std=0.5)
-    shape = (128, 96, 64)  # 3 x 2 x 1 windows of 64 at overlap 0.5: more than one batch of windows
+    shape = (128, 64, 64)  # 3 windows of 64 at overlap 0.5: a full batch of two windows and a last one alone
     rng = np.random.default_rng(0)
     image = rng.uniform(-1, 1, (1, *shape)).astype(np.float32)
     labels = rng.integers(0, 4, shape).astype(np.uint8)
     brain = np.ones(shape, np.uint8)
+    monkeypatch.setattr(gan, "CPU_WINDOWS_PER_BATCH", 2)
     batched = refine_volume(generator, image, labels, brain, 64, 0.5, torch.device("cpu"), "off")
     monkeypatch.setattr(gan, "CPU_WINDOWS_PER_BATCH", 1)
     one_by_one = refine_volume(generator, image, labels, brain, 64, 0.5, torch.device("cpu"), "off")

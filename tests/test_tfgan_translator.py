@@ -5,20 +5,13 @@ Coarse pairs hold all four channels and a TF-Aug manifest whose
 four channels that are fixed functions of one anatomy (T2 and FLAIR
 invert T1's contrast, T1c brightens the enhancing tumour), so that
 translation is learnable. F is the training tests' frozen stand-in, on four
-channels. A last test checks that with one modality the code writes the
-generator file, loss rows and refined cases of the commit before the
-translator, byte for byte.
+channels. The last tests check that with one modality the translator's
+machinery is inert: the paper's TF-GAN.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 
 import nibabel as nib
@@ -29,7 +22,7 @@ import torch
 
 from tumorfab.casefolder import Case, load_case, save_case
 from tumorfab.labels import ED, ET, NCR
-from tumorfab.synthesis.gan import load_generator
+from tumorfab.synthesis.gan import CHECKPOINT, Volume, load_generator, random_crop, stack_crops
 from tumorfab.synthesis.gan_settings import TFGANSettings
 from tumorfab.synthesis.histogram_match import brain_quantiles, match_to_quantiles
 from tumorfab.synthesis.manifest import write_manifest
@@ -46,17 +39,28 @@ from tumorfab.synthesis.tfgan.networks import (
     generator_in_channels,
     make_generator,
 )
-from tumorfab.synthesis.tfgan.refine import generate_tf, load_trained_generator, manifest_columns, translate
-from tumorfab.synthesis.tfgan.train import Trainer, loss_columns, train_tfgan
+from tumorfab.synthesis.tfgan.refine import (
+    MANIFEST_COLUMNS,
+    generate_tf,
+    load_trained_generator,
+    manifest_columns,
+    translate,
+)
+from tumorfab.synthesis.tfgan.train import (
+    LOSS_COLUMNS,
+    STREAM,
+    Trainer,
+    loss_columns,
+    sample_batch,
+    settings_digest,
+    train_tfgan,
+)
 
-from test_tfgan_training import TFGAN, StandInF
+from test_tfgan_training import TFGAN, StandInF, _case
 
-REPO = Path(__file__).resolve().parents[1]
 FOUR = ["t1n", "t1c", "t2w", "t2f"]
 SHAPE = (48, 56, 44)
 AFFINE = np.diag([3.0, 3.0, 3.0, 1.0])
-#: The last commit whose TF-GAN knew one modality only: the reference of the one-modality outputs.
-ONE_MODALITY_COMMIT = "f914c204d935c78c09442cd44fcfaacd89848b41"
 #: The coarse pairs' healthy channels (TF-Aug's manifest column).
 HEALTHY_CHANNELS = [["t1n"], ["t1n", "t2w"], FOUR]
 
@@ -292,11 +296,30 @@ def test_a_translator_training_writes_every_channel_s_generator_and_a_translatio
         assert np.array_equal(quantiles, brain_quantiles((c.images[channel], c.brainmask) for c in cases))
 
 
-def test_two_translator_trainings_with_one_seed_write_the_same_bytes(cohort, trained, tmp_path):
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_translator_training_resumes_to_the_uninterrupted_bytes(cohort, trained, tmp_path, monkeypatch):
+    """A translator's step also draws the channels it hides from the step's own
+    stream: the run resumed from the checkpoint of step 1 writes the bytes of the
+    uninterrupted run (of the same seed)."""
     out, _ = trained
+    step = Trainer.step
+
+    def dying_step(self, index, *batch):
+        if index == 1:
+            raise Interrupted
+        return step(self, index, *batch)
+
+    monkeypatch.setattr(Trainer, "step", dying_step)
+    with pytest.raises(Interrupted):
+        _train(cohort, tmp_path)
+    assert torch.load(tmp_path / "work" / CHECKPOINT, weights_only=False)["step"] == 1
+    monkeypatch.setattr(Trainer, "step", step)
     _train(cohort, tmp_path)
     for name in ("generator.pt", "losses.csv"):
-        assert (tmp_path / name).read_bytes() == (out / name).read_bytes()
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
 
 
 def test_the_translator_s_autocast_path_runs_on_the_cpu(cohort):
@@ -370,69 +393,55 @@ def test_an_untrained_translator_makes_the_histogram_matched_fill(cohort, traine
         translate(tmp_path / "old.pt", case.images, case.brainmask, case.seg, ["t1n"], device="cpu")
 
 
-# --- one modality: the paper's TF-GAN, unchanged ---
-
-_ONE_MODALITY_RUN = """
-import sys
-sys.path.insert(0, {tests!r})
-from pathlib import Path
-import test_tfgan_training as t
-import tumorfab
-from tumorfab.synthesis.gan_settings import TFGANSettings
-from tumorfab.synthesis.tfgan.refine import generate_tf
-from tumorfab.synthesis.tfgan.train import train_tfgan
-
-root, out = Path({root!r}), Path({out!r})
-settings = TFGANSettings.from_config({settings!r})
-train_tfgan(root / "tfaug" / "manifest.csv", root / "tfaug" / "cases", {real!r}, None, out / "work",
-            out / "generator.pt", out / "losses.csv", out / "losses.png", ["t1n"], settings, 5, 1, "cpu",
-            extractor=t.StandInF())
-generate_tf(root / "tfaug" / "manifest.csv", root / "tfaug" / "cases", out / "generator.pt", out / "cases",
-            out / "manifest.csv", 2, ["t1n"], 5, settings, 1, "cpu")
-print(tumorfab.__file__)
-"""
+# --- one modality: the paper's TF-GAN, the translator inert ---
 
 
-def _base_sources(tmp_path: Path) -> Path:
-    """``src`` of :data:`ONE_MODALITY_COMMIT`, extracted; the test is skipped without git or that commit."""
-    git = shutil.which("git")
-    if git is None or not (REPO / ".git").exists():
-        pytest.skip("no git checkout to read the one-modality reference commit from")
-    archive = subprocess.run([git, "-C", str(REPO), "archive", ONE_MODALITY_COMMIT, "src"], capture_output=True)
-    if archive.returncode:
-        pytest.skip(f"commit {ONE_MODALITY_COMMIT[:7]} not in this clone")
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(tmp_path / "base", filter="data")
-    return tmp_path / "base" / "src"
+def _one_modality_volumes(n: int, seed: int) -> list[Volume]:
+    rng = np.random.default_rng(seed)
+    cases = [_case(rng, (22 + 2 * i, 28, 22), 7.0, True) for i in range(n)]
+    return [Volume(c.stacked(["t1n"]), c.seg, c.brainmask) for c in cases]
 
 
-def _one_modality_run(source: Path, root: Path, real_dirs, settings: dict, out: Path) -> None:
-    script = _ONE_MODALITY_RUN.format(
-        tests=str(Path(__file__).parent), root=str(root), out=str(out), settings=settings, real=[str(d) for d in real_dirs]
-    )
-    env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert result.stdout.strip().startswith(str(source)), result.stdout  # that commit's code ran
+def _translator_code_refused(monkeypatch) -> None:
+    """The translator's draw of hidden channels and its loss raise when called."""
+    from tumorfab.synthesis.tfgan import train
+
+    def refused(*args, **kwargs):
+        raise AssertionError("translator code ran with one modality")
+
+    monkeypatch.setattr(train, "draw_hidden_channels", refused)
+    monkeypatch.setattr(losses, "translation_l1", refused)
 
 
-def test_with_one_modality_the_outputs_are_the_one_modality_commit_s_byte_for_byte(tmp_path):
-    from test_tfgan_training import _case
+def test_with_one_modality_a_step_s_batch_is_the_paper_s_crops_and_nothing_more(monkeypatch):
+    """The step's stream draws a coarse pair and its crop, then a real case and its crop,
+    per sample (the paper's TF-GAN), and no channel to hide."""
+    _translator_code_refused(monkeypatch)
+    coarse, real = _one_modality_volumes(3, 1), _one_modality_volumes(2, 2)
+    batch = sample_batch(coarse, real, 2, 64, 5, 4, "cpu")
+    rng = np.random.default_rng([5, STREAM, 4])
+    coarse_crops = [random_crop(coarse[rng.integers(3)], 64, rng) for _ in range(2)]
+    real_crops = [random_crop(real[rng.integers(2)], 64, rng) for _ in range(2)]
+    assert len(batch) == 2  # no presence, hidden channels nor fills
+    for got, crops in zip(batch, (coarse_crops, real_crops)):
+        assert all(torch.equal(a, b) for a, b in zip(got, stack_crops(crops, "cpu")))
 
-    base = _base_sources(tmp_path)
-    root = tmp_path / "cohort"
-    rng = np.random.default_rng(3)
-    rows = []
-    for i in range(2):
-        save_case(_case(rng, (20 + 3 * i, 28, 22), 7.0, True), root / "tfaug" / "cases" / f"tfaug_{i:04d}")
-        rows.append({"case_id": f"tfaug_{i:04d}", "seed": 1})
-    write_manifest(rows, ["case_id", "seed"], root / "tfaug" / "manifest.csv", "tfaug")
-    real_dirs = [root / "real" / "BraTS-GLI-00000-000"]
-    save_case(_case(rng, (26, 26, 20), 8.0, True), real_dirs[0])
-    paper = {k: v for k, v in TFGAN.items() if k != "translation_weight"}
-    paper["checkpoint_every"] = 100
-    _one_modality_run(base, root, real_dirs, paper, tmp_path / "base_run")
-    _one_modality_run(REPO / "src", root, real_dirs, {**paper, "translation_weight": 100.0}, tmp_path / "run")
-    outputs = ["generator.pt", "losses.csv", "manifest.csv", "cases/tf_0000/t1n.nii.gz", "cases/tf_0001/t1n.nii.gz"]
-    for name in outputs:
-        assert (tmp_path / "run" / name).read_bytes() == (tmp_path / "base_run" / name).read_bytes(), name
+
+def test_with_one_modality_g_is_given_image_and_mask_and_no_translation_term_is_computed(monkeypatch):
+    _translator_code_refused(monkeypatch)
+    torch.set_num_threads(1)
+    trainer = Trainer(_settings(translation_weight=100.0), 1, StandInF(), total_steps=3, seed=0, device="cpu")
+    assert trainer.generator.in_channels == 1 + N_MASK_CHANNELS and trainer.generator.out_channels == 1
+    batch = sample_batch(_one_modality_volumes(1, 1), _one_modality_volumes(1, 2), 1, 64, 5, 0, "cpu")
+    row = trainer.train_step(0, *batch)
+    assert list(row) == LOSS_COLUMNS[2:] == loss_columns(1)[2:] and np.isfinite(list(row.values())).all()
+
+
+def test_with_one_modality_translation_weight_is_in_neither_the_generator_file_nor_the_checkpoint_digest():
+    with_weight, without = _settings(translation_weight=100.0), _settings(translation_weight=0.0)
+    assert with_weight.generator_record(1) == without.generator_record(1)
+    assert "translation_weight" not in with_weight.generator_record(1)
+    assert with_weight.generator_record(4) != without.generator_record(4)
+    digests = {settings_digest(s, 5, ["t1n"], ["tfaug_0000"], ["real"]) for s in (with_weight, without)}
+    assert len(digests) == 1  # a one-modality checkpoint is resumed whatever the weight
+    assert loss_columns(1) == LOSS_COLUMNS and manifest_columns(1) == MANIFEST_COLUMNS
