@@ -28,13 +28,10 @@ FOUR := demo_four_sequences
 demo-four-sequences: env
 	$(BIN)/snakemake --cores $(CORES) --directory $(FOUR) --configfile config/demo_four_sequences.yaml --report results/report.html --report-after-run
 
-# Two workers (pytest-xdist), each test file on one of them, the files that
-# share a session fixture together (tests/conftest.py); a random order each
-# run (pytest-randomly: the seed is printed; `--randomly-seed=N` repeats an order, `-p no:randomly` keeps the files' order).
-TEST_WORKERS ?= 2
-
+# A random order each run (pytest-randomly: the seed is printed; `--randomly-seed=N`
+# repeats an order, `-p no:randomly` keeps the files' order).
 test: env
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q
 
 # Its options go in GPU_CHECK_ARGS, e.g. GPU_CHECK_ARGS="--markdown results/gpu_check.md --deterministic".
 gpu-check: env
