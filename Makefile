@@ -28,10 +28,13 @@ FOUR := demo_four_sequences
 demo-four-sequences: env
 	$(BIN)/snakemake --cores $(CORES) --directory $(FOUR) --configfile config/demo_four_sequences.yaml --report results/report.html --report-after-run
 
-# A random order each run (pytest-randomly: the seed is printed; `--randomly-seed=N`
-# repeats an order, `-p no:randomly` keeps the files' order).
+# Two workers (pytest-xdist), each test file whole on one of them (its module
+# fixtures made once); a random order each run (pytest-randomly: the seed is
+# printed; `--randomly-seed=N` repeats an order, `-p no:randomly` keeps the files' order).
+TEST_WORKERS ?= 2
+
 test: env
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Its options go in GPU_CHECK_ARGS, e.g. GPU_CHECK_ARGS="--markdown results/gpu_check.md --deterministic".
 gpu-check: env
