@@ -205,6 +205,7 @@ def precision_kernels(dtype: torch.dtype | None, device: torch.device) -> contex
 
 @contextlib.contextmanager
 def _onednn_disabled():
+    # not torch.backends.mkldnn.flags(): it also sets oneDNN's TF32 switch, which warns on every CPU build
     enabled = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False
     try:
